@@ -1,0 +1,118 @@
+"""The binary form of a scenario, for libFuzzer: decoding is total.
+
+Layout: one header byte (bit 0 vendor svm, bit 1 nested paging off, bits 2-4
+the caps in `CAPS` order), then fixed-size records of `RECORD` bytes, one an
+event: a kind byte (taken modulo the number of kinds) and the parameters of
+that kind in spec order, each in its own bytes, the rest padding.  Every byte
+string decodes: values are taken modulo their domain, a short last record is
+padded with zeros, bytes past `MAX_EVENTS` records are ignored.  Because
+records have a fixed size, changing one byte changes at most one event (or
+the configuration), and a short input is a short scenario.
+"""
+from __future__ import annotations
+
+from impls.arch import Ev, EvType
+from fuzz.scenario import CAPS, EXCEPTION_VECTORS, SPECS, Config, Event, PType, Scenario, normalise
+
+RECORD = 1 + max(sum(p.type.width for p in s.params) for s in SPECS)
+MAX_EVENTS = 64
+_KIND_INDEX = {s.kind: i for i, s in enumerate(SPECS)}
+_NEXC = len(EXCEPTION_VECTORS)
+_EXC_INDEX = {v: i for i, v in enumerate(EXCEPTION_VECTORS)}
+#: EVENT type byte: 0 none, 1 external interrupt, 2 NMI, 3 exception, 4 INT n.
+_EVENT_TYPES = (None, EvType.EXT_INTR, EvType.NMI, EvType.HW_EXCEPTION, EvType.SOFT_INT)
+
+
+def _u(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+def _decode_value(param, b: bytes):
+    t = param.type
+    if t is PType.VECTOR or t is PType.U8:
+        return b[0]
+    if t is PType.EXC:
+        return EXCEPTION_VECTORS[b[0] % _NEXC]
+    if t is PType.OPT_EXC:
+        i = b[0] % (_NEXC + 1)
+        return None if i == 0 else EXCEPTION_VECTORS[i - 1]
+    if t is PType.U16:
+        return _u(b)
+    if t is PType.PAGE:
+        return _u(b) << 12
+    if t is PType.BOOL:
+        return bool(b[0] & 1)
+    if t is PType.ENUM:
+        return param.choices[b[0] % len(param.choices)]
+    if t is PType.VECSET:
+        return _u(b)
+    if t is PType.EVENT:
+        typ = _EVENT_TYPES[b[0] % len(_EVENT_TYPES)]
+        if typ is None:
+            return None
+        if typ is EvType.NMI:
+            return Ev(typ, 2)
+        if typ is EvType.HW_EXCEPTION:
+            return Ev(typ, EXCEPTION_VECTORS[b[1] % _NEXC], _u(b[2:4]))
+        return Ev(typ, b[1])
+    raise AssertionError(t)
+
+
+def _encode_value(param, v) -> bytes:
+    t, w = param.type, param.type.width
+    if t is PType.EXC:
+        n = _EXC_INDEX[v]
+    elif t is PType.OPT_EXC:
+        n = 0 if v is None else _EXC_INDEX[v] + 1
+    elif t is PType.PAGE:
+        n = v >> 12
+    elif t is PType.BOOL:
+        n = int(v)
+    elif t is PType.ENUM:
+        n = param.choices.index(v)
+    elif t is PType.EVENT:
+        if v is None:
+            return bytes(4)
+        vec = _EXC_INDEX[v.vector] if v.type is EvType.HW_EXCEPTION else v.vector
+        return bytes([_EVENT_TYPES.index(v.type), vec]) + (v.error_code or 0).to_bytes(2, "little")
+    else:
+        n = v
+    return n.to_bytes(w, "little")
+
+
+def decode(data: bytes) -> Scenario:
+    """Any bytes to a scenario.  Never raises."""
+    head = data[0] if data else 0
+    config = Config(
+        vendor="svm" if head & 1 else "vmx",
+        npt=not head & 2,
+        caps=frozenset(c for i, c in enumerate(CAPS) if head >> (2 + i) & 1),
+    )
+    events = []
+    body = data[1 : 1 + RECORD * MAX_EVENTS]
+    for off in range(0, len(body), RECORD):
+        rec = body[off : off + RECORD].ljust(RECORD, b"\0")
+        spec = SPECS[rec[0] % len(SPECS)]
+        pos, args = 1, []
+        for p in spec.params:
+            args.append(_decode_value(p, rec[pos : pos + p.type.width]))
+            pos += p.type.width
+        events.append(normalise(Event(spec.kind, tuple(args))))
+    return Scenario(config, tuple(events))
+
+
+def encode(scenario: Scenario) -> bytes:
+    """The canonical bytes of a scenario: `decode(encode(s)) == s` for every
+    scenario whose values the binary form holds (error codes to 0xffff,
+    addresses to 0xffff000, at most MAX_EVENTS events)."""
+    c = scenario.config
+    head = (c.vendor == "svm") | ((not c.npt) << 1)
+    for i, cap in enumerate(CAPS):
+        head |= (cap in c.caps) << (2 + i)
+    out = bytearray([head])
+    for ev in scenario.events:
+        rec = bytearray([_KIND_INDEX[ev.kind]])
+        for p, v in zip(ev.spec.params, ev.args):
+            rec += _encode_value(p, v)
+        out += rec.ljust(RECORD, b"\0")
+    return bytes(out)

@@ -1,0 +1,240 @@
+"""The event language: a scenario is a configuration and a sequence of events.
+
+Each event kind is declared once, in `SPECS`, with its parameters and their
+types; the text format (`fuzz.text`), the binary format (`fuzz.binary`), the
+Hypothesis strategies and every implementation read that one table.
+
+Kinds, by who acts (the README has the full table with examples):
+
+* guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
+  gates, the IDT limit, a handler stack that faults;
+* L1 as a hypervisor: its intercepts for L2 and its VM entry to L2 with an
+  injected event; L2's unconditional exit to L1 (`l2.vmcall`);
+* the guest's current instruction (at whatever level runs): raises an
+  exception, STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
+  which arms a fault (an MMU fault) for the next event delivery;
+* L0-internal happenings that must be invisible: `l0.mmu_fixup` (a fault
+  during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
+  violation / NPF with npt on), `l0.emulate` (L0 emulates the instruction,
+  which may fault), `l0.immediate_exit`;
+* platform: `irq`, `nmi`;
+* userspace: KVM_SET_VCPU_EVENTS (`user.set_exception`, `user.set_nmi`,
+  `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
+  into a fresh vCPU);
+* `run`: run to the next quiescent point.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from impls.arch import MNEMONICS, Ev, EvType, has_error_code
+
+
+class EvdiffError(Exception):
+    """Root of every error evdiff reports to its user."""
+
+
+class ScenarioError(EvdiffError):
+    """A scenario that cannot be read.  `str()` is `FILE:LINE: what`."""
+
+    def __init__(self, message: str, path: str = "<string>", line: int = 0):
+        self.path, self.line, self.message = path, line, message
+        super().__init__(f"{path}:{line}: {message}")
+
+
+# ---------------------------------------------------------------- values --
+
+#: Vectors an instruction, the MMU or userspace can raise as an exception:
+#: the architectural exceptions of SDM Table 6-1 that are not reserved, not
+#: NMI and not #VE (which needs EPT-violation #VE) or #CSO (never generated).
+EXCEPTION_VECTORS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 21)
+
+CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
+VENDORS = ("vmx", "svm")
+
+
+class PType(enum.Enum):
+    """Parameter types of the event language."""
+
+    VECTOR = "vector"  # 0..255, an interrupt vector
+    EXC = "exception"  # one of EXCEPTION_VECTORS
+    OPT_EXC = "exception or none"
+    U8 = "u8"
+    U16 = "u16"
+    PAGE = "page"  # an address, a multiple of 0x1000 below 0x10000000
+    BOOL = "bool"
+    ENUM = "enum"
+    VECSET = "vector set"  # a set of exception vectors 0..31, as a bit mask
+    EVENT = "event"  # an event to inject: Ev or None
+
+    @property
+    def width(self) -> int:
+        """Bytes this type takes in the binary form."""
+        return {PType.U16: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 4}.get(self, 1)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: PType
+    default: Any = 0
+    choices: tuple[str, ...] = ()  # for ENUM
+    positional: bool = False
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    kind: str
+    params: tuple[Param, ...]
+    doc: str
+
+    def index(self, name: str) -> int:
+        for i, p in enumerate(self.params):
+            if p.name == name:
+                return i
+        raise KeyError(name)
+
+
+def _p(name, type_, default=0, choices=(), positional=False) -> Param:
+    return Param(name, type_, default, tuple(choices), positional)
+
+
+_EXC = lambda name="vector", default=14: _p(name, PType.EXC, default, positional=True)  # noqa: E731
+
+
+def _specs() -> tuple[EventSpec, ...]:
+    out: list[EventSpec] = []
+    for lvl in ("l1", "l2"):
+        out += [
+            EventSpec(f"{lvl}.mode", (_p("mode", PType.ENUM, "protected", ("real", "protected", "long"), True),),
+                      f"{lvl.upper()}'s CPU mode (real mode pushes no error codes)"),
+            EventSpec(f"{lvl}.idt", (_p("vector", PType.VECTOR, 14, positional=True),
+                                     _p("gate", PType.ENUM, "not_present", ("ok", "not_present", "bad_type"))),
+                      f"make {lvl.upper()}'s IDT gate for a vector unusable (or usable again)"),
+            EventSpec(f"{lvl}.idt_limit", (_p("entries", PType.U8, 0, positional=True),),
+                      f"{lvl.upper()}'s IDT holds only this many gates; vectors beyond fault with #GP"),
+            EventSpec(f"{lvl}.stack", (_p("fault", PType.ENUM, "#PF", ("none", "#SS", "#PF"), True),),
+                      f"pushes on {lvl.upper()}'s handler stack fault (or stop faulting)"),
+        ]
+    out += [
+        EventSpec("l1.intercept", (_p("exceptions", PType.VECSET, 0), _p("pf_mask", PType.U16, 0),
+                                   _p("pf_match", PType.U16, 0), _p("nmi", PType.BOOL, False),
+                                   _p("intr", PType.BOOL, False), _p("shutdown", PType.BOOL, True)),
+                  "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
+                  "NMI and external-interrupt exiting, shutdown intercept (SVM)"),
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None, positional=True),),
+                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
+        EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
+        EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
+                  "the current instruction raises this exception"),
+        EventSpec("delivery_fault", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
+                  "the next event delivery at the current level hits this exception (an MMU fault)"),
+        EventSpec("sti", (), "STI"),
+        EventSpec("cli", (), "CLI"),
+        EventSpec("mov_ss", (), "MOV SS (blocks interrupts for one instruction)"),
+        EventSpec("iret", (), "IRET (unblocks NMIs)"),
+        EventSpec("stgi", (), "STGI (SVM: set GIF)"),
+        EventSpec("clgi", (), "CLGI (SVM: clear GIF)"),
+        EventSpec("l0.mmu_fixup", (_p("at", PType.ENUM, "delivery", ("delivery", "iret"), True),),
+                  "an L0-internal fault that L0 fixes, during the next delivery or the next IRET"),
+        EventSpec("l0.emulate", (_p("fault", PType.OPT_EXC, None, positional=True), _p("ec", PType.U16, 0),
+                                 _p("cr2", PType.PAGE, 0)),
+                  "L0 emulates the current instruction; the emulator may raise an exception"),
+        EventSpec("l0.immediate_exit", (), "L0 asks for an exit right after the next VM entry"),
+        EventSpec("irq", (_p("vector", PType.VECTOR, 0x20, positional=True),),
+                  "an external interrupt becomes pending"),
+        EventSpec("nmi", (), "an NMI becomes pending"),
+        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
+                  "KVM_SET_VCPU_EVENTS with a pending (or injected) exception"),
+        EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),
+                  "KVM_SET_VCPU_EVENTS with an NMI pending (or injected)"),
+        EventSpec("user.set_irq", (_p("vector", PType.VECTOR, 0x20, positional=True),),
+                  "KVM_SET_VCPU_EVENTS with an injected interrupt"),
+        EventSpec("user.interrupt", (_p("vector", PType.VECTOR, 0x20, positional=True),), "KVM_INTERRUPT"),
+        EventSpec("user.nmi", (), "KVM_NMI"),
+        EventSpec("user.migrate", (), "KVM_GET_VCPU_EVENTS, then KVM_SET_VCPU_EVENTS into a fresh vCPU"),
+        EventSpec("run", (), "run the vCPU to its next quiescent point"),
+    ]
+    return tuple(out)
+
+
+SPECS: tuple[EventSpec, ...] = _specs()
+SPEC_BY_KIND: dict[str, EventSpec] = {s.kind: s for s in SPECS}
+
+
+# -------------------------------------------------------------- scenario --
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its kind and its arguments in the order of its spec."""
+
+    kind: str
+    args: tuple = ()
+
+    @property
+    def spec(self) -> EventSpec:
+        return SPEC_BY_KIND[self.kind]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.args[SPEC_BY_KIND[self.kind].index(name)]
+
+
+def event(kind: str, *positional: Any, **named: Any) -> Event:
+    """Build an event, filling defaults: `event("exception", 13, ec=0)`."""
+    spec = SPEC_BY_KIND[kind]
+    values = {p.name: p.default for p in spec.params}
+    for p, v in zip(spec.params, positional):
+        values[p.name] = v
+    for k, v in named.items():
+        spec.index(k)
+        values[k] = v
+    return normalise(Event(kind, tuple(values[p.name] for p in spec.params)))
+
+
+def normalise(ev: Event) -> Event:
+    """The one canonical form of an event: an error code is 0 where the
+    vector pushes none, so that equal scenarios print equal text."""
+    spec = ev.spec
+    if "ec" in {p.name for p in spec.params}:
+        vec = ev.args[0]
+        i = spec.index("ec")
+        if vec is None or not has_error_code(vec):
+            ev = Event(ev.kind, ev.args[:i] + (0,) + ev.args[i + 1 :])
+        if "cr2" in {p.name for p in spec.params} and vec != 14:
+            j = spec.index("cr2")
+            ev = Event(ev.kind, ev.args[:j] + (0,) + ev.args[j + 1 :])
+    if spec.kind == "l1.vmentry" and ev.args[0] is not None:
+        inj: Ev = ev.args[0]
+        wants_ec = inj.type is EvType.HW_EXCEPTION and has_error_code(inj.vector)
+        if wants_ec != (inj.error_code is not None):
+            inj = Ev(inj.type, inj.vector, (inj.error_code or 0) if wants_ec else None)
+            ev = Event(ev.kind, (inj,))
+    return ev
+
+
+@dataclass(frozen=True)
+class Config:
+    vendor: str = "vmx"
+    npt: bool = True  # EPT on VMX, NPT on SVM: L0's nested paging
+    caps: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    config: Config = field(default_factory=Config)
+    events: tuple[Event, ...] = ()
+    #: Leading comment of a text file; not part of equality.
+    description: str = field(default="", compare=False)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+def parse_exception_vector(text: str) -> int:
+    """`#PF`, `14` or `0xe` to 14."""
+    if text.upper() in {k.upper() for k in MNEMONICS}:
+        return next(v for k, v in MNEMONICS.items() if k.upper() == text.upper())
+    return int(text, 0)

@@ -1,0 +1,298 @@
+"""The text form of a scenario: one event a line, readable and writable by hand.
+
+    ; a comment runs from ';' to the end of the line ('#' starts a vector: #GP)
+    evdiff 1 vendor=vmx ept=off caps=exception_payload
+    l1.intercept exceptions=#PF,#GP
+    l2.idt #GP gate=not_present
+    l1.vmentry inject=intr(0x20)
+    run
+
+The first line that is not blank or a comment is the header; the comment lines
+before it are the scenario's description.  Every other line is
+`kind [first-argument] [name=value ...]`.  `format_scenario` writes the one
+canonical form (defaults left out), so `parse(format(s)) == s`.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from impls.arch import MNEMONICS, Ev, EvType, mnemonic
+from fuzz.scenario import (
+    CAPS,
+    EXCEPTION_VECTORS,
+    SPEC_BY_KIND,
+    VENDORS,
+    Config,
+    Event,
+    Param,
+    PType,
+    Scenario,
+    ScenarioError,
+    normalise,
+)
+
+COMMENT = ";"
+HEADER = "evdiff 1"
+
+
+def _closest(word: str, choices) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (closest: {near[0]})" if near else ""
+
+
+# ---------------------------------------------------------- value syntax --
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number") from None
+
+
+def _vector(text: str) -> int:
+    upper = {k.upper(): v for k, v in MNEMONICS.items()}
+    if text.upper() in upper:
+        return upper[text.upper()]
+    if text.startswith("#"):
+        raise ValueError(f"unknown vector '{text}'{_closest(text.upper(), upper)}")
+    v = _int(text)
+    if not 0 <= v <= 255:
+        raise ValueError(f"vector {text} is not in 0..255")
+    return v
+
+
+def _exception(text: str) -> int:
+    v = _vector(text)
+    if v not in EXCEPTION_VECTORS:
+        names = ",".join(mnemonic(x) for x in EXCEPTION_VECTORS)
+        raise ValueError(f"{text} is not an exception an instruction can raise (one of {names})")
+    return v
+
+
+def _event_value(text: str) -> Ev | None:
+    """`none`, `nmi`, `intr(0x20)`, `int(0x80)`, `#UD`, `#PF(0x2)`."""
+    low = text.lower()
+    if low == "none":
+        return None
+    if low == "nmi":
+        return Ev(EvType.NMI, 2)
+    head, _, rest = text.partition("(")
+    arg = rest[:-1] if rest.endswith(")") else None
+    if rest and arg is None:
+        raise ValueError(f"'{text}' lacks a closing ')'")
+    if head.lower() in ("intr", "int"):
+        if arg is None:
+            raise ValueError(f"'{text}' needs a vector: {head.lower()}(0x20)")
+        typ = EvType.EXT_INTR if head.lower() == "intr" else EvType.SOFT_INT
+        return Ev(typ, _vector(arg))
+    vec = _exception(head)
+    return Ev(EvType.HW_EXCEPTION, vec, _int(arg) if arg is not None else None)
+
+
+def _format_event_value(ev: Ev | None) -> str:
+    if ev is None:
+        return "none"
+    if ev.type is EvType.NMI:
+        return "nmi"
+    if ev.type is EvType.EXT_INTR:
+        return f"intr({ev.vector:#x})"
+    if ev.type is EvType.SOFT_INT:
+        return f"int({ev.vector:#x})"
+    name = mnemonic(ev.vector)
+    return name if ev.error_code is None else f"{name}({ev.error_code:#x})"
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "on", "yes", "true"):
+        return True
+    if low in ("0", "off", "no", "false"):
+        return False
+    raise ValueError(f"'{text}' is not a boolean (0 or 1)")
+
+
+def parse_value(param: Param, text: str):
+    t = param.type
+    if t is PType.VECTOR:
+        return _vector(text)
+    if t is PType.EXC:
+        return _exception(text)
+    if t is PType.OPT_EXC:
+        return None if text.lower() == "none" else _exception(text)
+    if t in (PType.U8, PType.U16):
+        v = _int(text)
+        hi = 0xFF if t is PType.U8 else 0xFFFF
+        if not 0 <= v <= hi:
+            raise ValueError(f"{param.name}={text} is out of range 0..{hi:#x}")
+        return v
+    if t is PType.PAGE:
+        v = _int(text)
+        if v % 0x1000 or not 0 <= v < 0x1000_0000:
+            raise ValueError(f"{param.name}={text} must be a multiple of 0x1000 below 0x10000000")
+        return v
+    if t is PType.BOOL:
+        return _bool(text)
+    if t is PType.ENUM:
+        if text not in param.choices:
+            raise ValueError(f"{param.name}={text} is not one of {', '.join(param.choices)}")
+        return text
+    if t is PType.VECSET:
+        if text.lower() == "none":
+            return 0
+        mask = 0
+        for part in text.split(","):
+            v = _vector(part)
+            if v > 31:
+                raise ValueError(f"{part} is not an exception vector (0..31)")
+            mask |= 1 << v
+        return mask
+    if t is PType.EVENT:
+        return _event_value(text)
+    raise AssertionError(t)
+
+
+def format_value(param: Param, value) -> str:
+    t = param.type
+    if t in (PType.VECTOR, PType.EXC, PType.OPT_EXC):
+        if value is None:
+            return "none"
+        return mnemonic(value) if value < 32 else f"{value:#x}"
+    if t is PType.U8:
+        return str(value)
+    if t in (PType.U16, PType.PAGE):
+        return f"{value:#x}"
+    if t is PType.BOOL:
+        return "1" if value else "0"
+    if t is PType.ENUM:
+        return value
+    if t is PType.VECSET:
+        return ",".join(mnemonic(v) for v in range(32) if value >> v & 1) or "none"
+    if t is PType.EVENT:
+        return _format_event_value(value)
+    raise AssertionError(t)
+
+
+# ------------------------------------------------------------ lines --
+
+
+def _parse_header(words: list[str]) -> Config:
+    if words[:2] != HEADER.split():
+        raise ValueError(f"expected the header '{HEADER} vendor=vmx|svm [ept|npt=on|off] [caps=...]' first")
+    vendor, npt, caps = "vmx", True, frozenset()
+    for word in words[2:]:
+        key, eq, val = word.partition("=")
+        if not eq:
+            raise ValueError(f"header word '{word}' is not key=value")
+        if key == "vendor":
+            if val not in VENDORS:
+                raise ValueError(f"vendor={val} is not one of {', '.join(VENDORS)}")
+            vendor = val
+        elif key in ("npt", "ept"):
+            npt = _bool(val)
+        elif key == "caps":
+            names = [c for c in val.split(",") if c and c != "none"]
+            for c in names:
+                if c not in CAPS:
+                    raise ValueError(f"unknown cap '{c}'{_closest(c, CAPS)}; caps are {', '.join(CAPS)}")
+            caps = frozenset(names)
+        else:
+            raise ValueError(f"unknown header key '{key}'{_closest(key, ['vendor', 'npt', 'ept', 'caps'])}")
+    return Config(vendor, npt, caps)
+
+
+def parse_event_line(line: str) -> Event:
+    words = line.split()
+    kind = words[0]
+    spec = SPEC_BY_KIND.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown event kind '{kind}'{_closest(kind, SPEC_BY_KIND)}")
+    values = {p.name: p.default for p in spec.params}
+    seen: set[str] = set()
+    for i, word in enumerate(words[1:]):
+        key, eq, val = word.partition("=")
+        if not eq:
+            if i != 0 or not spec.params or not spec.params[0].positional:
+                raise ValueError(f"'{word}' is not name=value (comments start with '{COMMENT}')")
+            param, val = spec.params[0], word
+        else:
+            try:
+                param = spec.params[spec.index(key)]
+            except KeyError:
+                names = [p.name for p in spec.params]
+                raise ValueError(
+                    f"{kind} has no parameter '{key}'{_closest(key, names)}; it takes: {', '.join(names) or 'nothing'}"
+                ) from None
+        if param.name in seen:
+            raise ValueError(f"{param.name} given twice")
+        seen.add(param.name)
+        values[param.name] = parse_value(param, val)
+    ev = Event(kind, tuple(values[p.name] for p in spec.params))
+    if "ec" in values and ev != normalise(ev) and values.get("ec"):
+        raise ValueError(f"ec= given but {mnemonic(ev.args[0])} pushes no error code")
+    if "cr2" in values and ev != normalise(ev) and values.get("cr2"):
+        raise ValueError("cr2= is only for #PF")
+    return normalise(ev)
+
+
+def parse_scenario(text: str, path: str = "<string>") -> Scenario:
+    config: Config | None = None
+    description: list[str] = []
+    events: list[Event] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        body, _, comment = raw.partition(COMMENT)
+        body = body.strip()
+        if not body:
+            if config is None and comment:
+                description.append(comment.strip())
+            continue
+        try:
+            if config is None:
+                config = _parse_header(body.split())
+            else:
+                events.append(parse_event_line(body))
+        except ValueError as e:
+            raise ScenarioError(str(e), path, lineno) from None
+    if config is None:
+        raise ScenarioError(f"no header line '{HEADER} vendor=...'", path, max(1, len(text.splitlines())))
+    return Scenario(config, tuple(events), "\n".join(description))
+
+
+def read_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise ScenarioError("not a text scenario (binary inputs: use a .bin name)", str(p), 1) from None
+    return parse_scenario(text, str(p))
+
+
+def format_event(ev: Event) -> str:
+    spec = ev.spec
+    words = [ev.kind]
+    for i, (param, value) in enumerate(zip(spec.params, ev.args)):
+        if i == 0 and param.positional:
+            if value is not None:
+                words.append(format_value(param, value))
+            continue
+        if value != param.default:
+            words.append(f"{param.name}={format_value(param, value)}")
+    return " ".join(words)
+
+
+def format_header(config: Config) -> str:
+    paging = "ept" if config.vendor == "vmx" else "npt"
+    words = [HEADER, f"vendor={config.vendor}", f"{paging}={'on' if config.npt else 'off'}"]
+    if config.caps:
+        words.append("caps=" + ",".join(c for c in CAPS if c in config.caps))
+    return " ".join(words)
+
+
+def format_scenario(scenario: Scenario, with_description: bool = True) -> str:
+    lines = []
+    if with_description and scenario.description:
+        lines += [f"{COMMENT} {d}".rstrip() for d in scenario.description.splitlines()]
+    lines.append(format_header(scenario.config))
+    lines += [format_event(e) for e in scenario.events]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,229 @@
+"""What an implementation is, what it produces, and the registry of them.
+
+An implementation turns a `Scenario` into an `Outcome`: what L1 and L2 could
+observe.  The reference model returns `Allowed` (several outcomes) where the
+manuals leave a choice.  Implementations are registered by name in
+`IMPLEMENTATIONS` and loaded lazily; loading checks the class against this
+spec and names what is wrong.
+"""
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+from dataclasses import dataclass, field, fields
+from typing import ClassVar
+
+from impls.arch import Ev
+
+
+class Undefined:
+    """A value the manuals leave undefined: it matches any value.  Every use
+    names the rule that makes it undefined."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __eq__(self, other):
+        return isinstance(other, Undefined)
+
+    def __hash__(self):
+        return 0
+
+    def __repr__(self):
+        return f"Undefined({self.why!r})"
+
+    def __str__(self):
+        return "undefined"
+
+
+def matches(expected, actual) -> bool:
+    """Equality in which an `Undefined` part of `expected` matches anything."""
+    if isinstance(expected, Undefined):
+        return True
+    if type(expected) is not type(actual):
+        return False
+    if isinstance(expected, tuple):
+        return len(expected) == len(actual) and all(map(matches, expected, actual))
+    if hasattr(expected, "__dataclass_fields__"):
+        return all(matches(getattr(expected, f.name), getattr(actual, f.name)) for f in fields(expected))
+    return expected == actual
+
+
+# ---------------------------------------------------------- observations --
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """An event delivered through a guest's IDT (its handler will run)."""
+
+    level: int
+    event: Ev
+
+    def __str__(self):
+        return f"L{self.level} handles {self.event}"
+
+
+@dataclass(frozen=True, slots=True)
+class VmExit:
+    """A nested VM exit from L2 to L1, as L1 reads it in vmcs12 / vmcb12.
+
+    `reason`: VMX basic exit reason name, or SVM exit code name.  `info`: the
+    exit interruption information (VMX) or the intercepted exception with
+    EXITINFO1's error code (SVM).  `vectoring`: IDT-vectoring information
+    (VMX) or EXITINTINFO (SVM).  `address`: exit qualification / EXITINFO2
+    of a #PF exit.
+    """
+
+    reason: str
+    info: Ev | None = None
+    vectoring: Ev | None | Undefined = None
+    address: int | None = None
+
+    def __str__(self):
+        s = f"EXIT {self.reason}"
+        if self.info is not None:
+            s += f" {self.info}"
+        if self.address is not None:
+            s += f" addr={self.address:#x}"
+        if self.vectoring is not None:
+            s += f", IDT-vectoring: {self.vectoring}"
+        return s
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailed:
+    """L1's VM entry failed: VMfail / a failed-entry exit (VMX), or
+    VMEXIT_INVALID (SVM).  L1 goes on running."""
+
+    reason: str
+
+    def __str__(self):
+        return f"ENTRY FAILED {self.reason}"
+
+
+Observation = Delivered | VmExit | EntryFailed
+
+
+@dataclass(frozen=True, slots=True)
+class FinalState:
+    """The vCPU after a last `run`, at its quiescent point."""
+
+    level: int
+    nmi_pending: int  # NMIs not yet delivered
+    irq_pending: tuple[int, ...]  # interrupt vectors not yet delivered
+    nmi_blocked: bool  # of the running level
+    interrupt_shadow: bool
+    interrupts_enabled: bool  # RFLAGS.IF of the running level
+    cr2: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything compared.  Traces are (step, observation) pairs: `step` is
+    the index of the scenario event whose processing produced it
+    (len(events) for the implicit final `run`)."""
+
+    l1: tuple[tuple[int, Observation], ...] = ()
+    l2: tuple[tuple[int, Observation], ...] = ()
+    #: Step at which a shutdown (triple fault) reached userspace, or None.
+    shutdown: int | None = None
+    final: FinalState | None = None
+    #: KVM's own alarms (a WARN_ON_ONCE that would fire); always () for the
+    #: reference, so an alarm is a divergence even where the rest agrees.
+    alarms: tuple[str, ...] = ()
+    #: The step bound was hit (a livelock), or None.
+    livelock: str | None = None
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("l1", "l2", "shutdown", "final", "alarms", "livelock")
+
+    def to_json(self) -> dict:
+        def obs(pairs):
+            return [[step, str(o)] for step, o in pairs]
+
+        final = None
+        if self.final is not None:
+            final = {f.name: getattr(self.final, f.name) for f in fields(self.final)}
+            final["irq_pending"] = list(final["irq_pending"])
+        return {
+            "l1": obs(self.l1),
+            "l2": obs(self.l2),
+            "shutdown": self.shutdown,
+            "final": final,
+            "alarms": list(self.alarms),
+            "livelock": self.livelock,
+        }
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """Every outcome the manuals allow, for scenarios where they leave a
+    choice; `choices` says which rules made them differ."""
+
+    outcomes: tuple[Outcome, ...]
+    choices: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------- implementations --
+
+
+class Implementation(abc.ABC):
+    """One implementation under comparison.
+
+    Subclasses set `name` (the registry key), `origin` (the manual edition or
+    kernel tree it follows) and `summary`, and implement `run`, which must be
+    deterministic and must not raise on any scenario: an exception is
+    reported as the implementation's crash.
+    """
+
+    name: ClassVar[str]
+    origin: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abc.abstractmethod
+    def run(self, scenario) -> Outcome | Allowed: ...
+
+
+#: name -> "module:Class", loaded on first use.  Order is display order.
+IMPLEMENTATIONS: dict[str, str] = {
+    "reference": "impls.reference:Reference",
+}
+
+#: (before, after) pairs for which the oracle gives a verdict.
+PAIRS: tuple[tuple[str, str], ...] = (("prepatch", "postpatch"), ("prepatch", "upstream"))
+
+_loaded: dict[str, Implementation] = {}
+
+
+class RegistryError(Exception):
+    pass
+
+
+def load(name: str) -> Implementation:
+    """The registered implementation `name`, instantiated once."""
+    if name in _loaded:
+        return _loaded[name]
+    target = IMPLEMENTATIONS.get(name)
+    if target is None:
+        near = difflib.get_close_matches(name, list(IMPLEMENTATIONS), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; registered: {', '.join(IMPLEMENTATIONS)}"
+        raise RegistryError(f"no implementation '{name}'{hint}")
+    module_name, _, class_name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Implementation)):
+        raise RegistryError(f"implementation '{name}': {target} is not an Implementation subclass")
+    for attr in ("name", "origin", "summary"):
+        if not isinstance(getattr(cls, attr, None), str):
+            raise RegistryError(f"implementation '{name}': {target} lacks the class attribute '{attr}'")
+    if cls.name != name:
+        raise RegistryError(f"implementation '{name}': {target}.name is '{cls.name}'")
+    if getattr(cls.run, "__isabstractmethod__", False):
+        raise RegistryError(f"implementation '{name}': {target} does not implement run()")
+    _loaded[name] = cls()
+    return _loaded[name]
+
+
+def names() -> list[str]:
+    return list(IMPLEMENTATIONS)

@@ -1,0 +1,73 @@
+"""SVM encodings.  APM vol. 2 15.20 (EVENTINJ, Figure 15-5, Table 15-11),
+15.7.2 (EXITINTINFO, same layout), App. C (exit codes; exception intercepts
+are 0x40 + vector, MANUALS.md section 7)."""
+from __future__ import annotations
+
+from impls.arch.events import Ev, EvType
+
+EVTINJ_VALID = 1 << 31
+EVTINJ_VALID_ERR = 1 << 11
+
+#: EVENTINJ types (APM 15.20 Table 15-11): 0 INTR, 2 NMI, 3 exception, 4 INTn.
+TYPE_INTR, TYPE_NMI, TYPE_EXEPT, TYPE_SOFT = 0, 2, 3, 4
+
+EXIT_EXCP_BASE = 0x40
+EXIT_INTR = 0x60
+EXIT_NMI = 0x61
+EXIT_SMI = 0x62
+EXIT_INIT = 0x63
+EXIT_VINTR = 0x64
+EXIT_SHUTDOWN = 0x7F
+EXIT_VMMCALL = 0x81
+EXIT_ERR = -1  # VMEXIT_INVALID
+
+EXIT_NAMES = {
+    EXIT_INTR: "INTR",
+    EXIT_NMI: "NMI",
+    EXIT_SMI: "SMI",
+    EXIT_INIT: "INIT",
+    EXIT_VINTR: "VINTR",
+    EXIT_SHUTDOWN: "SHUTDOWN",
+    EXIT_VMMCALL: "VMMCALL",
+    EXIT_ERR: "VMEXIT_INVALID",
+}
+
+
+def encode(ev: Ev | None) -> tuple[int, int]:
+    """(EVENTINJ / EXITINTINFO low word, error code).  INT1, INT3 and INTO
+    are type 3 on SVM (APM 15.7.2)."""
+    if ev is None:
+        return 0, 0
+    typ = {EvType.PRIV_SOFT_EXCEPTION: TYPE_EXEPT, EvType.SOFT_EXCEPTION: TYPE_EXEPT}.get(
+        ev.type, int(ev.type)
+    )
+    info = EVTINJ_VALID | (typ << 8) | ev.vector
+    if ev.error_code is not None:
+        info |= EVTINJ_VALID_ERR
+    return info, ev.error_code or 0
+
+
+def decode(info: int, error_code: int = 0) -> Ev | None:
+    if not info & EVTINJ_VALID:
+        return None
+    ec = error_code if info & EVTINJ_VALID_ERR else None
+    return Ev(EvType((info >> 8) & 7), info & 0xFF, ec)
+
+
+def exit_name(code: int) -> str:
+    from impls.arch import mnemonic
+
+    if EXIT_EXCP_BASE <= code < EXIT_EXCP_BASE + 32:
+        return f"EXCP {mnemonic(code - EXIT_EXCP_BASE)}"
+    return EXIT_NAMES.get(code, hex(code))
+
+
+#: Exceptions whose intercept writes the error code to EXITINFO1 (APM 15.12:
+#: #NP, #SS, #GP, #AC, #PF, #CP; for #TS EXITINFO1 is undefined, for #DF
+#: EXITINFO is undefined).  Other exception exits carry no error code.
+EXITINFO1_ERROR_CODE = frozenset({11, 12, 13, 14, 17, 21})
+
+
+def exception_exit_info(vector: int, exit_info_1: int) -> Ev:
+    """The intercepted exception as L1 can read it from EXITCODE/EXITINFO1."""
+    return Ev(EvType.HW_EXCEPTION, vector, exit_info_1 if vector in EXITINFO1_ERROR_CODE else None)

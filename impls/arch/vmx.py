@@ -1,0 +1,56 @@
+"""VMX encodings.  SDM 24.8.3 (VM-entry interruption-information field,
+Table 24-13), 24.9.2 (exit interruption info, Table 24-15; IDT-vectoring
+info, Table 24-16), App. C (basic exit reasons)."""
+from __future__ import annotations
+
+from impls.arch.events import Ev, EvType
+
+INTR_INFO_VALID = 1 << 31
+INTR_INFO_DELIVER_CODE = 1 << 11
+INTR_INFO_NMI_UNBLOCKED_BY_IRET = 1 << 12
+
+#: App. C "VMX Basic Exit Reasons".
+EXCEPTION_NMI = 0
+EXTERNAL_INTERRUPT = 1
+TRIPLE_FAULT = 2
+INIT_SIGNAL = 3
+INTERRUPT_WINDOW = 7
+NMI_WINDOW = 8
+VMCALL = 18
+INVALID_GUEST_STATE = 33
+#: Bit 31 of the exit reason: the VM entry failed (SDM 26.7, 24.9.1).
+FAILED_VMENTRY = 1 << 31
+
+EXIT_REASON_NAMES = {
+    EXCEPTION_NMI: "EXCEPTION_NMI",
+    EXTERNAL_INTERRUPT: "EXTERNAL_INTERRUPT",
+    TRIPLE_FAULT: "TRIPLE_FAULT",
+    INIT_SIGNAL: "INIT",
+    INTERRUPT_WINDOW: "INTERRUPT_WINDOW",
+    NMI_WINDOW: "NMI_WINDOW",
+    VMCALL: "VMCALL",
+    INVALID_GUEST_STATE: "INVALID_GUEST_STATE",
+}
+
+
+def encode(ev: Ev | None) -> tuple[int, int]:
+    """(interruption info, error code) for an event; (0, 0) for none."""
+    if ev is None:
+        return 0, 0
+    info = INTR_INFO_VALID | (int(ev.type) << 8) | ev.vector
+    if ev.error_code is not None:
+        info |= INTR_INFO_DELIVER_CODE
+    return info, ev.error_code or 0
+
+
+def decode(info: int, error_code: int = 0) -> Ev | None:
+    if not info & INTR_INFO_VALID:
+        return None
+    ec = error_code if info & INTR_INFO_DELIVER_CODE else None
+    return Ev(EvType((info >> 8) & 7), info & 0xFF, ec)
+
+
+def reason_name(reason: int) -> str:
+    failed = "FAILED_ENTRY|" if reason & FAILED_VMENTRY else ""
+    base = reason & 0xFFFF
+    return failed + EXIT_REASON_NAMES.get(base, str(base))

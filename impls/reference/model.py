@@ -1,0 +1,567 @@
+"""The architectural model: a vCPU running L1 and, nested, L2, as the Intel
+SDM and AMD APM describe it.  Written from the manuals only (citations as in
+`impls.arch`; MANUALS.md has the pages), never from KVM.
+
+There is no L0 here: L1 sees the VMX/SVM architecture directly, so every
+`l0.*` event and every `user.*` save/restore must leave no trace.
+
+How a scenario runs.  Configuration events change tables at once.  Platform
+events make an NMI or interrupt pending.  An instruction event (`exception`,
+`sti`, ..., `l1.vmentry`, `l2.vmcall`, `l0.emulate`) first lets the CPU reach
+its instruction boundary -- delivering, in priority order, every pending event
+that is deliverable there (`_boundary`) -- and then executes.  `run` does the
+boundary and executes no-ops until nothing deliverable is left.  After the
+last event an implicit `run` gives the final state.
+
+Where the manuals leave a choice the model asks `self.choose(...)`; the
+`Reference` driver runs the model once per combination of answers and returns
+every outcome (`impls.api.Allowed`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from impls import arch
+from impls.arch import DF, GP, NP, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
+from impls.api import Delivered, EntryFailed, FinalState, Outcome, Undefined, VmExit
+
+#: Bound on deliveries at one boundary and on no-ops in one `run`.
+STEP_BOUND = 64
+
+
+class Livelock(Exception):
+    pass
+
+
+@dataclass
+class LevelState:
+    """Architectural state of one guest level (L1, or L2 as vmcs12/vmcb12
+    holds it while L1 runs)."""
+
+    desc: DescriptorState = field(default_factory=DescriptorState)
+    rflags_if: bool = True
+    shadow: str | None = None  # "sti" or "movss": blocking for one instruction
+    nmi_blocked: bool = False
+    cr2: int = 0
+    armed: list = field(default_factory=list)  # delivery faults for the next deliveries
+
+
+@dataclass
+class Intercepts:
+    exceptions: int = 0
+    pf_mask: int = 0
+    pf_match: int = 0
+    nmi: bool = False
+    intr: bool = False
+    shutdown: bool = True
+
+
+class Machine:
+    def __init__(self, scenario, answers: list[int]):
+        self.cfg = scenario.config
+        self.svm = self.cfg.vendor == "svm"
+        self.events = scenario.events
+        self.answers = answers  # choices to take, in order
+        self.asked: list[tuple[str, int]] = []  # choice points met: (rule, options)
+        self.level = 1
+        self.lv = {1: LevelState(), 2: LevelState()}
+        self.icpt = Intercepts()
+        self.gif = True  # SVM only
+        self.nmi_pending = 0
+        self.irq_pending: set[int] = set()
+        self.user_event: tuple[Ev, bool] | None = None  # (event, injected) from KVM_SET_VCPU_EVENTS
+        self.l1_trace: list = []
+        self.l2_trace: list = []
+        self.shutdown: int | None = None
+        self.step = 0
+
+    # ------------------------------------------------------------ choices --
+
+    def choose(self, rule: str, options: int) -> int:
+        i = len(self.asked)
+        self.asked.append((rule, options))
+        return self.answers[i] if i < len(self.answers) else 0
+
+    # ------------------------------------------------------------ helpers --
+
+    @property
+    def cur(self) -> LevelState:
+        return self.lv[self.level]
+
+    @property
+    def dead(self) -> bool:
+        return self.shutdown is not None
+
+    def _exc(self, vector: int, error_code: int | None) -> Ev:
+        """A hardware exception as delivered at the current level: no error
+        code in real mode (SDM 20.1.4; SDM 26.5.1.3 for injection), none for
+        vectors that push none (SDM Table 6-1)."""
+        if self.cur.desc.mode is Mode.REAL or not arch.has_error_code(vector):
+            error_code = None
+        elif error_code is None:
+            error_code = 0
+        return Ev(EvType.HW_EXCEPTION, vector, error_code)
+
+    def _intercepted(self, ev: Ev) -> bool:
+        """Whether L1 intercepts exception `ev` raised in L2.  VMX: exception
+        bitmap and the #PF error-code mask/match (SDM 25.2, 24.6.3).  SVM:
+        exception intercept vector (APM 15.12); SVM has no mask/match."""
+        bit = bool(self.icpt.exceptions >> ev.vector & 1)
+        if ev.vector == PF and not self.svm:
+            return arch.pf_intercepted(bit, self.icpt.pf_mask, self.icpt.pf_match, ev.error_code or 0)
+        return bit
+
+    # ------------------------------------------------------------ exits --
+
+    def _vmexit(self, exit_: VmExit) -> None:
+        """A VM exit to L1.  VMX: RFLAGS is cleared but bit 1 (SDM 27.5.3), so
+        L1 runs with IF=0; no STI/MOV-SS blocking after any exit (SDM 27.5.5,
+        MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17)."""
+        self.l1_trace.append((self.step, exit_))
+        self.level = 1
+        l1 = self.lv[1]
+        l1.shadow = None
+        if self.svm:
+            self.gif = False
+        else:
+            l1.rflags_if = False
+
+    def _exception_exit(self, ev: Ev, vectoring, address: int | None) -> None:
+        """L1 intercepted exception `ev`.  VMX: reason 0, exit interruption
+        info = the exception (SDM 27.2.2), exit qualification = #PF address
+        (SDM 27.2.1); CR2 is not written (SDM 27.1).  SVM: exit code 0x40+vector,
+        EXITINFO1 = error code for some vectors, EXITINFO2 = #PF address
+        (APM 15.12), checked before CR2 is written."""
+        addr = address if ev.vector == PF else None
+        if self.svm:
+            info = asvm.exception_exit_info(ev.vector, ev.error_code or 0)
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_EXCP_BASE + ev.vector), info, vectoring, addr))
+        else:
+            self._vmexit(VmExit(avmx.reason_name(avmx.EXCEPTION_NMI), ev, vectoring, addr))
+
+    def _triple_fault(self) -> None:
+        """A shutdown condition (SDM 6.15 #DF: a contributory or #PF while
+        calling the #DF handler).  In L2: VMX always exits with reason 2 and
+        invalid IDT-vectoring (SDM 25.2, 27.2.3 exclusion 4); SVM exits with
+        SHUTDOWN when L1 intercepts it (APM 15.14.3), after which the VMCB
+        state is undefined, so EXITINTINFO is not compared; otherwise the
+        processor shuts down (APM 15.14.3, by implication).  In L1: shutdown,
+        which KVM reports to userspace."""
+        if self.level == 2 and not self.svm:
+            self._vmexit(VmExit(avmx.reason_name(avmx.TRIPLE_FAULT)))
+        elif self.level == 2 and self.icpt.shutdown:
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SHUTDOWN), None, Undefined("APM 15.14.3")))
+        else:
+            self.shutdown = self.step
+
+    # ---------------------------------------------------------- delivery --
+
+    def deliver(self, ev: Ev, *, check_first: bool, injected_by_l1: bool = False) -> None:
+        """Deliver `ev` through the current level's IDT, following faults.
+
+        SDM 6.15 Table 6-5 for what a fault during delivery becomes.  In L2,
+        each exception raised (the first, if `check_first`, and every fault
+        during delivery) is checked against L1's intercepts before any #DF
+        merge, and a merged #DF against the #DF intercept: SDM 26.5.1.2 and
+        27.2.3, APM 15.7.3 and 15.12.  An exit caused by a fault during
+        delivery reports the event being delivered as IDT-vectoring info /
+        EXITINTINFO (SDM 27.2.3; APM 15.7.2).
+        """
+        lv = self.cur
+        if self.level == 2 and check_first and ev.type is EvType.HW_EXCEPTION and self._intercepted(ev):
+            self._exception_exit(ev, None, None)
+            return
+        cur = ev
+        for _ in range(STEP_BOUND):
+            fault = self._delivery_fault(cur)
+            if fault is None:
+                self._delivered(cur, injected_by_l1 and cur is ev)
+                return
+            fvec, fec, faddr = fault
+            fev = self._exc(fvec, fec)
+            if self.level == 2 and self._intercepted(fev):
+                self._exception_exit(fev, cur, faddr)
+                return
+            if fvec == PF:
+                lv.cr2 = faddr  # SDM 4.7: CR2 is loaded when the #PF is raised
+            merge = arch.second_exception(cur, fvec)
+            if merge is Merge.SERIAL:
+                cur = fev
+            elif merge is Merge.DOUBLE_FAULT:
+                df = self._exc(DF, 0)
+                if self.level == 2 and self._intercepted(df):
+                    self._exception_exit(df, self._df_exit_vectoring(cur), None)
+                    return
+                cur = df
+            else:
+                self._triple_fault()
+                return
+        raise Livelock("delivery did not end")
+
+    def _df_exit_vectoring(self, first: Ev):
+        """IDT-vectoring of an exit on a #DF made by merging.  VMX: invalid,
+        SDM 27.2.3 exclusion 2.  SVM: the 15.7.3 pseudo-code sets EXITINTINFO
+        only after the #DF intercept check, which suggests the prior event;
+        the prose is silent (MANUALS open question 1): both are allowed."""
+        if not self.svm:
+            return None
+        return (None, first)[self.choose("APM 15.7.3: EXITINTINFO on a merged #DF exit", 2)]
+
+    def _delivery_fault(self, ev: Ev):
+        """The fault delivering `ev` meets: the IDT gate (SDM2 INT n), then an
+        armed MMU fault (the scenario's `delivery_fault`), then the stack."""
+        lv = self.cur
+        gate = arch.gate_fault(lv.desc, ev)
+        if gate is not None:
+            return (gate[0], gate[1], 0)
+        if lv.armed:
+            return lv.armed.pop(0)
+        return arch.push_fault(lv.desc, ev)
+
+    def _delivered(self, ev: Ev, injected_by_l1: bool) -> None:
+        """The handler is reached.  Every gate here is an interrupt gate: IF is
+        cleared (SDM 6.12.1.2; real mode likewise, SDM 20.1.4), an STI/MOV-SS
+        shadow ends with the delivery (SDM 6.8.3, and per the newer edition
+        7.8.1).  NMI delivery blocks NMIs until IRET (SDM 6.7.1), except an NMI
+        injected through EVENTINJ on SVM (APM 15.20)."""
+        lv = self.cur
+        if lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION:
+            ev = ev.without_error_code() if ev.error_code is not None else ev
+        trace = self.l1_trace if self.level == 1 else self.l2_trace
+        trace.append((self.step, Delivered(self.level, ev)))
+        lv.rflags_if = False
+        lv.shadow = None
+        if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
+            lv.nmi_blocked = True
+
+    # --------------------------------------------------------- boundary --
+
+    def _boundary(self) -> bool:
+        """Deliver, in priority order, what is deliverable at an instruction
+        boundary; False when nothing was.  SDM 6.9 Table 6-2: an event already
+        raised (here: one userspace set) first, then NMI (tier 5), then
+        maskable interrupts (tier 6); lower-priority interrupts stay pending.
+        VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
+        if self.dead:
+            return False
+        if self.user_event is not None:
+            ev, injected = self.user_event
+            self.user_event = None
+            self.deliver(ev, check_first=not injected)
+            return True
+        lv = self.cur
+        if self.nmi_pending and self._nmi_ready(lv):
+            return True
+        if self.irq_pending and self._irq_ready(lv):
+            return True
+        return False
+
+    def _shadow_blocks(self, lv: LevelState, rule: str) -> bool:
+        """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3);
+        after STI, NMIs may or may not be held (STI in SDM2: IMPL-SPECIFIC)."""
+        if lv.shadow == "movss":
+            return True
+        if lv.shadow == "sti":
+            return bool(self.choose(rule, 2))
+        return False
+
+    def _nmi_ready(self, lv: LevelState) -> bool:
+        if self.svm and not self.gif:
+            return False  # APM 15.17: GIF=0 holds NMIs pending
+        if self.level == 2 and self.icpt.nmi:
+            # SDM 24.6.1 NMI exiting / APM 15.13 NMI intercept.  Whether STI or
+            # MOV SS hold the exit is IMPL-SPECIFIC (SDM 25.4.1).
+            if lv.shadow and self.choose("SDM 25.4.1: shadow vs NMI exiting", 2):
+                return False
+            if self.svm:
+                # APM 15.13: an intercepted NMI stays pending after #VMEXIT.
+                self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_NMI)))
+            else:
+                # SDM 27.2.2: exit interruption info NMI; SDM 27.5.5: NMIs are
+                # blocked in the host after an NMI-caused exit.
+                self.nmi_pending -= 1
+                self._vmexit(VmExit(avmx.reason_name(avmx.EXCEPTION_NMI), Ev(EvType.NMI, 2)))
+                self.lv[1].nmi_blocked = True
+            return True
+        if lv.nmi_blocked or (lv.shadow and self._shadow_blocks(lv, "SDM2 STI: NMI after STI")):
+            return False
+        self.nmi_pending -= 1
+        self.deliver(Ev(EvType.NMI, 2), check_first=False)
+        return True
+
+    def _irq_ready(self, lv: LevelState) -> bool:
+        if self.svm and not self.gif:
+            return False  # APM 15.17
+        if self.level == 2 and self.icpt.intr:
+            # VMX external-interrupt exiting ignores IF (SDM 24.6.1); SVM INTR
+            # intercept with V_INTR_MASKING.  Without "acknowledge interrupt on
+            # exit" the interrupt stays pending and the exit carries no info
+            # (SDM 27.2.2); APM 15.13: it stays pending.  Shadow: IMPL-SPECIFIC
+            # (SDM 25.4.1).
+            if lv.shadow and self.choose("SDM 25.4.1: shadow vs interrupt exiting", 2):
+                return False
+            name = asvm.exit_name(asvm.EXIT_INTR) if self.svm else avmx.reason_name(avmx.EXTERNAL_INTERRUPT)
+            self._vmexit(VmExit(name))
+            return True
+        if not lv.rflags_if or lv.shadow:
+            return False  # SDM 6.8.1 IF; 6.8.3 STI / MOV SS
+        vector = max(self.irq_pending)  # the local APIC's highest priority first
+        self.irq_pending.discard(vector)
+        self.deliver(Ev(EvType.EXT_INTR, vector), check_first=False)
+        return True
+
+    def _boundaries(self) -> None:
+        for _ in range(STEP_BOUND):
+            if not self._boundary():
+                return
+        raise Livelock(f"more than {STEP_BOUND} deliveries at one boundary")
+
+    def _execute(self) -> LevelState:
+        """An instruction boundary, then the start of an instruction: the
+        shadow of the previous one ends (SDM 6.8.3)."""
+        self._boundaries()
+        lv = self.cur
+        lv.shadow = None
+        return lv
+
+    # ------------------------------------------------------------ events --
+
+    def run_events(self) -> None:
+        for self.step, ev in enumerate(self.events):
+            if self.dead:
+                break
+            handler = getattr(self, "ev_" + ev.kind.replace(".", "_"))
+            handler(ev)
+        self.step = len(self.events)
+        if not self.dead:
+            self.ev_run(None)
+
+    def _level_state(self, ev) -> LevelState:
+        return self.lv[int(ev.kind[1])]
+
+    def _set_desc(self, ev, **changes) -> None:
+        lv = self._level_state(ev)
+        lv.desc = replace(lv.desc, **changes)
+
+    def ev_l1_mode(self, ev):
+        self._set_desc(ev, mode=Mode(ev.args[0]))
+
+    ev_l2_mode = ev_l1_mode
+
+    def ev_l1_idt(self, ev):
+        vector, gate = ev.args
+        gates = dict(self._level_state(ev).desc.gates)
+        gates[vector] = Gate(gate)
+        self._set_desc(ev, gates=tuple(sorted((v, g) for v, g in gates.items() if g is not Gate.OK)))
+
+    ev_l2_idt = ev_l1_idt
+
+    def ev_l1_idt_limit(self, ev):
+        self._set_desc(ev, idt_entries=ev.args[0])
+
+    ev_l2_idt_limit = ev_l1_idt_limit
+
+    def ev_l1_stack(self, ev):
+        self._set_desc(ev, stack_fault={"none": None, "#SS": arch.SS, "#PF": PF}[ev.args[0]])
+
+    ev_l2_stack = ev_l1_stack
+
+    def ev_l1_intercept(self, ev):
+        if self.level == 1:
+            self.icpt = Intercepts(*ev.args)
+
+    def ev_l1_vmentry(self, ev):
+        """VMLAUNCH/VMRESUME or VMRUN with an optional injected event."""
+        if self.level != 1:
+            return
+        self._execute()
+        if self.dead or self.level != 1:
+            return
+        inject: Ev | None = ev.args[0]
+        l2 = self.lv[2]
+        failure = self._entry_failure(inject, l2)
+        if failure:
+            self.l1_trace.append((self.step, EntryFailed(failure)))
+            return
+        self.level = 2
+        if self.svm:
+            self.gif = True  # APM 15.17: VMRUN sets GIF
+        if inject is None:
+            return
+        # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
+        l2.shadow = None
+        ev2 = self._exc(inject.vector, inject.error_code) if inject.type is EvType.HW_EXCEPTION else inject
+        # SDM 26.5.1 / APM 15.20: the injected event is not intercept-checked;
+        # faults during its delivery are.
+        self.deliver(ev2, check_first=False, injected_by_l1=True)
+
+    def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
+        """VM-entry checks on the injected event.  VMX (SDM 26.3.1.5): an
+        external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI
+        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC),
+        and with virtual NMIs (NMI exiting on) no virtual-NMI blocking; such
+        failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
+        EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
+        VMEXIT_INVALID."""
+        if inject is None:
+            return None
+        if self.svm:
+            if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
+                return asvm.exit_name(asvm.EXIT_ERR)
+            return None
+        bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
+        if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
+            return bad
+        if inject.type is EvType.NMI:
+            if l2.shadow == "movss" or (self.icpt.nmi and l2.nmi_blocked):
+                return bad
+            if l2.shadow == "sti" and self.choose("SDM 26.3.1.5: NMI injection under STI blocking", 2):
+                return bad
+        return None
+
+    def ev_l2_vmcall(self, ev):
+        """VMCALL (VMX, exit reason 18, App. C) / VMMCALL (SVM exit 0x81, when
+        intercepted; L1 as a hypervisor intercepts it)."""
+        if self.level != 2:
+            return
+        self._execute()
+        if self.dead or self.level != 2:
+            return
+        name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
+        self._vmexit(VmExit(name))
+
+    def _raise(self, vector: int, ec: int, cr2: int) -> None:
+        """The current instruction raises `vector` (an exception, not an INT n).
+        A #PF loads CR2 unless intercepted (SDM 27.1, APM 15.12)."""
+        self._execute()
+        if self.dead:
+            return
+        exc = self._exc(vector, ec)
+        if self.level == 2 and self._intercepted(exc):
+            self._exception_exit(exc, None, cr2)
+            return
+        if vector == PF:
+            self.cur.cr2 = cr2
+        self.deliver(exc, check_first=False)
+
+    def ev_exception(self, ev):
+        self._raise(*ev.args)
+
+    def ev_delivery_fault(self, ev):
+        vector, ec, cr2 = ev.args
+        self.cur.armed.append((vector, ec, cr2))
+
+    def ev_sti(self, ev):
+        """STI: if IF was 0, interrupts stay blocked for one more instruction
+        (SDM2 STI)."""
+        lv = self._execute()
+        if not lv.rflags_if:
+            lv.shadow = "sti"
+        lv.rflags_if = True
+
+    def ev_cli(self, ev):
+        self._execute().rflags_if = False
+
+    def ev_mov_ss(self, ev):
+        """MOV SS blocks interrupts for the next instruction; of consecutive
+        ones only the first is sure to (SDM 6.8.3)."""
+        was = self.cur.shadow
+        lv = self._execute()
+        if was == "movss" and self.choose("SDM 6.8.3: consecutive MOV SS", 2):
+            return
+        lv.shadow = "movss"
+
+    def ev_iret(self, ev):
+        """IRET unblocks NMIs (SDM 6.7.1); in L2 with NMI exiting, virtual-NMI
+        blocking, which IRET clears likewise (SDM 25.3)."""
+        self._execute().nmi_blocked = False
+
+    def _gif(self, ev, value: bool):
+        """STGI / CLGI (APM 15.17).  On VMX they are invalid opcodes: #UD."""
+        if self.level != 1:
+            return
+        if not self.svm:
+            self._raise(arch.UD, 0, 0)
+            return
+        self._execute()
+        self.gif = value
+
+    def ev_stgi(self, ev):
+        self._gif(ev, True)
+
+    def ev_clgi(self, ev):
+        self._gif(ev, False)
+
+    def ev_l0_mmu_fixup(self, ev):
+        """Invisible to the guest: L0 fixes its own fault and resumes."""
+
+    def ev_l0_emulate(self, ev):
+        """An emulated instruction is an instruction: it may fault."""
+        fault, ec, cr2 = ev.args
+        if fault is None:
+            self._execute()
+        else:
+            self._raise(fault, ec, cr2)
+
+    def ev_l0_immediate_exit(self, ev):
+        """Invisible to the guest."""
+
+    def ev_irq(self, ev):
+        self.irq_pending.add(ev.args[0])
+
+    def ev_nmi(self, ev):
+        """How many NMIs are held while one is pending: NOT FOUND outside SMM
+        (MANUALS open question 6); one or two are allowed."""
+        if self.nmi_pending == 0:
+            self.nmi_pending = 1
+        elif self.nmi_pending == 1 and self.choose("NMIs held while one is pending (not found)", 2):
+            self.nmi_pending = 2
+
+    def ev_user_set_exception(self, ev):
+        """Userspace says the vCPU raised (pending) or was delivering
+        (injected) this exception: it is delivered at the next boundary, a
+        pending one subject to L1's intercepts, an injected one not."""
+        vector, ec, injected = ev.args
+        self.user_event = (self._exc(vector, ec), injected)
+
+    def ev_user_set_nmi(self, ev):
+        if ev.args[0]:
+            self.user_event = (Ev(EvType.NMI, 2), True)
+        else:
+            self.ev_nmi(ev)
+
+    def ev_user_set_irq(self, ev):
+        self.user_event = (Ev(EvType.EXT_INTR, ev.args[0]), True)
+
+    def ev_user_interrupt(self, ev):
+        self.irq_pending.add(ev.args[0])
+
+    def ev_user_nmi(self, ev):
+        self.ev_nmi(ev)
+
+    def ev_user_migrate(self, ev):
+        """Save/restore changes nothing the guest can see."""
+
+    def ev_run(self, ev):
+        for _ in range(STEP_BOUND):
+            self._boundaries()
+            lv = self.cur
+            if self.dead or not lv.shadow:
+                return
+            lv.shadow = None  # a no-op instruction ends the shadow
+        raise Livelock("run did not reach a quiescent point")
+
+    # ------------------------------------------------------------ result --
+
+    def outcome(self, livelock: str | None = None) -> Outcome:
+        lv = self.cur
+        final = FinalState(
+            level=self.level,
+            nmi_pending=self.nmi_pending,
+            irq_pending=tuple(sorted(self.irq_pending)),
+            nmi_blocked=lv.nmi_blocked,
+            interrupt_shadow=bool(lv.shadow),
+            interrupts_enabled=lv.rflags_if,
+            cr2=lv.cr2,
+        )
+        return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock)
