@@ -1,0 +1,125 @@
+"""evdiff: differential fuzzing of x86 virtual-CPU event injection.
+
+Commands:
+  evdiff impls                 list the registered implementations
+  evdiff replay PATH...        run scenarios (files or directories) through
+                               every implementation and report divergences
+                               (exit 0: all agree, 1: divergence, 2: bad input)
+  evdiff explain FILE          side-by-side traces, diverging steps marked
+
+Scenarios are text files (one event a line, `;` comments; see README.md) or,
+with the suffix `.bin`, the fuzzer's binary form.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fuzz import binary, oracle
+from fuzz.scenario import EvdiffError
+from fuzz.text import format_event, read_scenario
+from impls import api
+
+TEXT_SUFFIXES = (".txt", ".evd")
+
+
+def load_path(path: Path):
+    """A scenario from a text file, or from a `.bin` file in binary form."""
+    if path.suffix == ".bin":
+        return binary.decode(path.read_bytes())
+    return read_scenario(path)
+
+
+def expand(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix in TEXT_SUFFIXES + (".bin",))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise EvdiffError(f"{p}: no such file or directory")
+    return out
+
+
+def _impl_names(arg: str | None) -> list[str]:
+    if not arg:
+        return api.names()
+    names = [n.strip() for n in arg.split(",") if n.strip()]
+    for n in names:
+        api.load(n)
+    if oracle.REFERENCE not in names:
+        names.insert(0, oracle.REFERENCE)
+    return names
+
+
+# ------------------------------------------------------------- commands --
+
+
+def cmd_impls(args) -> int:
+    for name in api.names():
+        impl = api.load(name)
+        print(f"{name}\t{impl.summary}\t({impl.origin})")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    names = _impl_names(args.impls)
+    files = expand(args.paths)
+    scenarios = [(p, load_path(p)) for p in files]  # all parsed first: bad input stops before any run
+    diverged = False
+    for path, scenario in scenarios:
+        report = oracle.compare(scenario, names)
+        diverged |= not report.agree
+        if args.json:
+            print(json.dumps({"path": str(path), **report.to_json()}))
+            continue
+        if report.agree:
+            print(f"{path}: all {len(names)} agree")
+            continue
+        print(f"{path}: {len(report.divergences)} divergence(s)")
+        for d in report.divergences:
+            verdicts = ", ".join(f"{pair}: {v}" for pair, v in d.verdicts.items())
+            print(f"  {d.signature}" + (f"  [{verdicts}]" if verdicts else ""))
+    return 1 if diverged else 0
+
+
+def cmd_explain(args) -> int:
+    from fuzz.explain import explain
+
+    scenario = load_path(Path(args.file))
+    report = oracle.compare(scenario, _impl_names(args.impls))
+    print(explain(report, markdown=args.format == "md"))
+    return 0 if report.agree else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evdiff", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("impls", help="list registered implementations").set_defaults(fn=cmd_impls)
+    p = sub.add_parser("replay", help="run scenarios through every implementation")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="one JSON object per scenario")
+    p.add_argument("--impls", help="comma-separated implementations (default: all)")
+    p.set_defaults(fn=cmd_replay)
+    p = sub.add_parser("explain", help="side-by-side traces of one scenario")
+    p.add_argument("file")
+    p.add_argument("--format", choices=("text", "md"), default="text")
+    p.add_argument("--impls", help="comma-separated implementations (default: all)")
+    p.set_defaults(fn=cmd_explain)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (EvdiffError, api.RegistryError) as e:
+        print(f"evdiff: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

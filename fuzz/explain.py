@@ -1,0 +1,115 @@
+"""Side-by-side traces of one scenario, for people.
+
+One row a scenario step: the event, then for each implementation what L1 and
+L2 observed at that step; rows where an implementation differs from the
+reference are marked `!!`.  Then the final state, shutdown, alarms, and the
+divergences with their signatures and verdicts.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import fields
+
+from fuzz.oracle import REFERENCE, Crash, Report, _closest
+from fuzz.text import format_event, format_header
+from impls.api import Allowed, Outcome, matches
+
+MARK = "!!"
+
+
+def _at(out: Outcome, step: int) -> list[str]:
+    cells = [f"L1: {o}" if not str(o).startswith("L1 ") else str(o) for s, o in out.l1 if s == step]
+    cells += [str(o) for s, o in out.l2 if s == step]
+    if out.shutdown == step:
+        cells.append("SHUTDOWN to userspace")
+    return cells
+
+
+def _pick(report: Report) -> dict[str, Outcome | Crash]:
+    """One outcome per implementation; for the reference, the allowed
+    outcome closest to the first other implementation's."""
+    chosen: dict[str, Outcome | Crash] = {}
+    others = [r for n, r in report.results.items() if n != REFERENCE and isinstance(r, Outcome)]
+    for name, res in report.results.items():
+        if isinstance(res, Allowed):
+            res = _closest(res, others[0]) if others else res.outcomes[0]
+        chosen[name] = res
+    return chosen
+
+
+def rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    chosen = _pick(report)
+    names = list(chosen)
+    header = ["", "step", "event"] + names
+    events = [format_event(e) for e in report.scenario.events] + ["(final run)"]
+    table = []
+    ref = chosen.get(REFERENCE)
+    for step, text in enumerate(events):
+        cells = {}
+        for n, res in chosen.items():
+            cells[n] = "crashed" if isinstance(res, Crash) else "\n".join(_at(res, step))
+        if not any(cells.values()):
+            table.append(["", str(step), text] + ["" for _ in names])
+            continue
+        differs = isinstance(ref, Outcome) and any(
+            isinstance(r, Outcome) and not _same_step(ref, r, step) for r in chosen.values()
+        )
+        table.append([MARK if differs else "", str(step), text] + [cells[n] for n in names])
+    for fname in ("nmi_pending", "irq_pending", "nmi_blocked", "interrupt_shadow", "interrupts_enabled", "cr2",
+                  "level"):
+        vals = {n: (str(getattr(r.final, fname)) if isinstance(r, Outcome) and r.final else "-")
+                for n, r in chosen.items()}
+        mark = MARK if len(set(vals.values())) > 1 else ""
+        table.append([mark, "", f"final {fname}"] + [vals[n] for n in names])
+    extra = {n: "; ".join(r.alarms) + (f" livelock: {r.livelock}" if r.livelock else "") if isinstance(r, Outcome)
+             else f"{r.type} at {r.where}: {r.message}" for n, r in chosen.items()}
+    if any(extra.values()):
+        table.append([MARK, "", "alarms / crash"] + [extra[n] for n in names])
+    return header, table
+
+
+def _same_step(ref: Outcome, other: Outcome, step: int) -> bool:
+    def at(o: Outcome, trace: str):
+        return tuple(x for s, x in getattr(o, trace) if s == step)
+
+    return all(matches(at(ref, t), at(other, t)) for t in ("l1", "l2")) and (
+        (ref.shutdown == step) == (other.shutdown == step)
+    )
+
+
+def explain(report: Report, markdown: bool = False) -> str:
+    header, table = rows(report)
+    sc = report.scenario
+    lines = []
+    if markdown:
+        lines.append(f"**Scenario** `{format_header(sc.config)}`\n")
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for r in table:
+            lines.append("| " + " | ".join(c.replace("\n", "<br>").replace("|", "\\|") for c in r) + " |")
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*header, title=format_header(sc.config), show_lines=True)
+        for r in table:
+            t.add_row(*r)
+        buf = io.StringIO()
+        Console(file=buf, width=max(120, 28 * len(header)), color_system=None).print(t)
+        lines.append(buf.getvalue().rstrip())
+    ref = report.results.get(REFERENCE)
+    if isinstance(ref, Allowed):
+        lines.append(f"\nThe manuals allow {len(ref.outcomes)} outcomes here (choices: {'; '.join(ref.choices)}); "
+                     "the reference column shows the one closest to the first implementation.")
+    if not report.divergences:
+        lines.append("\nAll implementations agree.")
+    for d in report.divergences:
+        verdicts = ", ".join(f"{p}: {v}" for p, v in d.verdicts.items())
+        lines.append(f"\n{'- ' if markdown else ''}DIVERGENCE {d.field}" + (f" at step {d.step}" if d.step is not None else ""))
+        lines.append(f"  signature: {d.signature}")
+        lines.append(f"  expected: {d.expected}")
+        for n, g in d.got.items():
+            lines.append(f"  {n}: {g}")
+        if verdicts:
+            lines.append(f"  verdicts: {verdicts}")
+    return "\n".join(lines)

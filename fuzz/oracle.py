@@ -1,0 +1,212 @@
+"""The differential oracle: run every implementation, compare, name divergences.
+
+Each implementation's outcome is compared with the reference field by field
+(`Outcome.FIELDS`, `final` split into its parts).  Where the reference allows
+several outcomes, an implementation is compared with the allowed outcome it
+is closest to, and agrees if it equals any of them; `Undefined` parts of the
+reference match anything (each use cites its rule).  There is no other
+masking.
+
+A divergence is named by a **signature** that stays the same across runs and
+across scenarios showing the same bug: the vendor, the field, the first
+diverging step's event kind, and for each implementation that differs the
+*shape* of its value at the first difference (observations with error codes
+and addresses left out).  A crash of an implementation is a divergence of its
+own, named by exception type and the line that raised it.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from impls import api
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, VmExit, matches
+
+REFERENCE = "reference"
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """An implementation raised instead of returning an outcome."""
+
+    type: str
+    where: str  # innermost file:line inside this project
+    message: str
+
+    def to_json(self) -> dict:
+        return {"crash": self.type, "where": self.where, "message": self.message}
+
+
+Result = Outcome | Allowed | Crash
+
+
+@dataclass(frozen=True)
+class Divergence:
+    field: str
+    impls: tuple[str, ...]  # implementations that differ from the reference here
+    signature: str
+    step: int | None  # first diverging step, where the field is a trace
+    expected: str  # the reference's value (shape), for people
+    got: dict[str, str]  # each differing implementation's value (shape)
+    verdicts: dict[str, str] = field(default_factory=dict)  # "prepatch->postpatch": "fixed"
+
+    def to_json(self) -> dict:
+        return {
+            "field": self.field,
+            "impls": list(self.impls),
+            "signature": self.signature,
+            "step": self.step,
+            "expected": self.expected,
+            "got": self.got,
+            "verdicts": self.verdicts,
+        }
+
+
+@dataclass
+class Report:
+    scenario: object
+    results: dict[str, Result]
+    divergences: list[Divergence]
+
+    @property
+    def agree(self) -> bool:
+        return not self.divergences
+
+    def to_json(self) -> dict:
+        def res(r):
+            if isinstance(r, Allowed):
+                return {"allowed": [o.to_json() for o in r.outcomes], "choices": list(r.choices)}
+            return r.to_json()
+
+        return {
+            "agree": self.agree,
+            "outcomes": {n: res(r) for n, r in self.results.items()},
+            "divergences": [d.to_json() for d in self.divergences],
+        }
+
+
+def run_one(name: str, scenario) -> Result:
+    """Run one implementation; an exception becomes a `Crash`."""
+    try:
+        return api.load(name).run(scenario)
+    except Exception as e:  # noqa: BLE001 -- an implementation's crash is a finding
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(_ROOT)]
+        where = f"{Path(frames[-1].filename).relative_to(_ROOT)}:{frames[-1].lineno}" if frames else "?"
+        return Crash(type(e).__name__, where, str(e))
+
+
+# ------------------------------------------------------------- shapes --
+
+
+def shape(obs) -> str:
+    """An observation without its error codes and addresses."""
+    if obs is None:
+        return "nothing"
+    if isinstance(obs, Delivered):
+        return f"L{obs.level} handles {obs.event.without_error_code()}"
+    if isinstance(obs, VmExit):
+        s = f"EXIT {obs.reason}"
+        if obs.info is not None:
+            s += f" {obs.info.without_error_code()}"
+        vec = obs.vectoring
+        s += f", IDT-vectoring: {vec.without_error_code() if hasattr(vec, 'without_error_code') else vec}"
+        return s
+    if isinstance(obs, EntryFailed):
+        return str(obs)
+    return str(obs)
+
+
+def _field_values(out: Outcome) -> dict[str, object]:
+    vals: dict[str, object] = {f: getattr(out, f) for f in Outcome.FIELDS if f != "final"}
+    if out.final is not None:
+        for f in fields(out.final):
+            vals[f"final.{f.name}"] = getattr(out.final, f.name)
+    return vals
+
+
+def _first_diff(expected: tuple, actual: tuple) -> tuple[int | None, str, str]:
+    """First position where two traces differ: (step, expected shape, got shape)."""
+    for i in range(max(len(expected), len(actual))):
+        e = expected[i] if i < len(expected) else None
+        a = actual[i] if i < len(actual) else None
+        if e is None or a is None or not matches(e, a):
+            step = (e or a)[0]
+            return step, shape(e and e[1]), shape(a and a[1])
+    return None, "", ""
+
+
+def _describe(name: str, exp, act) -> tuple[int | None, str, str]:
+    if name in ("l1", "l2"):
+        return _first_diff(exp, act)
+    if name == "alarms":
+        return None, "no alarm", "; ".join(act)
+    if name == "shutdown":
+        step = exp if exp is not None else act
+        return step, "no shutdown" if exp is None else "shutdown", "no shutdown" if act is None else "shutdown"
+    return None, str(exp), str(act)
+
+
+def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
+    cands = allowed.outcomes if isinstance(allowed, Allowed) else (allowed,)
+
+    def ndiff(r: Outcome) -> int:
+        e, a = _field_values(r), _field_values(out)
+        return sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
+
+    return min(cands, key=ndiff)
+
+
+def compare(scenario, names: list[str] | None = None) -> Report:
+    names = names or api.names()
+    results = {n: run_one(n, scenario) for n in names}
+    return Report(scenario, results, divergences(scenario, results))
+
+
+def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
+    vendor = scenario.config.vendor
+    kinds = [e.kind for e in scenario.events] + ["end"]
+    ref = results.get(REFERENCE)
+    # field -> impl -> (step, expected shape, got shape)
+    found: dict[str, dict[str, tuple]] = {}
+    for name, res in results.items():
+        if isinstance(res, Crash):
+            found.setdefault(f"crash:{res.type}@{res.where}", {})[name] = (None, "no crash", res.message)
+            continue
+        if name == REFERENCE or ref is None or isinstance(ref, Crash):
+            continue
+        best = _closest(ref, res)
+        exp_vals, act_vals = _field_values(best), _field_values(res)
+        for fname in exp_vals.keys() | act_vals.keys():
+            e, a = exp_vals.get(fname), act_vals.get(fname)
+            if not matches(e, a):
+                found.setdefault(fname, {})[name] = _describe(fname, e, a)
+
+    out: list[Divergence] = []
+    for fname in sorted(found):
+        per_impl = found[fname]
+        differing = tuple(sorted(per_impl))
+        steps = [v[0] for v in per_impl.values() if v[0] is not None]
+        step = min(steps) if steps else None
+        kind = kinds[step] if step is not None and step < len(kinds) else "-"
+        expected = next(iter(per_impl.values()))[1]
+        got = {n: v[2] for n, v in sorted(per_impl.items())}
+        if fname.startswith("crash:"):
+            sig = f"{vendor} {fname} [{' '.join(differing)}]"
+        else:
+            if fname in ("l1", "l2", "shutdown", "alarms"):
+                shapes = " | ".join(f"{n}: {got[n]}" for n in differing)
+                sig = f"{vendor} {fname} @{kind} [{shapes}] expected: {expected}"
+            else:  # values of final state, alarms, livelocks vary; the field names the bug
+                sig = f"{vendor} {fname} @{kind} [{' '.join(differing)}]"
+        verdicts = {}
+        for before, after in api.PAIRS:
+            if before in results and after in results:
+                b, a = before in per_impl, after in per_impl
+                if b or a:
+                    verdicts[f"{before}->{after}"] = (
+                        "fixed" if b and not a else "regression" if a and not b else "still-wrong"
+                    )
+        out.append(Divergence(fname, differing, sig, step, expected, got, verdicts))
+    return out

@@ -1,0 +1,83 @@
+"""impls.arch against the manuals' tables (MANUALS.md sections 1-3)."""
+import pytest
+
+from impls import arch
+from impls.arch import DF, GP, NP, PF, SS, DescriptorState, Ev, EvType, Gate, Merge, Mode
+from impls.arch.events import exception, ext_intr
+from impls.arch import vmx, svm
+
+BENIGN = [1, 3, 4, 5, 6, 7, 16, 17, 18, 19]
+CONTRIBUTORY = [0, 10, 11, 12, 13]
+
+
+@pytest.mark.parametrize("first", BENIGN + CONTRIBUTORY + [PF, DF])
+@pytest.mark.parametrize("second", BENIGN + CONTRIBUTORY + [PF])
+def test_double_fault_table(first, second):
+    """SDM Table 6-5, all twelve cells, vector by vector."""
+    cls = lambda v: "B" if v in BENIGN else "C" if v in CONTRIBUTORY else "P" if v == PF else "D"  # noqa: E731
+    table = {
+        ("B", "B"): Merge.SERIAL, ("B", "C"): Merge.SERIAL, ("B", "P"): Merge.SERIAL,
+        ("C", "B"): Merge.SERIAL, ("C", "C"): Merge.DOUBLE_FAULT, ("C", "P"): Merge.SERIAL,
+        ("P", "B"): Merge.SERIAL, ("P", "C"): Merge.DOUBLE_FAULT, ("P", "P"): Merge.DOUBLE_FAULT,
+        ("D", "B"): Merge.SERIAL, ("D", "C"): Merge.SHUTDOWN, ("D", "P"): Merge.SHUTDOWN,
+    }
+    assert arch.second_exception(exception(first), second) is table[cls(first), cls(second)]
+
+
+@pytest.mark.parametrize("first", [Ev(EvType.NMI, 2), ext_intr(0x20), Ev(EvType.SOFT_INT, 13)])
+def test_interrupts_are_benign_first_events(first):
+    """Table 6-4: NMI, INTR and INT n are benign whatever their vector."""
+    assert arch.second_exception(first, GP) is Merge.SERIAL
+    assert arch.second_exception(first, PF) is Merge.SERIAL
+
+
+def test_error_code_vectors():
+    """Table 6-1: #DF, #TS, #NP, #SS, #GP, #PF, #AC push error codes."""
+    assert [v for v in range(32) if arch.has_error_code(v)] == [8, 10, 11, 12, 13, 14, 17, 21]
+
+
+def test_idt_error_codes():
+    """SDM 6.13: vector*8 + IDT(2) + EXT; EXT clear for software interrupts."""
+    desc = DescriptorState(gates=((0x30, Gate.NOT_PRESENT), (0x31, Gate.BAD_TYPE)))
+    assert arch.gate_fault(desc, ext_intr(0x30)) == (NP, 0x183)
+    assert arch.gate_fault(desc, Ev(EvType.SOFT_INT, 0x30)) == (NP, 0x182)
+    assert arch.gate_fault(desc, ext_intr(0x31)) == (GP, 0x18B)
+    assert arch.gate_fault(DescriptorState(idt_entries=32), ext_intr(0x40)) == (GP, 0x203)
+    assert arch.gate_fault(desc, ext_intr(0x32)) is None
+
+
+def test_real_mode_delivery_faults():
+    """SDM 20.1.4: IVT beyond limit -> #GP, stack -> #SS, no gate checks."""
+    real = DescriptorState(mode=Mode.REAL, idt_entries=16, gates=((0x10, Gate.NOT_PRESENT),), stack_fault=PF)
+    assert arch.gate_fault(real, ext_intr(0x20)) == (GP, 0)
+    assert arch.gate_fault(DescriptorState(mode=Mode.REAL, gates=((0x10, Gate.NOT_PRESENT),)), ext_intr(0x10)) is None
+    assert arch.push_fault(real, ext_intr(5)) == (SS, 0, 0)
+
+
+def test_stack_faults():
+    assert arch.push_fault(DescriptorState(stack_fault=SS), ext_intr(0x20)) == (SS, 1, 0)
+    assert arch.push_fault(DescriptorState(stack_fault=SS), Ev(EvType.SOFT_INT, 0x80)) == (SS, 0, 0)
+    assert arch.push_fault(DescriptorState(stack_fault=PF), exception(6))[0] == PF
+
+
+def test_pf_error_code_filter():
+    """SDM 25.2: (PFEC & MASK) == MATCH follows bit 14, else its inverse."""
+    assert arch.pf_intercepted(True, 0, 0, 0x7)
+    assert not arch.pf_intercepted(True, 0, 0xFFFF, 0x7)
+    assert arch.pf_intercepted(True, 0x2, 0x2, 0x2) and not arch.pf_intercepted(True, 0x2, 0x2, 0x0)
+    assert arch.pf_intercepted(False, 0x2, 0x2, 0x0)
+
+
+@pytest.mark.parametrize("ev", [exception(14, 0x6), exception(6), Ev(EvType.NMI, 2), ext_intr(0xEF),
+                                Ev(EvType.SOFT_INT, 0x80)])
+def test_interruption_info_round_trips(ev):
+    assert vmx.decode(*vmx.encode(ev)) == ev
+    assert svm.decode(*svm.encode(ev)) == ev
+
+
+def test_interruption_info_layout():
+    """SDM Table 24-15/16: valid bit 31, deliver-code bit 11, type 10:8."""
+    assert vmx.encode(exception(13, 0)) == (0x80000B0D, 0)
+    assert vmx.encode(Ev(EvType.NMI, 2)) == (0x80000202, 0)
+    assert svm.encode(Ev(EvType.SOFT_EXCEPTION, 3))[0] == 0x80000303  # APM 15.7.2: INT3 is type 3
+    assert vmx.decode(0, 5) is None and svm.decode(0x0000030E) is None

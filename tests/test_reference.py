@@ -1,0 +1,136 @@
+"""The reference model against the manuals: delivery, #DF, nesting, choices.
+
+Each test states the expected observation and the rule it comes from.
+"""
+import pytest
+
+from fuzz.text import parse_scenario
+from impls.api import Allowed, Delivered, EntryFailed, Undefined, VmExit, load, matches
+from impls.arch.events import Ev, EvType, exception, ext_intr
+
+
+def run(text):
+    return load("reference").run(parse_scenario(text))
+
+
+def obs(out, level):
+    return [o for _, o in (out.l1 if level == 1 else out.l2)]
+
+
+def test_plain_exception_is_delivered_with_its_error_code():
+    out = run("evdiff 1\nexception #GP ec=0x18\n")
+    assert obs(out, 1) == [Delivered(1, exception(13, 0x18))]
+    assert out.final.interrupts_enabled is False  # interrupt gate clears IF (SDM 6.12.1.2)
+
+
+def test_contributory_twice_is_a_double_fault():
+    out = run("evdiff 1\nl1.idt #GP\nexception #GP\n")
+    assert obs(out, 1) == [Delivered(1, exception(8, 0))]  # #DF pushes 0 (SDM 6.15)
+
+
+def test_pf_cr2_written_even_when_delivery_faults():
+    out = run("evdiff 1\nl1.idt #PF\nexception #PF ec=0x2 cr2=0x4000\n")
+    assert obs(out, 1) == [Delivered(1, exception(8, 0))]
+    assert out.final.cr2 == 0x4000
+
+
+def test_triple_fault_in_l1_is_a_shutdown_and_stops_the_vcpu():
+    out = run("evdiff 1\nl1.stack #PF\nexception #UD\nnmi\nrun\n")
+    assert out.shutdown == 1
+    assert obs(out, 1) == []
+
+
+def test_real_mode_pushes_no_error_code():
+    out = run("evdiff 1\nl1.mode real\nexception #GP ec=0x8\n")
+    assert obs(out, 1) == [Delivered(1, Ev(EvType.HW_EXCEPTION, 13))]
+
+
+def test_nmi_before_interrupt_and_nmi_blocking():
+    out = run("evdiff 1\nirq 0x20\nnmi\nrun\nnmi\niret\n")
+    # Table 6-2: NMI first; its interrupt gate clears IF, the IRQ waits.  The
+    # second NMI waits for IRET (SDM 6.7.1).
+    assert [str(o) for o in obs(out, 1)] == ["L1 handles NMI", "L1 handles NMI"]
+    assert [s for s, _ in out.l1] == [2, 5]  # after IRET (step 4), at the next boundary
+    assert out.final.irq_pending == (0x20,)
+
+
+def test_sti_shadow_allows_both_nmi_timings():
+    """SDM2 STI: NMIs may be blocked for one instruction after STI."""
+    out = run("evdiff 1\ncli\nsti\nnmi\ncli\n")
+    assert isinstance(out, Allowed)
+    steps = sorted(o.l1[0][0] for o in out.outcomes)
+    assert steps == [3, 4]
+
+
+@pytest.mark.parametrize("vendor, reason", [("vmx", "EXCEPTION_NMI"), ("svm", "EXCP #PF")])
+def test_nested_fault_during_injection_exits_with_vectoring(vendor, reason):
+    """SDM 26.5.1.2 / 27.2.3; APM 15.7.2 / 15.20."""
+    out = run(f"evdiff 1 vendor={vendor}\nl1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=intr(0x20)\n")
+    assert obs(out, 1) == [VmExit(reason, exception(14, 2), ext_intr(0x20), 0xFFFFF000)]
+    assert out.final.level == 1
+
+
+def test_merged_double_fault_exit_vmx_has_no_vectoring():
+    """SDM 27.2.3 exclusion 2."""
+    out = run("evdiff 1\nl1.intercept exceptions=#DF\nl2.idt #GP\nl1.vmentry inject=#GP(0x0)\n")
+    assert obs(out, 1) == [VmExit("EXCEPTION_NMI", exception(8, 0), None)]
+
+
+def test_merged_double_fault_exit_svm_allows_both():
+    """MANUALS open question 1: APM 15.7.3 leaves EXITINTINFO open."""
+    out = run("evdiff 1 vendor=svm\nl1.intercept exceptions=#DF\nl2.idt #GP\nl1.vmentry inject=#GP(0x0)\n")
+    assert isinstance(out, Allowed)
+    vectorings = {o.l1[0][1].vectoring for o in out.outcomes}
+    assert vectorings == {None, exception(13, 0)}
+
+
+def test_triple_fault_in_l2():
+    vmx = run("evdiff 1\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
+    assert obs(vmx, 1) == [VmExit("TRIPLE_FAULT")] and vmx.shutdown is None
+    svm = run("evdiff 1 vendor=svm\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
+    assert matches(obs(svm, 1)[0], VmExit("SHUTDOWN", None, exception(14, 2)))  # EXITINTINFO undefined
+    assert isinstance(obs(svm, 1)[0].vectoring, Undefined)
+    off = run("evdiff 1 vendor=svm\nl1.intercept shutdown=0\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
+    assert off.shutdown == 2 and obs(off, 1) == []
+
+
+def test_intercepted_exception_in_l2_does_not_write_cr2():
+    out = run("evdiff 1\nl1.intercept exceptions=#PF\nl1.vmentry\nexception #PF ec=0x4 cr2=0x2000\n")
+    assert obs(out, 1) == [VmExit("EXCEPTION_NMI", exception(14, 4), None, 0x2000)]
+    assert load("reference").run(parse_scenario(
+        "evdiff 1\nl1.vmentry\nexception #PF ec=0x4 cr2=0x2000\n")).final.cr2 == 0x2000
+
+
+def test_pf_mask_match_selects_exits():
+    text = "evdiff 1\nl1.intercept exceptions=#PF pf_mask=0x2 pf_match=0x2\nl1.vmentry\nexception #PF ec={}\n"
+    assert obs(run(text.format("0x2")), 1)[0].reason == "EXCEPTION_NMI"
+    assert obs(run(text.format("0x0")), 2) == [Delivered(2, exception(14, 0))]
+
+
+def test_vmx_entry_checks_injected_interrupt_against_if():
+    out = run("evdiff 1\nl1.vmentry\ncli\nl2.vmcall\nl1.vmentry inject=intr(0x20)\n")
+    assert obs(out, 1)[-1] == EntryFailed("FAILED_ENTRY|INVALID_GUEST_STATE")
+    svm = run("evdiff 1 vendor=svm\nl1.vmentry\ncli\nl2.vmcall\nl1.vmentry inject=intr(0x20)\n")
+    assert obs(svm, 2) == [Delivered(2, ext_intr(0x20))]
+
+
+def test_nmi_exit_vmx_consumes_svm_keeps_pending():
+    vmx = run("evdiff 1\nl1.intercept nmi=1\nl1.vmentry\nnmi\nrun\n")
+    assert obs(vmx, 1) == [VmExit("EXCEPTION_NMI", Ev(EvType.NMI, 2))] and vmx.final.nmi_pending == 0
+    svm = run("evdiff 1 vendor=svm\nl1.intercept nmi=1\nl1.vmentry\nnmi\nrun\n")
+    assert obs(svm, 1) == [VmExit("NMI")] and svm.final.nmi_pending == 1
+
+
+def test_l0_and_save_restore_events_are_invisible():
+    base = "evdiff 1 vendor=svm\nl1.intercept exceptions=#PF\nl1.vmentry\nirq 0x20\n{}run\nexception #GP\n"
+    plain = run(base.format(""))
+    noisy = run(base.format("user.migrate\nl0.mmu_fixup\nl0.immediate_exit\nuser.migrate\n"))
+    assert [o for _, o in plain.l2] == [o for _, o in noisy.l2]
+    assert plain.final == noisy.final
+
+
+def test_user_pending_exception_is_intercept_checked_injected_is_not():
+    pending = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP\nrun\n")
+    assert obs(pending, 1)[0].reason == "EXCEPTION_NMI"
+    injected = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP injected=1\nrun\n")
+    assert obs(injected, 2) == [Delivered(2, exception(13, 0))]
