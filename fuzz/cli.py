@@ -6,6 +6,12 @@ Commands:
                                every implementation and report divergences
                                (exit 0: all agree, 1: divergence, 2: bad input)
   evdiff explain FILE          side-by-side traces, diverging steps marked
+  evdiff minimize FILE [-o OUT]
+                               reduce a diverging scenario to a 1-minimal one
+                               with the same signature (never overwrites FILE)
+  evdiff export-test FILE --name NAME
+                               add FILE to corpus/regressions/ with the
+                               expected verdict of each implementation
 
 Scenarios are text files (one event a line, `;` comments; see README.md) or,
 with the suffix `.bin`, the fuzzer's binary form.
@@ -95,6 +101,39 @@ def cmd_explain(args) -> int:
     return 0 if report.agree else 1
 
 
+def cmd_minimize(args) -> int:
+    from fuzz.minimize import minimize
+    from fuzz.text import format_scenario
+
+    src = Path(args.file)
+    out = Path(args.output) if args.output else src.with_name(src.stem + ".min.txt")
+    if out.resolve() == src.resolve():
+        raise EvdiffError(f"{out}: the minimiser never overwrites its input; choose another -o")
+    scenario = load_path(src)
+    try:
+        res = minimize(scenario, args.signature, _impl_names(args.impls) if args.impls else None)
+    except ValueError as e:
+        raise EvdiffError(f"{src}: {e}") from None
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(format_scenario(res.scenario))
+    tmp.replace(out)
+    print(f"{src}: {res.before} -> {res.after} events in {res.seconds:.2f} s ({res.checks} oracle runs)")
+    print(f"  signature: {res.signature}")
+    print(f"  written to {out}")
+    return 0
+
+
+def cmd_export_test(args) -> int:
+    from fuzz.export import REGRESSIONS, export
+
+    scenario = load_path(Path(args.file))
+    path = export(scenario, args.name, Path(args.dir) if args.dir else REGRESSIONS)
+    print(f"wrote {path}")
+    if len(scenario.events) > 6:
+        print(f"  note: {len(scenario.events)} events; `evdiff minimize` first gives a shorter test")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evdiff", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -111,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("text", "md"), default="text")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
     p.set_defaults(fn=cmd_explain)
+    p = sub.add_parser("minimize", help="reduce a diverging scenario, keeping its signature")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="where to write (default: FILE's name with .min.txt)")
+    p.add_argument("--signature", help="the divergence to keep (default: the first)")
+    p.add_argument("--impls", help="comma-separated implementations (default: all)")
+    p.set_defaults(fn=cmd_minimize)
+    p = sub.add_parser("export-test", help="add a scenario to corpus/regressions/")
+    p.add_argument("file")
+    p.add_argument("--name", required=True)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    p.set_defaults(fn=cmd_export_test)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

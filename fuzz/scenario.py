@@ -124,7 +124,7 @@ def _specs() -> tuple[EventSpec, ...]:
                                    _p("intr", PType.BOOL, False), _p("shutdown", PType.BOOL, True)),
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown intercept (SVM)"),
-        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None, positional=True),),
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),),
                   "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),

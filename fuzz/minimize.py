@@ -1,0 +1,175 @@
+"""Reduce a scenario to a 1-minimal one that keeps one divergence's signature.
+
+Three passes, repeated until none changes anything:
+
+1. delta debugging over events (Zeller's ddmin): remove chunks, halving the
+   chunk size down to single events;
+2. fields: each parameter of each event is tried at simpler values (its
+   default, zero, a vector set with one vector fewer, an event without its
+   error code ...), one at a time, only ever lowering `cost`;
+3. configuration: drop each cap; nested paging back on.
+
+A candidate is kept only if the oracle still reports the **same signature**
+(for an implementation's crash: the same exception type and raising line,
+which its signature names), so the minimiser never jumps to another bug.
+At the end no single event can be removed and no single field simplified
+without losing it: the result is 1-minimal.  Results of the oracle are cached
+by scenario.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from fuzz import oracle
+from fuzz.scenario import Event, PType, Scenario, normalise
+from impls.arch import Ev
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    signature: str
+    before: int  # events
+    after: int
+    checks: int  # oracle runs (cache misses)
+    seconds: float
+
+
+def signatures(scenario: Scenario, names: list[str] | None) -> set[str]:
+    return {d.signature for d in oracle.compare(scenario, names).divergences}
+
+
+# --------------------------------------------------------------- fields --
+
+
+def _cost(ptype: PType, default, value) -> int:
+    """How far a value is from the simplest one: 0 at the default."""
+    if value == default:
+        return 0
+    if ptype is PType.VECSET:
+        return 1 + bin(value).count("1")
+    if ptype is PType.EVENT:
+        return 1 + (value is not None and value.error_code not in (None, 0))
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return 1
+    return 1 + (value != 0) + value.bit_length()
+
+
+def _simpler(ptype: PType, default, value) -> list:
+    """Candidate values strictly cheaper than `value`, cheapest first."""
+    cands = [default]
+    if ptype is PType.VECSET:
+        cands += [value & ~(1 << v) for v in range(32) if value >> v & 1]
+    elif ptype is PType.EVENT and value is not None:
+        cands += [Ev(value.type, value.vector, 0 if value.error_code is not None else None)]
+    elif ptype in (PType.U8, PType.U16, PType.PAGE) and value:
+        cands += [0, value & (value - 1)]  # zero; one set bit fewer
+    here = _cost(ptype, default, value)
+    out = []
+    for c in cands:
+        if c not in out and c != value and _cost(ptype, default, c) < here:
+            out.append(c)
+    return out
+
+
+def _event_variants(ev: Event):
+    for i, p in enumerate(ev.spec.params):
+        for v in _simpler(p.type, p.default, ev.args[i]):
+            new = normalise(Event(ev.kind, ev.args[:i] + (v,) + ev.args[i + 1 :]))
+            if new != ev:
+                yield new
+
+
+def _config_variants(sc: Scenario):
+    c = sc.config
+    for cap in sorted(c.caps):
+        yield replace(sc, config=replace(c, caps=c.caps - {cap}))
+    if not c.npt:
+        yield replace(sc, config=replace(c, npt=True))
+
+
+# ------------------------------------------------------------ minimiser --
+
+
+class Minimizer:
+    def __init__(self, signature: str, names: list[str] | None = None):
+        self.signature = signature
+        self.names = names
+        self.cache: dict[tuple, bool] = {}
+        self.checks = 0
+
+    def keeps(self, sc: Scenario) -> bool:
+        key = (sc.config, sc.events)
+        if key not in self.cache:
+            self.checks += 1
+            self.cache[key] = self.signature in signatures(sc, self.names)
+        return self.cache[key]
+
+    def ddmin(self, sc: Scenario) -> Scenario:
+        events = list(sc.events)
+        n = 2
+        while len(events) >= 2:
+            chunk = max(1, len(events) // n)
+            removed = False
+            for start in range(0, len(events), chunk):
+                cand = events[:start] + events[start + chunk :]
+                if self.keeps(replace(sc, events=tuple(cand))):
+                    events, n, removed = cand, max(n - 1, 2), True
+                    break
+            if not removed:
+                if chunk == 1:
+                    break
+                n = min(len(events), n * 2)
+        if len(events) == 1 and self.keeps(replace(sc, events=())):
+            events = []
+        return replace(sc, events=tuple(events))
+
+    def simplify_fields(self, sc: Scenario) -> Scenario:
+        events = list(sc.events)
+        for i in range(len(events)):
+            changed = True
+            while changed:
+                changed = False
+                for variant in _event_variants(events[i]):
+                    cand = events[:i] + [variant] + events[i + 1 :]
+                    if self.keeps(replace(sc, events=tuple(cand))):
+                        events, changed = cand, True
+                        break
+        return replace(sc, events=tuple(events))
+
+    def simplify_config(self, sc: Scenario) -> Scenario:
+        changed = True
+        while changed:
+            changed = False
+            for cand in _config_variants(sc):
+                if self.keeps(cand):
+                    sc, changed = cand, True
+                    break
+        return sc
+
+    def run(self, sc: Scenario) -> Scenario:
+        while True:
+            before = (sc.config, sc.events)
+            sc = self.simplify_config(self.simplify_fields(self.ddmin(sc)))
+            if (sc.config, sc.events) == before:
+                return sc
+
+
+def minimize(scenario: Scenario, signature: str | None = None, names: list[str] | None = None) -> Result:
+    """Minimise `scenario` keeping `signature` (default: its first
+    divergence's).  Raises ValueError if the scenario shows no divergence or
+    not that one."""
+    start = time.perf_counter()
+    found = sorted(signatures(scenario, names))
+    if not found:
+        raise ValueError("the scenario shows no divergence: nothing to keep while minimising")
+    if signature is None:
+        signature = found[0]
+    elif signature not in found:
+        raise ValueError(f"the scenario does not show the signature {signature!r}")
+    m = Minimizer(signature, names)
+    out = m.run(scenario)
+    desc = f"minimised from {len(scenario.events)} events, keeping: {signature}"
+    out = replace(out, description=desc)
+    return Result(out, signature, len(scenario.events), len(out.events), m.checks, time.perf_counter() - start)
