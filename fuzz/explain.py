@@ -1,8 +1,9 @@
 """Side-by-side traces of one scenario, for people.
 
 One row a scenario step: the event, then for each implementation what L1 and
-L2 observed at that step; rows where an implementation differs from the
-reference are marked `!!`.  Then the final state, shutdown, alarms, and the
+L2 observed at that step, and below it (`·`) the implementation's notes: the
+SDM/APM rule the reference applied, the KVM function a port went through.
+Rows where an implementation differs from the reference are marked `!!`.  Then the final state, shutdown, alarms, and the
 divergences with their signatures and verdicts.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ def _at(out: Outcome, step: int) -> list[str]:
     cells += [str(o) for s, o in out.l2 if s == step]
     if out.shutdown == step:
         cells.append("SHUTDOWN to userspace")
+    cells += [f"· {text}" for s, text in out.notes if s == step]
     return cells
 
 

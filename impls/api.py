@@ -136,6 +136,10 @@ class Outcome:
     alarms: tuple[str, ...] = ()
     #: The step bound was hit (a livelock), or None.
     livelock: str | None = None
+    #: (step, text): what the implementation did and why -- the rule the
+    #: reference applied, the KVM function that queued, merged or injected.
+    #: For people (`evdiff explain`); never compared.
+    notes: tuple[tuple[int, str], ...] = field(default=(), compare=False)
 
     FIELDS: ClassVar[tuple[str, ...]] = ("l1", "l2", "shutdown", "final", "alarms", "livelock")
 

@@ -74,6 +74,10 @@ class Machine:
         self.l2_trace: list = []
         self.shutdown: int | None = None
         self.step = 0
+        self.notes: list[tuple[int, str]] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append((self.step, text))
 
     # ------------------------------------------------------------ choices --
 
@@ -147,6 +151,7 @@ class Machine:
         state is undefined, so EXITINTINFO is not compared; otherwise the
         processor shuts down (APM 15.14.3, by implication).  In L1: shutdown,
         which KVM reports to userspace."""
+        self.note("triple fault (SDM 6.15 #DF; in L2: SDM 25.2, APM 15.14.3)")
         if self.level == 2 and not self.svm:
             self._vmexit(VmExit(avmx.reason_name(avmx.TRIPLE_FAULT)))
         elif self.level == 2 and self.icpt.shutdown:
@@ -180,16 +185,20 @@ class Machine:
             fvec, fec, faddr = fault
             fev = self._exc(fvec, fec)
             if self.level == 2 and self._intercepted(fev):
+                self.note(f"{fev} during delivery of {cur} is intercepted by L1: exit with it as "
+                          "IDT-vectoring (SDM 27.2.3, APM 15.7.2)")
                 self._exception_exit(fev, cur, faddr)
                 return
             if fvec == PF:
                 lv.cr2 = faddr  # SDM 4.7: CR2 is loaded when the #PF is raised
             merge = arch.second_exception(cur, fvec)
+            self.note(f"{fev} during delivery of {cur}: {merge.value} (SDM Table 6-5)")
             if merge is Merge.SERIAL:
                 cur = fev
             elif merge is Merge.DOUBLE_FAULT:
                 df = self._exc(DF, 0)
                 if self.level == 2 and self._intercepted(df):
+                    self.note("L1 intercepts #DF: exit (SDM 27.2.3 exclusion 2; APM 15.7.3)")
                     self._exception_exit(df, self._df_exit_vectoring(cur), None)
                     return
                 cur = df
@@ -438,6 +447,7 @@ class Machine:
             return
         exc = self._exc(vector, ec)
         if self.level == 2 and self._intercepted(exc):
+            self.note(f"{exc} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
             self._exception_exit(exc, None, cr2)
             return
         if vector == PF:
@@ -564,4 +574,5 @@ class Machine:
             interrupts_enabled=lv.rflags_if,
             cr2=lv.cr2,
         )
-        return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock)
+        return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
+                       tuple(self.notes))
