@@ -176,11 +176,16 @@ class Machine:
         if self.level == 2 and check_first and ev.type is EvType.HW_EXCEPTION and self._intercepted(ev):
             self._exception_exit(ev, None, None)
             return
+        if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
+            # NMI blocking starts with the delivery: an exit or fault during
+            # it leaves NMIs blocked (SDM 27.1; SDM 6.7.1).  An NMI injected
+            # through EVENTINJ does not block NMIs (APM 15.20).
+            lv.nmi_blocked = True
         cur = ev
         for _ in range(STEP_BOUND):
             fault = self._delivery_fault(cur)
             if fault is None:
-                self._delivered(cur, injected_by_l1 and cur is ev)
+                self._delivered(cur)
                 return
             fvec, fec, faddr = fault
             fev = self._exc(fvec, fec)
@@ -227,12 +232,11 @@ class Machine:
             return lv.armed.pop(0)
         return arch.push_fault(lv.desc, ev)
 
-    def _delivered(self, ev: Ev, injected_by_l1: bool) -> None:
+    def _delivered(self, ev: Ev) -> None:
         """The handler is reached.  Every gate here is an interrupt gate: IF is
         cleared (SDM 6.12.1.2; real mode likewise, SDM 20.1.4), an STI/MOV-SS
         shadow ends with the delivery (SDM 6.8.3, and per the newer edition
-        7.8.1).  NMI delivery blocks NMIs until IRET (SDM 6.7.1), except an NMI
-        injected through EVENTINJ on SVM (APM 15.20)."""
+        7.8.1)."""
         lv = self.cur
         if lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION:
             ev = ev.without_error_code() if ev.error_code is not None else ev
@@ -240,8 +244,6 @@ class Machine:
         trace.append((self.step, Delivered(self.level, ev)))
         lv.rflags_if = False
         lv.shadow = None
-        if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
-            lv.nmi_blocked = True
 
     # --------------------------------------------------------- boundary --
 
@@ -388,6 +390,10 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
+        if inject is not None and inject.type is EvType.NMI:
+            # L1 is a VMM that follows SDM 31.7.1.2: re-injecting an NMI, it
+            # clears blocking by NMI in the guest interruptibility state.
+            l2.nmi_blocked = False
         failure = self._entry_failure(inject, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
@@ -407,9 +413,8 @@ class Machine:
     def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
         """VM-entry checks on the injected event.  VMX (SDM 26.3.1.5): an
         external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI
-        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC),
-        and with virtual NMIs (NMI exiting on) no virtual-NMI blocking; such
-        failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
+        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC);
+        such failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
         EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
         VMEXIT_INVALID."""
         if inject is None:
@@ -422,7 +427,7 @@ class Machine:
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return bad
         if inject.type is EvType.NMI:
-            if l2.shadow == "movss" or (self.icpt.nmi and l2.nmi_blocked):
+            if l2.shadow == "movss":
                 return bad
             if l2.shadow == "sti" and self.choose("SDM 26.3.1.5: NMI injection under STI blocking", 2):
                 return bad
