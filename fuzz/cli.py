@@ -12,6 +12,12 @@ Commands:
   evdiff export-test FILE --name NAME
                                add FILE to corpus/regressions/ with the
                                expected verdict of each implementation
+  evdiff fuzz [--time 8h] [--jobs N] [--findings DIR] [--corpus DIR]
+              [--engine atheris|hypothesis] [-- LIBFUZZER-FLAGS...]
+                               a fuzz campaign: one directory per divergence
+                               signature in findings/, resumable, live status
+  evdiff bench                 differential execs/s, scaling, time to first
+                               finding per seed bug class
 
 Scenarios are text files (one event a line, `;` comments; see README.md) or,
 with the suffix `.bin`, the fuzzer's binary form.
@@ -134,6 +140,23 @@ def cmd_export_test(args) -> int:
     return 0
 
 
+def cmd_fuzz(args) -> int:
+    from fuzz import campaign
+
+    opts = campaign.Options(
+        engine=args.engine, time=campaign.parse_duration(args.time) if args.time else 0, jobs=args.jobs,
+        findings=Path(args.findings), corpus=Path(args.corpus) if args.corpus else None,
+        seeds=None if args.no_seeds else Path(args.seeds) if args.seeds else campaign.seeds.SEEDS,
+        extra=args.libfuzzer, max_examples=args.max_examples, impls=args.impls, quiet=args.quiet)
+    return campaign.run(opts)
+
+
+def cmd_bench(args) -> int:
+    from fuzz import bench
+
+    return bench.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evdiff", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -161,6 +184,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_export_test)
+    p = sub.add_parser("fuzz", help="run a fuzz campaign (atheris or hypothesis)",
+                       description="Run a fuzz campaign; see fuzz/campaign.py.  Flags after `--` go to libFuzzer.")
+    p.add_argument("--time", help="stop after this long: 60, 90s, 15m, 8h (default: until Ctrl-C)")
+    p.add_argument("--jobs", type=int, default=1, help="libFuzzer fork mode across N processes")
+    p.add_argument("--findings", default="findings", help="findings directory (default: findings/)")
+    p.add_argument("--corpus", help="corpus directory (default: FINDINGS/corpus)")
+    p.add_argument("--engine", choices=("atheris", "hypothesis"), default="atheris")
+    p.add_argument("--seeds", help="text seeds to start from (default: corpus/seeds)")
+    p.add_argument("--no-seeds", action="store_true", help="start from the corpus directory alone")
+    p.add_argument("--max-examples", type=int, default=10, help="inputs kept per signature (default: 10)")
+    p.add_argument("--impls", help="comma-separated implementations (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no status line; the summary only")
+    p.add_argument("libfuzzer", nargs="*", metavar="-- LIBFUZZER-FLAG", help="passed to libFuzzer")
+    p.set_defaults(fn=cmd_fuzz)
+    p = sub.add_parser("bench", help="measure execs/s, scaling and time to first finding")
+    from fuzz.bench import add_arguments as _bench_arguments
+
+    _bench_arguments(p)
+    p.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""The atheris (libFuzzer) target: bytes -> scenario -> every implementation
+-> the oracle.
+
+Decoding is total (`fuzz.binary`): every byte string is a scenario, so no
+input is rejected.  The implementations, the oracle and the event language
+are imported under `atheris.instrument_imports()`, the standard library is
+not; the registry loads implementations lazily, so each registered one is
+loaded here, inside the instrumented block, or libFuzzer would see no
+coverage in it.  At start-up the target checks which modules carry atheris's
+instrumentation and says loudly when an implementation does not.
+
+A divergence (an implementation's crash included) is a finding, not a crash
+of the target: with `EVDIFF_FINDINGS=DIR` it goes to the findings store under
+its signature and fuzzing goes on; otherwise (ClusterFuzzLite, a plain run)
+it is raised from frames that follow its signature (`fuzz.failures`), so
+libFuzzer stops and ClusterFuzz buckets by signature.  Options are
+environment variables (`fuzz.targetenv`): libFuzzer takes bare words as
+corpus directories.
+
+Run it as `evdiff fuzz`, or by hand: `python -m fuzz.evdiff_fuzzer CORPUS
+-max_total_time=60` (fork mode `-fork=N` needs an executable with a shebang:
+`evdiff fuzz` writes one).  Built for ClusterFuzzLite by
+`.clusterfuzzlite/build.sh`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+try:
+    import atheris
+except ImportError:  # the module still imports: `main()` says what to install
+    atheris = None
+
+from fuzz import targetenv
+
+#: Modules of our packages that must not be instrumented: the findings store
+#: and failure reporting run only on divergences, and their branches are no
+#: coverage of the implementations.
+NOT_INSTRUMENTED = ["fuzz.findings", "fuzz.failures", "fuzz.text", "fuzz.explain", "fuzz.targetenv",
+                    "fuzz.evdiff_fuzzer"]
+INSTALL = targetenv.INSTALL
+
+_instrument = atheris is not None and not targetenv.flag(targetenv.NO_INSTRUMENT)
+#: Our packages, and those of implementations registered from outside.
+INSTRUMENTED = ["impls", "fuzz"] + sorted({t.split(":")[0].split(".")[0]
+                                          for t in targetenv.extra_impls().values()})
+with (atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
+      if _instrument else contextlib.nullcontext()):
+    from fuzz import binary, oracle
+    from impls import api
+
+    targetenv.register_extra(api)
+    NAMES = targetenv.impl_names(api)
+    for _name in NAMES:
+        api.load(_name)
+
+from fuzz import failures, findings  # noqa: E402 -- after the instrumented block, on purpose
+
+_findings_dir = os.environ.get(targetenv.FINDINGS)
+STORE = findings.FindingStore(_findings_dir) if _findings_dir else None
+RAISE = targetenv.flag(targetenv.RAISE) or STORE is None
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
+    report = oracle.compare(binary.decode(data), NAMES)
+    if report.divergences:
+        if STORE is not None:
+            STORE.record(report)
+        if RAISE:
+            failures.raise_divergence(report)
+    elif STORE is not None:
+        STORE.maybe_flush()
+
+
+def _flush_at_exit() -> None:
+    """libFuzzer ends with C `exit()` (-max_total_time, -runs), which skips
+    Python's `atexit`: register the last flush of hit counts with the C
+    library instead.  Best effort; without it at most FLUSH_SECONDS of
+    counts are lost."""
+    if STORE is None:
+        return
+    try:
+        import ctypes
+
+        callback = ctypes.CFUNCTYPE(None)(lambda: STORE.flush())
+        if ctypes.CDLL(None).atexit(callback) == 0:
+            _flush_at_exit.keep = callback  # the C library holds a pointer to it
+    except (OSError, AttributeError):  # pragma: no cover -- not glibc
+        pass
+
+
+# ---------------------------------------------------- start-up checks --
+
+MARKER = "__ATHERIS_INSTRUMENTED__"
+
+
+def _instrumented(module) -> bool:
+    """Whether atheris instrumented any function or method of `module`."""
+    for value in vars(module).values():
+        funcs = [value] if callable(value) and hasattr(value, "__code__") else []
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            funcs += [f for f in vars(value).values() if hasattr(f, "__code__")]
+        for f in funcs:
+            if getattr(f, "__module__", None) == module.__name__ and MARKER in f.__code__.co_consts:
+                return True
+    return False
+
+
+def instrumentation() -> tuple[list[str], list[str]]:
+    """(instrumented, not instrumented) among the modules that decide
+    coverage: every loaded implementation's module, the oracle, decoding."""
+    wanted = {"fuzz.oracle", "fuzz.binary", "fuzz.scenario"}
+    wanted |= {type(api.load(n)).__module__ for n in NAMES}
+    wanted |= {m for m in sys.modules if m == "impls" or m.startswith("impls.")}
+    wanted -= {"fuzz.evdiff_fuzzer", "__main__"}
+    yes, no = [], []
+    for name in sorted(wanted):
+        mod = sys.modules.get(name)
+        if mod is not None and any(hasattr(v, "__code__") or isinstance(v, type) for v in vars(mod).values()):
+            (yes if _instrumented(mod) else no).append(name)
+    return yes, no
+
+
+def startup_report(out=sys.stderr) -> bool:
+    """Print what runs and whether coverage can grow; False if it cannot."""
+    yes, no = instrumentation()
+    mode = f"findings -> {STORE.root}" if STORE is not None else "raise at the first divergence"
+    print(f"evdiff-target: implementations: {', '.join(NAMES)}; {mode}", file=out)
+    print(f"evdiff-target: instrumented {len(yes)} modules: {', '.join(yes)}", file=out)
+    if no:
+        bar = "!" * 78
+        print(f"{bar}\nevdiff-target: COVERAGE WILL NOT GROW: not instrumented: {', '.join(no)}\n"
+              "  These modules were imported outside atheris.instrument_imports() (imported earlier, or\n"
+              "  loaded lazily after start-up), so libFuzzer sees no edges in them and fuzzes blind.\n"
+              f"{bar}", file=out)
+    if len(NAMES) < 2:
+        print("evdiff-target: only the reference is registered: no divergence can be found "
+              "(coverage still grows; the corpus is still useful)", file=out)
+    out.flush()
+    return not no
+
+
+def main(argv: list[str] | None = None) -> int:
+    if atheris is None:
+        print(INSTALL.format(python=sys.executable), file=sys.stderr)
+        return 2
+    argv = list(sys.argv if argv is None else argv)
+    startup_report()
+    _flush_at_exit()
+    atheris.Setup(argv, TestOneInput)
+    atheris.Fuzz()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""The findings store: one directory per divergence signature, written so that
+a campaign killed at any moment loses nothing already written.
+
+    findings/
+      3fa9c2b1d0e4/            sha1 of the signature, first 12 hex digits
+        finding.json           signature, field, implementations, verdicts,
+                               hits, first/last seen, smallest input's size
+        smallest.txt           the smallest scenario seen (text form), with the
+        smallest.bin           signature in its leading comment; binary form
+        examples/<sha1>.txt    at most `max_examples` other inputs, named by
+        examples/<sha1>.bin    content, so a rerun never duplicates one
+      stats.json, plot_data.csv    written by the campaign (`fuzz.campaign`)
+      .evdiff/                 the campaign's own files (lock, temporaries,
+                               libFuzzer log, generated target and seeds)
+
+Every file is written to a temporary name and renamed into place (`os.replace`
+is atomic on POSIX), and a new finding's directory is built aside and renamed
+into place whole: a reader sees a complete finding or none, never half a file.
+Several processes (libFuzzer's fork-mode jobs, Hypothesis) share one store;
+an exclusive `flock` on `.evdiff/lock` serialises their writes.
+
+Hits are counted per process and added to `finding.json` at most every
+`FLUSH_SECONDS` (and by `flush()`): a process killed with SIGKILL loses at
+most that many seconds of counts, never a finding, an input or an example.
+A hit is one execution that showed the divergence (corpus replays and
+Hypothesis's shrinking included), so hits measure how easy a bug is to hit,
+not how many distinct inputs show it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fuzz import binary
+from fuzz.scenario import Scenario
+from fuzz.text import format_scenario
+
+FLUSH_SECONDS = 2.0
+MAX_EXAMPLES = 10
+STATE_DIR = ".evdiff"
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover -- not POSIX: one process a store
+    fcntl = None
+
+
+def signature_hash(signature: str) -> str:
+    """The stable short name of a signature (its directory's name)."""
+    return hashlib.sha1(signature.encode()).hexdigest()[:12]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `path` so that it is either its old content or all of `data`."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{os.getpid()}-", suffix=path.name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def canonical_bytes(scenario: Scenario) -> bytes | None:
+    """The binary form, or None where it cannot hold the scenario."""
+    try:
+        data = binary.encode(scenario)
+    except (KeyError, ValueError, OverflowError):
+        return None
+    return data if binary.decode(data) == scenario else None
+
+
+def scenario_size(scenario: Scenario) -> tuple[int, int]:
+    """What "smaller" means: fewer events, then fewer non-default arguments."""
+    extra = 0
+    for ev in scenario.events:
+        for p, v in zip(ev.spec.params, ev.args):
+            extra += v != p.default
+    return len(scenario.events), extra + len(scenario.config.caps) + (not scenario.config.npt)
+
+
+@dataclass
+class Finding:
+    """One signature's `finding.json`, as read back."""
+
+    path: Path
+    meta: dict
+
+    @property
+    def signature(self) -> str:
+        return self.meta["signature"]
+
+    @property
+    def hits(self) -> int:
+        return self.meta.get("hits", 0)
+
+    @property
+    def smallest_events(self) -> int:
+        return self.meta.get("smallest", {}).get("events", 0)
+
+
+class FindingStore:
+    """Record divergences into `root`, one directory per signature.
+
+    `record(report)` is cheap when it changes nothing on disk (a known
+    signature, no smaller input, examples full): a dictionary update.
+    """
+
+    def __init__(self, root: str | Path, max_examples: int = MAX_EXAMPLES, engine: str = "atheris"):
+        self.root = Path(root)
+        self.max_examples = max_examples
+        self.engine = engine
+        self.state = self.root / STATE_DIR
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "tmp").mkdir(exist_ok=True)
+        self._pending: dict[str, int] = {}  # signature -> hits not yet on disk
+        self._last_flush = time.monotonic()
+        #: what this process knows of each signature on disk: smallest size, example names
+        self._known: dict[str, tuple[tuple[int, int], set[str]]] = {}
+        self.new_this_process: list[str] = []
+
+    # ---------------------------------------------------------- locking --
+
+    @contextlib.contextmanager
+    def lock(self):
+        if fcntl is None:
+            yield
+            return
+        with open(self.state / "lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -------------------------------------------------------- recording --
+
+    def record(self, report) -> list[str]:
+        """Record every divergence of an oracle report; returns the
+        signatures this call wrote as new findings."""
+        new = []
+        scenario = report.scenario
+        size = None
+        for d in report.divergences:
+            sig = d.signature
+            known = self._known.get(sig)
+            if known is None:
+                if self._write_new_or_load(sig, d, scenario):  # written with its first hit
+                    new.append(sig)
+                    continue
+                known = self._known[sig]
+            self._pending[sig] = self._pending.get(sig, 0) + 1
+            smallest, examples = known
+            size = size or scenario_size(scenario)
+            if size < smallest:
+                self._update_smallest(sig, scenario, size)
+            elif len(examples) < self.max_examples:
+                self._add_example(sig, scenario)
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+        return new
+
+    def dir_for(self, signature: str) -> Path:
+        return self.root / signature_hash(signature)
+
+    def _read_meta(self, d: Path) -> dict | None:
+        try:
+            return json.loads((d / "finding.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _remember(self, sig: str, meta: dict, d: Path) -> None:
+        sm = meta.get("smallest", {})
+        ex = d / "examples"
+        names = {p.stem for p in ex.glob("*.txt")} if ex.is_dir() else set()
+        self._known[sig] = ((sm.get("events", 1 << 30), sm.get("extra", 1 << 30)), names)
+
+    def _write_new_or_load(self, sig: str, div, scenario: Scenario) -> bool:
+        d = self.dir_for(sig)
+        with self.lock():
+            meta = self._read_meta(d)
+            if meta is not None:
+                self._remember(sig, meta, d)
+                new = False
+            else:
+                size = scenario_size(scenario)
+                stamp = now()
+                meta = {
+                    "signature": sig,
+                    "hash": signature_hash(sig),
+                    "field": div.field,
+                    "impls": list(div.impls),
+                    "vendor": scenario.config.vendor,
+                    "expected": div.expected,
+                    "got": div.got,
+                    "verdicts": div.verdicts,
+                    "hits": 1,
+                    "first_seen": stamp,
+                    "last_seen": stamp,
+                    "engine": self.engine,
+                    "smallest": {"events": size[0], "extra": size[1]},
+                }
+                tmp = Path(tempfile.mkdtemp(dir=self.state / "tmp", prefix=f"{os.getpid()}-"))
+                self._write_input(tmp / "smallest", sig, scenario)
+                (tmp / "examples").mkdir()
+                self._write_input(tmp / "examples" / self._example_name(scenario), sig, scenario)
+                write_atomic(tmp / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+                if d.exists():  # a directory without finding.json: from a store we cannot read; keep it
+                    d.rename(d.with_name(d.name + f".unreadable-{int(time.time())}"))
+                os.rename(tmp, d)
+                self._remember(sig, meta, d)
+                new = True
+        if new:
+            self.new_this_process.append(sig)
+        return new
+
+    def _update_smallest(self, sig: str, scenario: Scenario, size) -> None:
+        d = self.dir_for(sig)
+        with self.lock():
+            meta = self._read_meta(d)
+            if meta is None:
+                return
+            sm = meta.get("smallest", {})
+            if size < (sm.get("events", 1 << 30), sm.get("extra", 1 << 30)):
+                self._write_input(d / "smallest", sig, scenario)
+                meta["smallest"] = {"events": size[0], "extra": size[1]}
+                write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+            self._remember(sig, meta, d)
+
+    def _example_name(self, scenario: Scenario) -> str:
+        return hashlib.sha1(format_scenario(scenario, with_description=False).encode()).hexdigest()[:16]
+
+    def _add_example(self, sig: str, scenario: Scenario) -> None:
+        name = self._example_name(scenario)
+        smallest, names = self._known[sig]
+        if name in names:
+            return
+        d = self.dir_for(sig) / "examples"
+        with self.lock():
+            d.mkdir(exist_ok=True)
+            on_disk = {p.stem for p in d.glob("*.txt")}
+            if len(on_disk) < self.max_examples and name not in on_disk:
+                self._write_input(d / name, sig, scenario)
+                on_disk.add(name)
+            self._known[sig] = (smallest, on_disk)
+
+    def _write_input(self, stem: Path, sig: str, scenario: Scenario) -> None:
+        comment = "".join(f"; {line}\n" for line in f"divergence: {sig}".splitlines())
+        text = comment + format_scenario(scenario, with_description=False)
+        data = canonical_bytes(scenario)
+        if data is not None:  # .bin first: a .txt always has its .bin beside it
+            write_atomic(stem.with_suffix(".bin"), data)
+        write_atomic(stem.with_suffix(".txt"), text if text.endswith("\n") else text + "\n")
+
+    def maybe_flush(self) -> None:
+        """`flush()` if the last one is more than `FLUSH_SECONDS` old."""
+        if self._pending and time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add this process's pending hit counts to the findings on disk."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        stamp = now()
+        with self.lock():
+            for sig, n in pending.items():
+                d = self.dir_for(sig)
+                meta = self._read_meta(d)
+                if meta is None:
+                    continue
+                meta["hits"] = meta.get("hits", 0) + n
+                meta["last_seen"] = stamp
+                write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+
+    # ---------------------------------------------------------- reading --
+
+    def findings(self) -> list[Finding]:
+        """Every complete finding in the store, by first seen."""
+        out = []
+        if not self.root.is_dir():
+            return out
+        for d in self.root.iterdir():
+            if d.is_dir() and not d.name.startswith("."):
+                meta = self._read_meta(d)
+                if meta is not None and "signature" in meta:
+                    out.append(Finding(d, meta))
+        return sorted(out, key=lambda f: (f.meta.get("first_seen", ""), f.signature))
+
+    def signatures(self) -> set[str]:
+        return {f.signature for f in self.findings()}
+
+    def clean_stale(self) -> int:
+        """Remove temporaries left by processes that no longer run (a
+        SIGKILL between creating and renaming).  Returns how many."""
+        removed = 0
+        for p in list((self.state / "tmp").iterdir()) + list(self.root.rglob(".tmp-*")):
+            pid = p.name.removeprefix(".tmp-").split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                removed += 1
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

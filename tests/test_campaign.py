@@ -1,0 +1,192 @@
+"""`evdiff fuzz` with atheris, for real: the target, fork mode, SIGKILL and
+resume, the start-up coverage check.  Implementations with planted bugs
+(tests/fakes.py) are registered in the fuzzer's processes through
+EVDIFF_EXTRA_IMPLS.  Behaviour only: no test depends on how fast it runs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fuzz import binary, campaign, findings, seeds
+from fuzz.cli import main
+from fuzz.text import read_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+atheris = pytest.importorskip("atheris")
+PLANTED = "prepatch=fakes:DropVectoringAndShutdown,postpatch=fakes:CrashOnMigrate"
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env["EVDIFF_EXTRA_IMPLS"] = PLANTED
+    env.pop("EVDIFF_FINDINGS", None)
+    env.update(extra)
+    return env
+
+
+def _fuzz(*args, timeout=120, **env):
+    return subprocess.run([sys.executable, "-m", "fuzz.cli", "fuzz", *args], cwd=ROOT, env=_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _seed_bins(tmp_path):
+    d = tmp_path / "inputs"
+    seeds.write_binary_seeds(d)
+    return d
+
+
+# ------------------------------------------------------------ the target --
+
+
+def test_target_raises_each_divergence_from_its_own_frames(tmp_path):
+    """Without a findings store (ClusterFuzzLite), the first divergence stops
+    libFuzzer, raised from frames named after its signature."""
+    seed = _seed_bins(tmp_path) / "bug-a-lost-first-exception-vmx.bin"
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", str(seed)], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr  # atheris prints the exception on stdout
+    assert r.returncode != 0
+    assert "DivergenceFound" in out and '<evdiff signature ' in out
+    assert "IDT-vectoring" in out and "l1.vmentry inject=intr(0x20)" in out
+
+
+def test_target_records_and_goes_on(tmp_path):
+    inputs = _seed_bins(tmp_path)
+    store = tmp_path / "findings"
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", *map(str, sorted(inputs.iterdir()))],
+                       cwd=tmp_path, env=_env(EVDIFF_FINDINGS=str(store)), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "instrumented" in r.stderr and "COVERAGE WILL NOT GROW" not in r.stderr
+    found = findings.FindingStore(store).findings()
+    sigs = {f.signature for f in found}
+    assert any(" l1 @l1.vmentry" in s for s in sigs) and any(" shutdown " in s for s in sigs)
+    assert sum(f.hits for f in found) >= len(found)  # the last counts reach the disk at exit
+
+
+def test_target_on_the_reference_alone_runs_every_seed():
+    inputs = sorted((ROOT / "corpus" / "seeds").glob("*.txt"))
+    with_bins = [binary.encode(read_scenario(p)) for p in inputs]
+    assert len(with_bins) == len(inputs)
+    env = _env()
+    env.pop("EVDIFF_EXTRA_IMPLS")
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=200", "-max_len=769"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "only the reference is registered" in r.stderr
+
+
+def test_uninstrumented_target_is_called_out(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=10"], cwd=tmp_path,
+                       env=_env(EVDIFF_NO_INSTRUMENT="1"), capture_output=True, text=True, timeout=60)
+    assert "COVERAGE WILL NOT GROW" in r.stderr and "impls.reference.model" in r.stderr
+
+
+# ---------------------------------------------------------- campaigns --
+
+
+def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
+    out = tmp_path / "findings"
+    r = _fuzz("--time", "12", "--jobs", "2", "--findings", str(out), "--quiet")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = (out / ".evdiff" / "libfuzzer.log").read_text()
+    assert "-fork=2" in log and "fuzz target exited" not in log
+    store = findings.FindingStore(out)
+    sigs = store.signatures()
+    fields = {f.meta["field"].split("@")[0] for f in store.findings()}
+    assert {"l1", "shutdown"} <= fields and any(f.startswith("crash:KeyError") for f in fields)
+    assert len(sigs) < 500  # a short list, not one file per hit
+    assert not list((out / ".evdiff" / "artifacts").glob("crash-*"))  # divergences are not libFuzzer crashes
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["status"] == "done" and stats["findings"] == len(sigs) and stats["execs"] > 0
+    assert "distinct signature(s)" in r.stdout and "smallest.txt" in r.stdout
+    assert (out / "plot_data.csv").read_text().startswith("unix_time,")
+
+
+def test_sigkill_then_restart_loses_nothing_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "findings"
+    proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "fuzz", "--time", "120", "--findings", str(out),
+                             "--quiet"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(findings.FindingStore(out).findings()) < 3:
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)  # the fuzzer dies with its parent (PR_SET_PDEATHSIG)
+    before = {f.path.name: f for f in findings.FindingStore(out).findings()}
+    assert len(before) >= 3
+    corpus_before = set(os.listdir(out / "corpus"))
+    r = _fuzz("--time", "5", "--findings", str(out), "--quiet")
+    assert r.returncode == 0, r.stdout[-2000:]
+    after = {f.path.name: f for f in findings.FindingStore(out).findings()}
+    assert set(before) <= set(after)
+    for name, f in before.items():
+        assert after[name].signature == f.signature and after[name].hits >= f.hits
+        assert after[name].meta["first_seen"] == f.meta["first_seen"]
+        assert after[name].smallest_events <= f.smallest_events
+        assert len(list((after[name].path / "examples").glob("*.txt"))) <= findings.MAX_EXAMPLES
+    assert len({f.signature for f in after.values()}) == len(after)
+    assert corpus_before <= set(os.listdir(out / "corpus"))
+    assert not list(out.rglob(".tmp-*"))
+
+
+# ------------------------------------------------------- options, errors --
+
+
+def test_missing_atheris_says_how_to_install_and_offers_hypothesis(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(campaign, "atheris_available", lambda python=None: False)
+    assert main(["fuzz", "--time", "1", "--findings", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'atheris" in err and "--engine hypothesis" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time", "soon"], "a duration like"),
+    (["--jobs", "0"], "at least 1"),
+    (["--seeds", "/nonexistent"], "no such directory"),
+    (["--", "corpus2"], "libFuzzer flags start with '-'"),
+])
+def test_bad_options_get_a_clear_error(tmp_path, capsys, args, message):
+    assert main(["fuzz", "--findings", str(tmp_path / "f"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_durations():
+    assert [campaign.parse_duration(t) for t in ("60", "90s", "15m", "8h", "1h30m")] == [60, 90, 900, 28800, 5400]
+
+
+def test_libfuzzer_command_passes_fork_mode_and_extra_flags(tmp_path):
+    opts = campaign.Options(time=30, jobs=3, extra=["-use_value_profile=1"])
+    cmd = campaign.libfuzzer_command(opts, tmp_path / "t", tmp_path / "c", None, tmp_path / "d", tmp_path / "a")
+    assert "-fork=3" in cmd and "-ignore_crashes=1" in cmd and "-max_total_time=30" in cmd
+    assert cmd[-1] == "-use_value_profile=1" and f"-max_len={1 + binary.RECORD * binary.MAX_EVENTS}" in cmd
+
+
+def test_wrapper_is_an_executable_with_this_interpreter(tmp_path):
+    w = campaign.write_wrapper(tmp_path / "target")
+    assert w.read_text().startswith(f"#!{sys.executable}\n") and os.access(w, os.X_OK)
+
+
+# ------------------------------------------------------------- seeds --
+
+
+def test_shipped_dictionary_is_up_to_date():
+    assert seeds.DICTIONARY.read_text() == seeds.dictionary(), \
+        "fuzz/evdiff_fuzzer.dict is stale: run `python -m fuzz.seeds --dict fuzz/evdiff_fuzzer.dict`"
+
+
+def test_binary_seeds_are_the_text_seeds(tmp_path):
+    n = seeds.write_binary_seeds(tmp_path)
+    texts = seeds.seed_files()
+    assert n == len(texts) > 0
+    for p in texts:
+        assert binary.decode((tmp_path / f"{p.stem}.bin").read_bytes()) == read_scenario(p)

@@ -1,0 +1,185 @@
+"""The findings store: one directory per signature, bounded, atomic, shared,
+and divergences raised from frames that follow their signature."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+from hypothesis.internal.escalation import InterestingOrigin
+
+from fuzz import binary, findings, oracle
+from fuzz.failures import DivergenceFound, raise_divergence
+from fuzz.text import parse_scenario, read_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAD = "evdiff 1 vendor=vmx ept=off\nl1.intercept exceptions=#PF\nl2.stack #PF\n"
+SHORT = parse_scenario(HEAD + "l1.vmentry inject=intr(0x20)\n")
+LONG = parse_scenario(HEAD + "cli\nsti\nl1.vmentry inject=intr(0x20)\n")
+
+
+@pytest.fixture
+def dropping(fake_impl):
+    """prepatch loses IDT-vectoring info (bug class A); postpatch agrees."""
+    from fakes import DropVectoring
+
+    fake_impl("prepatch", lambda o, s: DropVectoring().transform(o, s))
+    fake_impl("postpatch", lambda o, s: o)
+    return ["reference", "prepatch", "postpatch"]
+
+
+def _report(scenario, names):
+    report = oracle.compare(scenario, names)
+    assert report.divergences, "the test double should diverge here"
+    return report
+
+
+def test_one_directory_per_signature_with_everything_a_reader_needs(tmp_path, dropping):
+    store = findings.FindingStore(tmp_path)
+    report = _report(LONG, dropping)
+    (d,) = report.divergences
+    assert store.record(report) == [d.signature]
+    (f,) = store.findings()
+    assert f.path == tmp_path / findings.signature_hash(d.signature)
+    meta = json.loads((f.path / "finding.json").read_text())
+    assert meta["signature"] == d.signature and meta["hits"] == 1
+    assert meta["verdicts"] == {"prepatch->postpatch": "fixed"} and meta["impls"] == ["prepatch"]
+    assert meta["first_seen"] == meta["last_seen"]
+    assert read_scenario(f.path / "smallest.txt") == LONG
+    assert binary.decode((f.path / "smallest.bin").read_bytes()) == LONG
+    assert d.signature in (f.path / "smallest.txt").read_text()  # the comment says what it shows
+
+
+def test_known_signature_counts_hits_keeps_the_smallest_and_bounds_examples(tmp_path, dropping):
+    store = findings.FindingStore(tmp_path, max_examples=3)
+    store.record(_report(LONG, dropping))
+    for vector in range(0x90, 0xa0):  # 16 different inputs, one signature (an unused gate changes)
+        s = parse_scenario(f"evdiff 1 vendor=vmx ept=off\nl1.idt {vector:#x}\nl1.intercept exceptions=#PF\n"
+                           "l2.stack #PF\nl1.vmentry inject=intr(0x20)\n")
+        store.record(_report(s, dropping))
+    store.record(_report(SHORT, dropping))
+    store.record(_report(SHORT, dropping))  # the same input again: no second example
+    store.flush()
+    (f,) = store.findings()
+    assert f.hits == 19 and f.smallest_events == 3
+    assert read_scenario(f.path / "smallest.txt") == SHORT
+    assert len(list((f.path / "examples").glob("*.txt"))) <= 3
+    assert len(list((f.path / "examples").glob("*.bin"))) == len(list((f.path / "examples").glob("*.txt")))
+
+
+def test_two_processes_share_one_store_without_duplicates(tmp_path, dropping):
+    a, b = findings.FindingStore(tmp_path), findings.FindingStore(tmp_path)
+    report = _report(SHORT, dropping)
+    assert a.record(report) and not b.record(report)  # b finds a's directory
+    b.record(report)
+    a.flush(), b.flush()
+    (f,) = a.findings()
+    assert f.hits == 3
+
+
+def test_a_resumed_store_records_nothing_twice(tmp_path, dropping):
+    first = findings.FindingStore(tmp_path)
+    first.record(_report(SHORT, dropping))
+    first.flush()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".evdiff" not in p.parts)
+    again = findings.FindingStore(tmp_path)
+    assert again.record(_report(SHORT, dropping)) == []
+    again.flush()
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".evdiff" not in p.parts)
+    assert after == before
+    assert again.findings()[0].hits == 2
+
+
+def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "finding.json"
+    findings.write_atomic(path, "old")
+
+    def fail(*a):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        findings.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["finding.json"]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [{root!r}, {tests!r}]
+    from fuzz import findings, oracle
+    from fuzz.text import parse_scenario
+    from impls import api
+    api.IMPLEMENTATIONS["prepatch"] = "fakes:DropVectoring"
+    store = findings.FindingStore({dir!r}, max_examples=1000)
+    head = {head!r}
+    print("ready", flush=True)
+    n = 0
+    while True:
+        n += 1
+        s = parse_scenario(head + "cli\\n" * (n % 7) + f"l1.vmentry inject=intr({{n % 256:#x}})\\n")
+        store.record(oracle.compare(s, ["reference", "prepatch"]))
+        store.flush()
+""")
+
+
+def test_sigkill_at_any_moment_leaves_no_half_file(tmp_path):
+    """A writer killed with SIGKILL while it writes findings as fast as it
+    can: every file left is complete and every finding readable."""
+    script = WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), dir=str(tmp_path), head=HEAD)
+    for delay in (0.3, 0.45, 0.6, 0.75, 0.9):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    store = findings.FindingStore(tmp_path)
+    found = store.findings()
+    assert found, "the writer should have recorded findings"
+    dirs = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
+    assert len(dirs) == len(found)  # every directory is a complete finding
+    for f in found:
+        assert json.loads((f.path / "finding.json").read_text())["hits"] >= 1
+        for txt in f.path.rglob("*.txt"):
+            if not txt.name.startswith(".tmp-"):
+                s = read_scenario(txt)
+                assert binary.decode(txt.with_suffix(".bin").read_bytes()) == s
+    store.clean_stale()
+    assert not list(tmp_path.rglob(".tmp-*")) and not list((tmp_path / ".evdiff" / "tmp").iterdir())
+
+
+# ------------------------------------------------------------- failures --
+
+
+def _origin(report, d):
+    with pytest.raises(DivergenceFound) as info:
+        raise_divergence(report, d)
+    return info.value, InterestingOrigin.from_exception(info.value), traceback.extract_tb(info.tb)
+
+
+def test_distinct_signatures_raise_from_distinct_places(dropping):
+    a = _report(SHORT, dropping)
+    b = _report(parse_scenario("evdiff 1 vendor=svm npt=off\nl1.intercept exceptions=#PF\nl2.stack #PF\n"
+                               "l1.vmentry inject=nmi\n"), dropping)
+    assert a.divergences[0].signature != b.divergences[0].signature
+    exc_a, origin_a, tb_a = _origin(a, a.divergences[0])
+    exc_b, origin_b, tb_b = _origin(b, b.divergences[0])
+    assert origin_a != origin_b  # Hypothesis: two failures
+    assert [(f.filename, f.name) for f in tb_a[-3:]] != [(f.filename, f.name) for f in tb_b[-3:]]  # ClusterFuzz
+    h = findings.signature_hash(a.divergences[0].signature)
+    assert all(h in f.name and h in f.filename for f in tb_a[-3:])
+    again = _report(parse_scenario(HEAD + "cli\nl1.vmentry inject=intr(0x20)\n"), dropping)
+    assert again.divergences[0].signature == a.divergences[0].signature
+    assert _origin(again, again.divergences[0])[1] == origin_a  # Hypothesis: the same failure
+
+
+def test_the_raised_divergence_carries_a_replayable_scenario(dropping):
+    report = _report(SHORT, dropping)
+    exc = _origin(report, report.divergences[0])[0]
+    assert exc.signature in str(exc) and "evdiff replay" in str(exc)
+    assert parse_scenario(exc.text) == SHORT
