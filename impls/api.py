@@ -193,6 +193,7 @@ class Implementation(abc.ABC):
 #: name -> "module:Class", loaded on first use.  Order is display order.
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "impls.reference:Reference",
+    "prepatch": "impls.prepatch:Prepatch",
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.

@@ -1,0 +1,587 @@
+"""The simulated physical CPU beneath a KVM port.
+
+KVM (L0) programs a control block -- a VMCS (`Vmcs`) on Intel, a VMCB
+(`Vmcb`) on AMD -- and enters it; `Cpu.vmx_run` / `Cpu.svm_run` then do what
+the hardware does: check and deliver the injected event through the guest's
+IDT (following faults, merging them per SDM Table 6-5 where the control block
+does not intercept them), open interrupt / NMI windows, honour an immediate
+exit, execute the guest's next instruction (a scenario event), and exit to L0
+with exit reason, exit interruption information, IDT-vectoring information /
+EXITINTINFO and exit qualification / EXITINFO as the manuals specify.  The
+level the control block runs (L1 on vmcs01 / the L1 VMCB, L2 on vmcs02 / the
+VMCB rewritten for L2) is `ctl.level`.
+
+The architectural guest state of each level (`LevelState`) lives here, not in
+the control blocks: it plays the guest-state area of whichever control block
+runs that level, and L2's state persists across nested exits as vmcs12 /
+vmcb12 would carry it.  KVM reads and writes it through its accessors
+(`vmx_get_interrupt_shadow`, `svm_set_nmi_mask`, ...).
+
+Everything this module takes from the scenario instead of modelling is named
+in `impls.hw.environment`.  Shared by every KVM port.
+"""
+from __future__ import annotations
+
+from impls import arch
+from impls.api import Delivered
+from impls.arch import DB, DF, PF, UD, BR, DescriptorState, Ev, EvType, Merge, Mode
+from impls.arch import svm as asvm
+from impls.arch import vmx as avmx
+from impls.hw.environment import Environment, Origin
+
+#: Bound on the faults met while delivering one event.
+DELIVERY_BOUND = 16
+
+# ------------------------------------------------------------ VMX encodings --
+
+EXIT_REASON_EXCEPTION_NMI = 0
+EXIT_REASON_EXTERNAL_INTERRUPT = 1
+EXIT_REASON_TRIPLE_FAULT = 2
+EXIT_REASON_INTERRUPT_WINDOW = 7
+EXIT_REASON_NMI_WINDOW = 8
+EXIT_REASON_VMCALL = 18
+EXIT_REASON_VMLAUNCH = 20
+EXIT_REASON_VMRESUME = 24
+EXIT_REASON_INVALID_STATE = 33
+EXIT_REASON_EPT_VIOLATION = 48
+EXIT_REASON_EPT_MISCONFIG = 49
+EXIT_REASON_PREEMPTION_TIMER = 52
+VMX_EXIT_REASONS_FAILED_VMENTRY = 0x80000000
+#: Exit qualification bit 12 (EPT violation) / exit interruption info bit 12:
+#: NMI unblocking due to IRET (SDM 27.2.1, 27.2.2).
+INTR_INFO_UNBLOCK_NMI = 1 << 12
+#: VM-instruction error numbers (SDM 30.4).
+VMXERR_ENTRY_INVALID_CONTROL_FIELD = 7
+
+# ------------------------------------------------------------ SVM encodings --
+
+INTERCEPT_INTR = 96
+INTERCEPT_NMI = 97
+INTERCEPT_VINTR = 100
+INTERCEPT_IRET = 116
+INTERCEPT_SHUTDOWN = 127
+INTERCEPT_VMRUN = 128
+INTERCEPT_VMMCALL = 129
+INTERCEPT_STGI = 132
+INTERCEPT_CLGI = 133
+
+SVM_EXIT_EXCP_BASE = 0x40
+SVM_EXIT_INTR = 0x60
+SVM_EXIT_NMI = 0x61
+SVM_EXIT_VINTR = 0x64
+SVM_EXIT_IRET = 0x74
+SVM_EXIT_SHUTDOWN = 0x7F
+SVM_EXIT_VMRUN = 0x80
+SVM_EXIT_VMMCALL = 0x81
+SVM_EXIT_STGI = 0x84
+SVM_EXIT_CLGI = 0x85
+SVM_EXIT_NPF = 0x400
+SVM_EXIT_ERR = -1
+
+V_IRQ_MASK = 1 << 8
+V_INTR_MASKING_MASK = 1 << 24
+
+#: Address and error code of the #PF behind an L0 fix-up with shadow paging.
+FIXUP_PF_ADDRESS = 0xFFFF_E000
+FIXUP_PF_ERROR_CODE = 0
+
+
+class LevelState:
+    """Architectural state of one guest level (L1 or L2)."""
+
+    __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "cr2", "armed",
+                 "fixup_delivery", "fixup_iret", "rip")
+
+    def __init__(self):
+        self.desc = DescriptorState()
+        self.rflags_if = True
+        self.tf = False  # RFLAGS.TF as KVM's SVM NMI window sets it
+        self.shadow: str | None = None  # "sti" / "movss"
+        self.nmi_blocked = False
+        self.cr2 = 0
+        self.armed: list[tuple[int, int, int]] = []  # guest-visible delivery faults
+        self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
+        self.fixup_iret = 0  # ... for the next IRETs
+        self.rip = 0  # instructions completed at this level
+
+
+class Vmcs:
+    """The VMCS fields KVM and the CPU use here (SDM ch. 24)."""
+
+    __slots__ = ("name", "level", "exception_bitmap", "pf_mask", "pf_match", "nmi_exiting",
+                 "virtual_nmis", "ext_intr_exiting", "intr_window_exiting", "nmi_window_exiting",
+                 "preemption_timer_zero", "entry_intr_info", "entry_error_code",
+                 "exit_reason", "exit_intr_info", "exit_intr_error_code", "idt_vectoring_info",
+                 "idt_vectoring_error_code", "exit_qualification", "instr_error", "launched")
+
+    def __init__(self, name: str, level: int):
+        self.name, self.level = name, level
+        self.exception_bitmap = 0
+        self.pf_mask = self.pf_match = 0
+        self.nmi_exiting = self.virtual_nmis = self.ext_intr_exiting = True  # L0's pin controls
+        self.intr_window_exiting = self.nmi_window_exiting = False
+        self.preemption_timer_zero = False
+        self.entry_intr_info = self.entry_error_code = 0
+        self.exit_reason = self.exit_intr_info = self.exit_intr_error_code = 0
+        self.idt_vectoring_info = self.idt_vectoring_error_code = 0
+        self.exit_qualification = 0
+        self.instr_error = 0
+        self.launched = False
+
+
+class Vmcb:
+    """The VMCB control fields KVM and the CPU use here (APM 15.5, App. B)."""
+
+    __slots__ = ("level", "intercepts", "intercept_exceptions", "int_ctl", "int_vector",
+                 "event_inj", "event_inj_err", "exit_code", "exit_info_1", "exit_info_2",
+                 "exit_int_info", "exit_int_info_err", "pending_intr")
+
+    def __init__(self, level: int = 1):
+        self.level = level
+        self.intercepts: set[int] = set()
+        self.intercept_exceptions = 0
+        self.int_ctl = 0
+        self.int_vector = 0
+        self.event_inj = self.event_inj_err = 0
+        self.exit_code = 0
+        self.exit_info_1 = self.exit_info_2 = 0
+        self.exit_int_info = self.exit_int_info_err = 0
+        #: A physical interrupt (KVM's self-IPI for an immediate exit) that
+        #: arrives as soon as the guest runs.
+        self.pending_intr = False
+
+    def copy_control_from(self, src: "Vmcb") -> None:
+        """copy_vmcb_control_area: every control field."""
+        self.intercepts = set(src.intercepts)
+        for f in ("intercept_exceptions", "int_ctl", "int_vector", "event_inj", "event_inj_err",
+                  "exit_code", "exit_info_1", "exit_info_2", "exit_int_info", "exit_int_info_err"):
+            setattr(self, f, getattr(src, f))
+
+
+class Recorder:
+    """What every implementation reports, filled as the run goes: the L1 and
+    L2 traces, alarms, notes, and the current scenario step."""
+
+    __slots__ = ("l1", "l2", "alarms", "notes", "step")
+
+    def __init__(self):
+        self.l1: list = []
+        self.l2: list = []
+        self.alarms: list[str] = []
+        self.notes: list[tuple[int, str]] = []
+        self.step = 0
+
+    def observe(self, level: int, obs) -> None:
+        (self.l1 if level == 1 else self.l2).append((self.step, obs))
+
+    def alarm(self, text: str) -> None:
+        if text not in self.alarms:
+            self.alarms.append(text)
+
+    def note(self, text: str) -> None:
+        self.notes.append((self.step, text))
+
+
+# What the CPU does at the instruction boundary after an entry (set by the driver).
+INSTR = "instr"  # execute `Cpu.instr` (once), if the level matches
+CHAIN = "chain"  # the instruction is done: stop at the boundary
+RUN = "run"  # execute no-ops
+
+
+class Cpu:
+    """One logical CPU with the guest levels L1 and L2."""
+
+    def __init__(self, vendor: str, npt: bool, rec: Recorder, env: Environment):
+        self.svm = vendor == "svm"
+        self.npt = npt
+        self.rec = rec
+        self.env = env
+        self.lv = {1: LevelState(), 2: LevelState()}
+        # Driver interface.
+        self.phase = CHAIN
+        self.instr: tuple | None = None
+        self.instr_level: int | None = None
+        self.consumed = False  # the instruction was executed (or dropped)
+        self.ran_noop = False  # this entry executed a no-op (RUN phase)
+        self.entered_with_event = False  # this entry injected an event
+        self.vmfail = False  # the last VMX entry failed with VMfail
+
+    # ----------------------------------------------------------- helpers --
+
+    def _exc(self, lv: LevelState, vector: int, error_code: int | None) -> Ev:
+        """A hardware exception as raised at a level: no error code in real
+        mode (SDM 20.1.4) or for vectors that push none (SDM Table 6-1)."""
+        if lv.desc.mode is Mode.REAL or not arch.has_error_code(vector):
+            error_code = None
+        elif error_code is None:
+            error_code = 0
+        return Ev(EvType.HW_EXCEPTION, vector, error_code)
+
+    def _intercepts(self, ctl, ev: Ev) -> bool:
+        """Whether the control block makes exception `ev` a VM exit: the
+        exception bitmap and #PF error-code mask/match (SDM 25.2, 24.6.3), the
+        exception intercepts (APM 15.12)."""
+        v = ev.vector
+        if self.svm:
+            return bool(ctl.intercept_exceptions >> v & 1)
+        bit = bool(ctl.exception_bitmap >> v & 1)
+        if v == PF:
+            return arch.pf_intercepted(bit, ctl.pf_mask, ctl.pf_match, ev.error_code or 0)
+        return bit
+
+    # -------------------------------------------------------------- exits --
+
+    def _vmx_exit(self, vmcs: Vmcs, reason: int, intr: Ev | None = None, vectoring: Ev | None = None,
+                  qual: int = 0, unblock_nmi: bool = False) -> None:
+        vmcs.exit_reason = reason
+        vmcs.exit_intr_info, ec = avmx.encode(intr)
+        if intr is not None:
+            if unblock_nmi:
+                vmcs.exit_intr_info |= INTR_INFO_UNBLOCK_NMI
+            if intr.error_code is not None:
+                vmcs.exit_intr_error_code = ec
+        vmcs.idt_vectoring_info, ec = avmx.encode(vectoring)
+        if vectoring is not None and vectoring.error_code is not None:
+            vmcs.idt_vectoring_error_code = ec
+        vmcs.exit_qualification = qual
+
+    def _svm_exit(self, vmcb: Vmcb, code: int, info1: int = 0, info2: int = 0,
+                  vectoring: Ev | None = None) -> None:
+        vmcb.exit_code = code
+        vmcb.exit_info_1, vmcb.exit_info_2 = info1, info2
+        vmcb.exit_int_info, ec = asvm.encode(vectoring)
+        if vectoring is not None and vectoring.error_code is not None:
+            vmcb.exit_int_info_err = ec
+
+    def _exception_exit(self, ctl, ev: Ev, vectoring: Ev | None, address: int,
+                        unblock_nmi: bool = False) -> None:
+        """An intercepted exception: VMX reason 0 with the exception in the
+        exit interruption info and the #PF address in the exit qualification
+        (SDM 27.2.1-2); SVM exit code 0x40+vector, EXITINFO1 the error code,
+        EXITINFO2 the #PF address (APM 15.12)."""
+        if self.svm:
+            self._svm_exit(ctl, SVM_EXIT_EXCP_BASE + ev.vector, ev.error_code or 0,
+                           address if ev.vector == PF else 0, vectoring)
+        else:
+            self._vmx_exit(ctl, EXIT_REASON_EXCEPTION_NMI, ev, vectoring,
+                           address if ev.vector == PF else 0, unblock_nmi)
+
+    def _shutdown(self, ctl) -> None:
+        """A triple fault: VMX exit reason 2 with invalid IDT-vectoring (SDM
+        25.2, 27.2.3); SVM: the SHUTDOWN intercept, which L0 always sets (APM
+        15.14.3)."""
+        if self.svm:
+            self._svm_exit(ctl, SVM_EXIT_SHUTDOWN)
+        else:
+            self._vmx_exit(ctl, EXIT_REASON_TRIPLE_FAULT)
+
+    def _l0_fault_exit(self, ctl, vectoring: Ev | None, unblock_nmi: bool = False) -> None:
+        """An L0-fixable fault (`l0.mmu_fixup`): EPT violation / NPF with
+        nested paging, else a #PF that L0's shadow paging intercepts."""
+        self.env.last_origin = Origin.FIXUP
+        if self.npt:
+            if self.svm:
+                self._svm_exit(ctl, SVM_EXIT_NPF, 1, FIXUP_PF_ADDRESS, vectoring)
+            else:
+                self._vmx_exit(ctl, EXIT_REASON_EPT_VIOLATION, None, vectoring,
+                               INTR_INFO_UNBLOCK_NMI if unblock_nmi else 0)
+        else:
+            self._exception_exit(ctl, Ev(EvType.HW_EXCEPTION, PF, FIXUP_PF_ERROR_CODE), vectoring,
+                                 FIXUP_PF_ADDRESS, unblock_nmi)
+
+    def _host_interrupt_exit(self, ctl) -> None:
+        """The host's timer (or KVM's self-IPI) interrupts the guest."""
+        if self.svm:
+            self._svm_exit(ctl, SVM_EXIT_INTR)
+        else:
+            self._vmx_exit(ctl, EXIT_REASON_EXTERNAL_INTERRUPT)
+
+    # ----------------------------------------------------------- delivery --
+
+    def _delivery_fault(self, lv: LevelState, ev: Ev):
+        """The fault delivering `ev` meets, with its origin: an L0 fix-up,
+        then the IDT gate (SDM2 INT n), an armed MMU fault, the stack."""
+        if lv.fixup_delivery:
+            lv.fixup_delivery -= 1
+            return None, Origin.FIXUP
+        gate = arch.gate_fault(lv.desc, ev)
+        if gate is not None:
+            return (gate[0], gate[1], 0), Origin.GUEST
+        if lv.armed:
+            return lv.armed.pop(0), Origin.GUEST
+        push = arch.push_fault(lv.desc, ev)
+        return (push, Origin.GUEST) if push is not None else (None, None)
+
+    def deliver(self, ctl, ev: Ev) -> bool:
+        """Deliver `ev` through the IDT of the level `ctl` runs; True if its
+        handler was reached, False if a VM exit (to L0) ended the delivery.
+
+        A fault during delivery that the control block intercepts exits with
+        the event being delivered as IDT-vectoring info / EXITINTINFO (SDM
+        27.2.3, APM 15.7.2); one it does not intercept is merged per SDM
+        Table 6-5 (`arch.second_exception`), a merged #DF is checked against
+        the intercepts again (VMX: IDT-vectoring invalid, SDM 27.2.3; SVM:
+        EXITINTINFO the first event, APM 15.7.3 pseudo-code), a shutdown is a
+        triple-fault exit.  NMI blocking starts with an NMI's delivery (SDM
+        27.1, 6.7.1); on SVM an NMI comes only through EVENTINJ, which does
+        not block NMIs (APM 15.20).
+        """
+        lv = self.lv[ctl.level]
+        if ev.type is EvType.NMI and not self.svm:
+            lv.nmi_blocked = True
+        cur = ev
+        for _ in range(DELIVERY_BOUND):
+            fault, origin = self._delivery_fault(lv, cur)
+            if origin is Origin.FIXUP:
+                self._l0_fault_exit(ctl, cur)
+                return False
+            if fault is None:
+                self._delivered(ctl.level, lv, cur)
+                return True
+            fvec, fec, faddr = fault
+            fev = self._exc(lv, fvec, fec)
+            self.env.last_origin = origin
+            if self._intercepts(ctl, fev):
+                self._exception_exit(ctl, fev, cur, faddr)
+                return False
+            if fvec == PF:
+                lv.cr2 = faddr
+            merge = arch.second_exception(cur, fvec)
+            if merge is Merge.SERIAL:
+                cur = fev
+            elif merge is Merge.DOUBLE_FAULT:
+                df = self._exc(lv, DF, 0)
+                if self._intercepts(ctl, df):
+                    self._exception_exit(ctl, df, cur if self.svm else None, 0)
+                    return False
+                cur = df
+            else:
+                self._shutdown(ctl)
+                return False
+        self._shutdown(ctl)
+        return False
+
+    def _delivered(self, level: int, lv: LevelState, ev: Ev) -> None:
+        """The handler is reached: IF cleared (interrupt gates), the STI /
+        MOV-SS shadow ends (SDM 6.8.3).  Real mode and events other than
+        hardware exceptions push no error code."""
+        if ev.error_code is not None and (lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION):
+            ev = ev.without_error_code()
+        self.rec.observe(level, Delivered(level, ev))
+        lv.rflags_if = False
+        lv.shadow = None
+
+    # -------------------------------------------------------------- entry --
+
+    def vmx_run(self, vmcs: Vmcs) -> None:
+        """VMLAUNCH/VMRESUME of `vmcs` by L0, up to the next VM exit.
+
+        Checks on the event-injection field (SDM 26.2.1.3: the deliver-error-
+        code bit must match the vector and CR0.PE, else VMfailValid) and on
+        the guest's blocking state (SDM 26.3.1.5: an external interrupt needs
+        IF=1 and no STI/MOV-SS blocking, an NMI no MOV-SS blocking and, with
+        virtual NMIs, no virtual-NMI blocking; a failure is an exit with
+        reason 33 and bit 31), then the injection (SDM 26.5).
+        """
+        self.vmfail = False
+        self.entered_with_event = False
+        self.ran_noop = False
+        lv = self.lv[vmcs.level]
+        inj = avmx.decode(vmcs.entry_intr_info, vmcs.entry_error_code)
+        if inj is not None:
+            want_ec = (inj.type is EvType.HW_EXCEPTION and lv.desc.mode is not Mode.REAL
+                       and arch.has_error_code(inj.vector))
+            if want_ec != (inj.error_code is not None):
+                self.vmfail = True
+                vmcs.instr_error = VMXERR_ENTRY_INVALID_CONTROL_FIELD
+                return
+            bad = (inj.type is EvType.EXT_INTR and (not lv.rflags_if or lv.shadow)) or (
+                inj.type is EvType.NMI
+                and (lv.shadow == "movss" or (vmcs.virtual_nmis and lv.nmi_blocked)))
+            if bad:
+                vmcs.entry_intr_info = 0
+                self._vmx_exit(vmcs, VMX_EXIT_REASONS_FAILED_VMENTRY | EXIT_REASON_INVALID_STATE)
+                return
+        vmcs.entry_intr_info = 0
+        vmcs.launched = True
+        if inj is not None:
+            self.entered_with_event = True
+            if not self.deliver(vmcs, inj):
+                return
+        if vmcs.preemption_timer_zero:
+            # SDM 25.5.1: a zero preemption timer exits before any instruction,
+            # after the injected event is delivered.
+            self._vmx_exit(vmcs, EXIT_REASON_PREEMPTION_TIMER)
+            return
+        if vmcs.nmi_window_exiting and not lv.nmi_blocked and lv.shadow != "movss":
+            self._vmx_exit(vmcs, EXIT_REASON_NMI_WINDOW)  # SDM 25.3
+            return
+        if vmcs.intr_window_exiting and lv.rflags_if and not lv.shadow:
+            self._vmx_exit(vmcs, EXIT_REASON_INTERRUPT_WINDOW)  # SDM 25.3
+            return
+        self._boundary(vmcs, lv)
+
+    def svm_run(self, vmcb: Vmcb) -> None:
+        """VMRUN of `vmcb` by L0, up to the next #VMEXIT.  EVENTINJ that
+        cannot occur in the guest's mode (#BR in 64-bit mode) fails the VMRUN
+        with VMEXIT_INVALID (APM 15.20); a physical interrupt pending at VMRUN
+        (KVM's self-IPI) exits after the injection; V_IRQ with the VINTR
+        intercept exits when the guest could take an interrupt (APM 15.21)."""
+        self.vmfail = False
+        self.entered_with_event = False
+        self.ran_noop = False
+        lv = self.lv[vmcb.level]
+        inj = asvm.decode(vmcb.event_inj, vmcb.event_inj_err)
+        if inj is not None and inj.type is EvType.NMI:
+            inj = Ev(EvType.NMI, 2)  # the vector of an NMI is ignored (APM 15.20)
+        if inj is not None and inj.type is EvType.HW_EXCEPTION and inj.vector == BR and lv.desc.mode is Mode.LONG:
+            self._svm_exit(vmcb, SVM_EXIT_ERR)
+            return
+        vmcb.event_inj = 0
+        if inj is not None:
+            self.entered_with_event = True
+            if not self.deliver(vmcb, inj):
+                return
+        if vmcb.pending_intr:
+            vmcb.pending_intr = False
+            self._svm_exit(vmcb, SVM_EXIT_INTR)
+            return
+        if (INTERCEPT_VINTR in vmcb.intercepts and vmcb.int_ctl & V_IRQ_MASK and lv.rflags_if
+                and not lv.shadow):
+            self._svm_exit(vmcb, SVM_EXIT_VINTR)
+            return
+        self._boundary(vmcb, lv)
+
+    # -------------------------------------------------------- instructions --
+
+    def _boundary(self, ctl, lv: LevelState) -> None:
+        """The instruction boundary: execute what the driver asked for."""
+        if self.phase == RUN:
+            self.ran_noop = True
+            self._op_noop(ctl, lv)
+            return
+        if self.phase == CHAIN or self.consumed:
+            self._host_interrupt_exit(ctl)
+            return
+        if self.instr_level is not None and self.instr_level != ctl.level:
+            # The instruction belongs to the other level: it never runs.
+            self.consumed = True
+            self._host_interrupt_exit(ctl)
+            return
+        self.consumed = True
+        getattr(self, "_op_" + self.instr[0])(ctl, lv, *self.instr[1:])
+
+    def _complete(self, ctl, lv: LevelState) -> None:
+        """An instruction completed: its shadow ends (unless it set one), RIP
+        moves; a single-step trap follows if TF is set, else the host's timer
+        interrupt ends the slice."""
+        lv.rip += 1
+        self._slice_end(ctl, lv)
+
+    def _slice_end(self, ctl, lv: LevelState) -> None:
+        if lv.tf:
+            self.env.last_origin = Origin.GUEST
+            db = Ev(EvType.HW_EXCEPTION, DB)
+            if self._intercepts(ctl, db):
+                self._exception_exit(ctl, db, None, 0)
+                return
+        self._host_interrupt_exit(ctl)
+
+    def _op_noop(self, ctl, lv):
+        lv.shadow = None
+        self._complete(ctl, lv)
+
+    def _op_sti(self, ctl, lv):
+        """STI: with IF=0, interrupts stay blocked for one more instruction."""
+        shadow = "sti" if not lv.rflags_if else None
+        lv.rflags_if = True
+        lv.shadow = shadow
+        self._complete(ctl, lv)
+
+    def _op_cli(self, ctl, lv):
+        lv.shadow = None
+        lv.rflags_if = False
+        self._complete(ctl, lv)
+
+    def _op_mov_ss(self, ctl, lv):
+        lv.shadow = "movss"
+        self._complete(ctl, lv)
+
+    def _op_iret(self, ctl, lv):
+        """IRET unblocks NMIs (SDM 6.7.1).  SVM: the IRET intercept exits
+        before it executes.  An L0 fix-up during IRET exits after the
+        unblocking, which VMX reports with bit 12 (SDM 27.2.1-2)."""
+        if self.svm and INTERCEPT_IRET in ctl.intercepts:
+            self.consumed = False
+            self._svm_exit(ctl, SVM_EXIT_IRET)
+            return
+        if lv.fixup_iret:
+            lv.fixup_iret -= 1
+            self.consumed = False
+            unblocked = lv.nmi_blocked
+            lv.nmi_blocked = False
+            self._l0_fault_exit(ctl, None, unblock_nmi=unblocked and not self.svm)
+            return
+        lv.nmi_blocked = False
+        lv.shadow = None
+        self._complete(ctl, lv)
+
+    def _op_exception(self, ctl, lv, vector: int, ec: int, cr2: int):
+        """The instruction raises `vector`: an exit if intercepted (a #PF
+        loads no CR2 then, SDM 27.1 / APM 15.12), else delivered."""
+        lv.shadow = None
+        self.env.last_origin = Origin.GUEST
+        ev = self._exc(lv, vector, ec)
+        if self._intercepts(ctl, ev):
+            self._exception_exit(ctl, ev, None, cr2)
+            return
+        if vector == PF:
+            lv.cr2 = cr2
+        if self.deliver(ctl, ev):
+            self._slice_end(ctl, lv)
+
+    def _op_vmentry(self, ctl, lv, resume: bool):
+        """L1's VMLAUNCH / VMRESUME / VMRUN: always an exit to L0."""
+        if self.svm:
+            self._svm_exit(ctl, SVM_EXIT_VMRUN)
+        else:
+            self._vmx_exit(ctl, EXIT_REASON_VMRESUME if resume else EXIT_REASON_VMLAUNCH)
+
+    def _op_vmcall(self, ctl, lv):
+        """L2's VMCALL (always an exit, SDM 25.1.2) / VMMCALL (an exit if
+        intercepted, else #UD, APM 15.9)."""
+        if not self.svm:
+            self._vmx_exit(ctl, EXIT_REASON_VMCALL)
+        elif INTERCEPT_VMMCALL in ctl.intercepts:
+            self._svm_exit(ctl, SVM_EXIT_VMMCALL)
+        else:
+            self._op_exception(ctl, lv, UD, 0, 0)
+
+    def _op_gif(self, ctl, lv, value: bool):
+        """STGI / CLGI: intercepted by L0 (no vGIF); #UD on VMX."""
+        if not self.svm:
+            self._op_exception(ctl, lv, UD, 0, 0)
+            return
+        code = SVM_EXIT_STGI if value else SVM_EXIT_CLGI
+        if (INTERCEPT_STGI if value else INTERCEPT_CLGI) in ctl.intercepts:
+            self._svm_exit(ctl, code)
+        else:
+            lv.shadow = None
+            self._complete(ctl, lv)
+
+    def _op_emulate(self, ctl, lv):
+        """An access L0 must emulate (MMIO): an exit L0 handles by emulation."""
+        self.env.last_origin = Origin.EMULATE
+        if self.svm:
+            self._svm_exit(ctl, SVM_EXIT_NPF, 1 | (1 << 3), 0xFEE0_0000)
+        else:
+            self._vmx_exit(ctl, EXIT_REASON_EPT_MISCONFIG)
+
+    # ----------------------------------------------------- scenario state --
+
+    def set_desc(self, level: int, **changes) -> None:
+        from dataclasses import replace
+
+        lv = self.lv[level]
+        lv.desc = replace(lv.desc, **changes)
+

@@ -1,0 +1,108 @@
+"""What the KVM ports rely on but do not model: named once, applied to every port.
+
+The simulated CPU (`impls.hw.cpu`) runs whatever context KVM entered.  Some
+parts of the machine below and around KVM are not under study; they are driven
+by the scenario's events instead of being modelled, and every KVM port
+(prepatch, postpatch, upstream) sees them identically:
+
+* **The shadow MMU's verdict.**  With nested paging off, L0 intercepts every
+  #PF (shadow paging).  Whether an intercepted #PF is a fault the guest must
+  see, or one L0 fixes and then resumes, is the scenario's choice: a #PF from
+  `exception #PF`, from `delivery_fault #PF` or from a faulting handler stack
+  (`lN.stack #PF`) is guest-visible (the MMU's page walk fails, KVM calls
+  `kvm_inject_emulated_page_fault`); a #PF from `l0.mmu_fixup` is fixed
+  (`kvm_mmu_page_fault` returns 1 with nothing queued).  With nested paging
+  on, `l0.mmu_fixup` is an EPT violation / NPF that L0 fixes; guest-visible
+  #PFs never reach L0 unless L1 intercepts them.  L1 never uses nested
+  paging (EPT12/NPT12) for L2, so every L2 #PF is an L2 page-table fault.
+* **The instruction emulator.**  `l0.emulate [fault=V]` is an instruction L0
+  must emulate (an MMIO access: EPT misconfiguration on VMX, an NPF on SVM,
+  whatever the paging mode); the emulator either completes it or raises V,
+  which KVM queues through `inject_emulated_exception` /
+  `kvm_inject_emulated_page_fault`.  A #UD that L0 intercepts goes to the
+  emulator too (`handle_ud`), which fails to decode it and queues #UD.
+* **Host-side events.**  A guest #MC is a host machine check: the host's
+  handler and the VMM turn it back into a guest #MC as KVM_X86_SET_MCE would,
+  i.e. `kvm_queue_exception(#MC)`.  The host's own timer interrupt ends every
+  guest instruction: after the guest executes an instruction (or, in a
+  `run`, a no-op), or finishes a delivery chain, the CPU exits to L0 with a
+  physical external interrupt, which KVM handles and re-enters.  This is how
+  the driver stops the guest between scenario events.  `l0.immediate_exit`
+  is a kick (a signal) that makes the next `vcpu_enter_guest` see
+  `kvm_vcpu_exit_request` after it injected events, i.e. cancel them.
+* **The interrupt controller.**  In-kernel LAPIC, split irqchip: `irq V` sets
+  V in the IRR (KVM_REQ_EVENT and a kick); the highest pending vector is
+  delivered first; there is no ISR / PPR / EOI (the guest never EOIs, as in
+  the reference).  KVM_INTERRUPT (`user.interrupt`) goes to
+  `pending_external_vector` (split irqchip); if one is already there
+  (-EEXIST) the VMM keeps the vector in its userspace PIC and retries before
+  the next KVM_RUN.  The VMM carries a pending ExtINT over a migration.
+* **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
+  `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
+  virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the
+  SVM intercepts (always VMRUN and VMMCALL), V_INTR_MASKING off, no MTF, no
+  preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
+  IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
+  across exits, as vmcs12 / vmcb12 would carry it; an L1 that injects an NMI
+  clears L2's blocking by NMI first (SDM 31.7.1.2).  L1 uses VMLAUNCH for its
+  first entry and VMRESUME after.
+* **Simplifications of the CPU.**  No SMM, no HLT / activity states, no
+  INIT/SIPI, no TSC or timers, no debug registers beyond the single-step trap
+  KVM's SVM NMI window uses; RIP is an instruction counter per level; CR2 is
+  per level (as the reference keeps it); every IDT gate is an interrupt gate;
+  `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
+  not pushed in real mode (the APM is silent; the port of KVM never relies on
+  it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
+  timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
+  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.
+* **The VMM.**  It issues the ioctls the `user.*` events name and nothing
+  else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
+  an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),
+  which is recorded as an alarm.  With KVM_SET_VCPU_EVENTS it sets
+  `has_error_code` as the guest's mode requires.  A migration carries every
+  other piece of state (registers, nested state, LAPIC) faithfully; only the
+  event state goes through KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS.
+
+`Origin` tags a fault the CPU raises with where the scenario made it come
+from, so that KVM's MMU and emulator can ask this module for their verdict.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class Origin(enum.Enum):
+    """Where a fault the simulated CPU raises comes from (scenario events)."""
+
+    GUEST = "guest-visible"  # exception / delivery_fault / faulting stack / gate
+    FIXUP = "L0-fixable"  # l0.mmu_fixup
+    EMULATE = "emulation"  # l0.emulate: an instruction L0 must emulate
+
+
+class Environment:
+    """The scenario-driven parts, per vCPU run: what the shadow MMU and the
+    emulator answer.  The CPU records the origin of the fault behind its
+    latest exit; KVM's MMU and emulator port call these methods."""
+
+    __slots__ = ("last_origin", "emulate_fault", "kick")
+
+    def __init__(self):
+        self.last_origin: Origin | None = None
+        #: (vector, error code, address) the emulator raises, or None.
+        self.emulate_fault: tuple[int, int, int] | None = None
+        #: `l0.immediate_exit`: a pending kick for the next vcpu_enter_guest.
+        self.kick = False
+
+    def mmu_fault_is_guest_visible(self) -> bool:
+        """The shadow MMU's page walk: True if the #PF L0 intercepted is the
+        guest's own fault (KVM must inject it), False if L0 fixes it."""
+        return self.last_origin is Origin.GUEST
+
+    def emulator_fault(self) -> tuple[int, int, int] | None:
+        """What the emulated instruction raises: (vector, ec, cr2) or None."""
+        f, self.emulate_fault = self.emulate_fault, None
+        return f
+
+    def take_kick(self) -> bool:
+        k, self.kick = self.kick, False
+        return k

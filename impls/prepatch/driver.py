@@ -1,0 +1,375 @@
+"""Maps scenario events to what a VMM, L1 and the guest do to a KVM vCPU.
+
+* Guest configuration (`lN.mode`, `lN.idt`, ...) changes the simulated CPU's
+  per-level state directly; `delivery_fault` and `l0.mmu_fixup` arm faults at
+  the level running when the event comes (L2 while KVM is in guest mode).
+* An instruction event (`exception`, `sti`, ..., `l1.vmentry`, `l2.vmcall`,
+  `l0.emulate`) is a KVM_RUN: `vcpu_run`'s loop runs until the guest has
+  executed the instruction (or, if it belongs to the other level, reached
+  the boundary where it would have) and KVM holds no event in flight (an
+  exception pending or injected, an NMI or interrupt injected, a nested run
+  pending, a triple fault requested): the CPU then stops at the next
+  boundary.  `run` loops until an entry injected nothing, the guest executed
+  a no-op and KVM has nothing to do.  Each loop is bounded (`BOUND`); hitting
+  the bound is a livelock.
+* `l1.*` events are L1 writing vmcs12 / vmcb12 and executing VMLAUNCH /
+  VMRESUME / VMRUN, which KVM emulates; `l1.intercept` and `l1.vmentry` act
+  only while L1 runs, `l2.vmcall` only while L2 runs (as in the reference).
+* `irq` / `nmi` are the platform (LAPIC IRR, kvm_inject_nmi); `user.*` are
+  KVM_SET_VCPU_EVENTS (after KVM_GET_VCPU_EVENTS), KVM_INTERRUPT, KVM_NMI
+  and the migration; see impls.hw.environment for what the VMM does.
+
+Shared by every KVM port: a port passes its `Vcpu` class.
+"""
+from __future__ import annotations
+
+from impls import arch
+from impls.api import FinalState, Outcome
+from impls.arch import Gate, Mode
+from impls.arch import svm as asvm
+from impls.arch import vmx as avmx
+from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder
+from impls.hw import cpu as hw
+from impls.prepatch import state as st
+
+#: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
+BOUND = 64
+
+
+class Driver:
+    def __init__(self, scenario, vcpu_cls):
+        cfg = scenario.config
+        self.events = scenario.events
+        self.cfg = cfg
+        self.svm = cfg.vendor == "svm"
+        self.rec = Recorder()
+        self.env = Environment()
+        self.cpu = Cpu(cfg.vendor, cfg.npt, self.rec, self.env)
+        self.vcpu = vcpu_cls(cfg, self.cpu, self.env, self.rec)
+        self.dead = False
+        self.shutdown: int | None = None
+        self.livelock: str | None = None
+        self.held_extint: list[int] = []  # the userspace PIC (split irqchip)
+        self.l1_intercept(0, 0, 0, False, False, True)
+
+    # -------------------------------------------------------------- helpers --
+
+    def level(self) -> int:
+        return 2 if self.vcpu.is_guest_mode() else 1
+
+    def in_flight(self) -> bool:
+        """KVM still holds an event it must deliver before the guest moves on."""
+        v = self.vcpu
+        a = v.arch
+        nested = v.svm.nested if self.svm else v.vmx.nested
+        return bool(a.exception.pending or a.exception.injected or a.nmi_injected or a.interrupt.injected
+                    or nested.nested_run_pending or v.requests & st.KVM_REQ_TRIPLE_FAULT)
+
+    def userspace_exit(self) -> None:
+        """KVM_RUN returned with an exit the VMM must handle."""
+        run = self.vcpu.run
+        reason = run.exit_reason
+        run.exit_reason = st.KVM_EXIT_UNKNOWN
+        if reason == st.KVM_EXIT_SHUTDOWN:
+            self.shutdown = self.rec.step
+        else:
+            name = st.EXIT_NAMES.get(reason, f"exit {reason}")
+            detail = ",".join(f"{d:#x}" for d in run.data)
+            self.rec.alarm(f"{name}({run.suberror}) {detail}".rstrip())
+        self.dead = True
+
+    def kvm_run(self, phase: str, instr: tuple | None = None, instr_level: int | None = None) -> None:
+        """KVM_RUN until the phase's goal (see the module docstring)."""
+        self.vmm_push_extint()
+        cpu, vcpu = self.cpu, self.vcpu
+        cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = phase, instr, instr_level, False
+        clean = 0
+        for _ in range(BOUND):
+            cpu.ran_noop = cpu.entered_with_event = False
+            if vcpu.vcpu_run_once() <= 0:
+                self.userspace_exit()
+                return
+            if cpu.phase == INSTR and cpu.consumed:
+                cpu.phase = CHAIN
+            if cpu.phase == CHAIN and not self.in_flight():
+                return
+            if cpu.phase == RUN:
+                # Quiescent: twice in a row, an entry that injected nothing
+                # ran a no-op and left KVM nothing to do (the second one
+                # catches a window the no-op opened).
+                if cpu.ran_noop and not cpu.entered_with_event and not self.in_flight() \
+                        and not vcpu.requests & (st.KVM_REQ_EVENT | st.KVM_REQ_NMI):
+                    clean += 1
+                    if clean == 2:
+                        return
+                else:
+                    clean = 0
+        self.livelock = f"step {self.rec.step}: KVM_RUN did not settle in {BOUND} entries"
+        self.dead = True
+
+    def vmm_push_extint(self) -> None:
+        """The VMM's userspace PIC retries KVM_INTERRUPT (split irqchip)."""
+        while self.held_extint and self.vcpu.pending_external_vector == -1:
+            vector = max(self.held_extint)
+            if self.vcpu.kvm_vcpu_ioctl_interrupt(vector) != 0:
+                break
+            self.held_extint.remove(vector)
+
+    # ------------------------------------------------------------- the run --
+
+    def run_events(self) -> None:
+        for step, ev in enumerate(self.events):
+            if self.dead:
+                break
+            self.rec.step = step
+            getattr(self, "ev_" + ev.kind.replace(".", "_"))(ev)
+        self.rec.step = len(self.events)
+        if not self.dead:
+            self.ev_run(None)
+
+    def outcome(self) -> Outcome:
+        v = self.vcpu
+        a = v.arch
+        lv = self.cpu.lv[self.level()]
+        irqs = set(v.apic.irr) | set(self.held_extint)
+        if v.pending_external_vector != -1:
+            irqs.add(v.pending_external_vector)
+        if a.interrupt.injected and not a.interrupt.soft:
+            irqs.add(a.interrupt.nr)
+        final = FinalState(
+            level=self.level(),
+            nmi_pending=a.nmi_pending + a.nmi_queued + (1 if a.nmi_injected else 0),
+            irq_pending=tuple(sorted(irqs)),
+            nmi_blocked=bool(v.kvm_x86_ops.get_nmi_mask(v)),
+            interrupt_shadow=bool(lv.shadow),
+            interrupts_enabled=lv.rflags_if,
+            cr2=lv.cr2,
+        )
+        return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, final, tuple(self.rec.alarms),
+                       self.livelock, tuple(self.rec.notes))
+
+    # ------------------------------------------------- guest configuration --
+
+    def _level_of(self, ev) -> int:
+        return int(ev.kind[1])
+
+    def ev_l1_mode(self, ev):
+        self.cpu.set_desc(self._level_of(ev), mode=Mode(ev.args[0]))
+
+    ev_l2_mode = ev_l1_mode
+
+    def ev_l1_idt(self, ev):
+        level = self._level_of(ev)
+        vector, gate = ev.args
+        gates = dict(self.cpu.lv[level].desc.gates)
+        gates[vector] = Gate(gate)
+        self.cpu.set_desc(level, gates=tuple(sorted((v, g) for v, g in gates.items() if g is not Gate.OK)))
+
+    ev_l2_idt = ev_l1_idt
+
+    def ev_l1_idt_limit(self, ev):
+        self.cpu.set_desc(self._level_of(ev), idt_entries=ev.args[0])
+
+    ev_l2_idt_limit = ev_l1_idt_limit
+
+    def ev_l1_stack(self, ev):
+        self.cpu.set_desc(self._level_of(ev), stack_fault={"none": None, "#SS": arch.SS, "#PF": arch.PF}[ev.args[0]])
+
+    ev_l2_stack = ev_l1_stack
+
+    # ------------------------------------------------------------------ L1 --
+
+    def l1_intercept(self, exceptions, pf_mask, pf_match, nmi, intr, shutdown) -> None:
+        """L1 writes its intercepts for L2 into vmcs12 / vmcb12."""
+        if self.svm:
+            c12 = self.vcpu.svm.nested.vmcb12.control
+            c12.intercept_exceptions = exceptions
+            c12.intercepts = {hw.INTERCEPT_VMRUN, hw.INTERCEPT_VMMCALL}
+            if nmi:
+                c12.intercepts.add(hw.INTERCEPT_NMI)
+            if intr:
+                c12.intercepts.add(hw.INTERCEPT_INTR)
+            if shutdown:
+                c12.intercepts.add(hw.INTERCEPT_SHUTDOWN)
+        else:
+            vmcs12 = self.vcpu.vmx.nested.vmcs12
+            vmcs12.exception_bitmap = exceptions
+            vmcs12.page_fault_error_code_mask = pf_mask
+            vmcs12.page_fault_error_code_match = pf_match
+            pin = 0
+            if nmi:
+                pin |= st.PIN_BASED_NMI_EXITING | st.PIN_BASED_VIRTUAL_NMIS
+            if intr:
+                pin |= st.PIN_BASED_EXT_INTR_MASK
+            vmcs12.pin_based_vm_exec_control = pin
+
+    def ev_l1_intercept(self, ev):
+        if self.level() == 1:
+            self.l1_intercept(*ev.args)
+
+    def ev_l1_vmentry(self, ev):
+        if self.level() != 1:
+            return
+        inject = ev.args[0]
+        if inject is not None and inject.type is arch.EvType.NMI:
+            self.cpu.lv[2].nmi_blocked = False  # SDM 31.7.1.2: L1 clears blocking by NMI
+        if self.svm:
+            c12 = self.vcpu.svm.nested.vmcb12.control
+            c12.event_inj, c12.event_inj_err = asvm.encode(inject)
+            self.kvm_run(INSTR, ("vmentry", False), 1)
+        else:
+            vmcs12 = self.vcpu.vmx.nested.vmcs12
+            vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
+            vmcs12.vm_entry_instruction_len = 2 if inject is not None and inject.type is arch.EvType.SOFT_INT else 0
+            self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
+
+    def ev_l2_vmcall(self, ev):
+        if self.level() == 2:
+            self.kvm_run(INSTR, ("vmcall",), 2)
+
+    # --------------------------------------------------------------- guest --
+
+    def ev_exception(self, ev):
+        self.kvm_run(INSTR, ("exception", *ev.args))
+
+    def ev_delivery_fault(self, ev):
+        self.cpu.lv[self.level()].armed.append(tuple(ev.args))
+
+    def ev_sti(self, ev):
+        self.kvm_run(INSTR, ("sti",))
+
+    def ev_cli(self, ev):
+        self.kvm_run(INSTR, ("cli",))
+
+    def ev_mov_ss(self, ev):
+        self.kvm_run(INSTR, ("mov_ss",))
+
+    def ev_iret(self, ev):
+        self.kvm_run(INSTR, ("iret",))
+
+    def ev_stgi(self, ev):
+        if self.level() == 1:
+            self.kvm_run(INSTR, ("gif", True), 1)
+
+    def ev_clgi(self, ev):
+        if self.level() == 1:
+            self.kvm_run(INSTR, ("gif", False), 1)
+
+    # ------------------------------------------------------------------ L0 --
+
+    def ev_l0_mmu_fixup(self, ev):
+        lv = self.cpu.lv[self.level()]
+        if ev.args[0] == "iret":
+            lv.fixup_iret += 1
+        else:
+            lv.fixup_delivery += 1
+
+    def ev_l0_emulate(self, ev):
+        fault, ec, cr2 = ev.args
+        self.env.emulate_fault = None if fault is None else (fault, ec, cr2)
+        self.kvm_run(INSTR, ("emulate",))
+        self.env.emulate_fault = None
+
+    def ev_l0_immediate_exit(self, ev):
+        self.env.kick = True
+
+    # ------------------------------------------------------------ platform --
+
+    def ev_irq(self, ev):
+        self.vcpu.kvm_apic_set_irq(ev.args[0])
+
+    def ev_nmi(self, ev):
+        self.vcpu.kvm_inject_nmi()
+
+    # ----------------------------------------------------------- userspace --
+
+    def _set_events(self, events) -> None:
+        r = self.vcpu.kvm_vcpu_ioctl_x86_set_vcpu_events(events)
+        if r < 0:
+            self.rec.alarm(f"KVM_SET_VCPU_EVENTS failed ({r})")
+
+    def ev_user_set_exception(self, ev):
+        vector, ec, injected = ev.args
+        v = self.vcpu
+        events = v.kvm_vcpu_ioctl_x86_get_vcpu_events()
+        if v.kvm.exception_payload_enabled:
+            events.exception_pending = int(not injected)
+            events.exception_injected = int(injected)
+        else:
+            events.exception_pending = 0
+            events.exception_injected = 1  # the only exception this ABI can set
+        events.exception_nr = vector
+        real = self.cpu.lv[self.level()].desc.mode is Mode.REAL
+        events.exception_has_error_code = int(arch.has_error_code(vector) and not real)
+        events.exception_error_code = ec
+        events.exception_has_payload = 0
+        events.exception_payload = 0
+        self._set_events(events)
+
+    def ev_user_set_nmi(self, ev):
+        events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
+        if ev.args[0]:
+            events.nmi_injected = 1
+        else:
+            events.nmi_pending = 1
+        self._set_events(events)
+
+    def ev_user_set_irq(self, ev):
+        events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
+        events.interrupt_injected = 1
+        events.interrupt_nr = ev.args[0]
+        events.interrupt_soft = 0
+        self._set_events(events)
+
+    def ev_user_interrupt(self, ev):
+        self.held_extint.append(ev.args[0])
+        self.vmm_push_extint()
+
+    def ev_user_nmi(self, ev):
+        self.vcpu.kvm_vcpu_ioctl_nmi()
+
+    def ev_user_migrate(self, ev):
+        """KVM_GET_VCPU_EVENTS, a fresh vCPU that gets every other piece of
+        state (registers, nested state, LAPIC) faithfully, KVM_SET_VCPU_EVENTS."""
+        old = self.vcpu
+        events = old.kvm_vcpu_ioctl_x86_get_vcpu_events()
+        new = type(old)(self.cfg, self.cpu, self.env, self.rec)
+        new.apic.irr = set(old.apic.irr)
+        new.pending_external_vector = old.pending_external_vector
+        new.arch.hflags = old.arch.hflags & (st.HF_GUEST_MASK | st.HF_GIF_MASK)
+        new.walk_mmu_inject_page_fault = old.walk_mmu_inject_page_fault
+        for lv in self.cpu.lv.values():
+            lv.tf = False  # KVM's single-step TF is not the guest's (svm_get_rflags hides it)
+        if self.svm:
+            s, n = old.svm, new.svm
+            n.nested = s.nested
+            n.vmcb = s.vmcb
+            n.vmcb.int_ctl &= ~hw.V_IRQ_MASK
+            n.vmcb.pending_intr = False
+            n.vmcb.event_inj = s.nested.ctl.event_inj if old.is_guest_mode() else 0
+            host = s.nested.hsave if old.is_guest_mode() else s.vmcb
+            host.intercepts.discard(hw.INTERCEPT_VINTR)
+            host.intercepts.discard(hw.INTERCEPT_IRET)
+            if old.is_guest_mode():
+                new.recalc_intercepts()
+        else:
+            x, n = old.vmx, new.vmx
+            n.nested = x.nested
+            n.vmcs01.vmcs = x.vmcs01.vmcs
+            n.vmcs02.vmcs = x.vmcs02.vmcs
+            for vmcs in (n.vmcs01.vmcs, n.vmcs02.vmcs):
+                vmcs.intr_window_exiting = vmcs.nmi_window_exiting = False
+                vmcs.preemption_timer_zero = False
+                vmcs.entry_intr_info = 0
+            if old.is_guest_mode():
+                n.loaded_vmcs = n.vmcs02
+                if x.nested.nested_run_pending:
+                    n.vmcs02.vmcs.entry_intr_info = x.nested.vmcs12.vm_entry_intr_info_field
+                    n.vmcs02.vmcs.entry_error_code = x.nested.vmcs12.vm_entry_exception_error_code
+        self.vcpu = new
+        self._set_events(events)
+
+    # ----------------------------------------------------------------- run --
+
+    def ev_run(self, ev):
+        self.kvm_run(RUN)

@@ -1,0 +1,421 @@
+"""Port of the event paths of arch/x86/kvm/vmx/nested.c (read at d51e1d3f,
+5.11-rc) and the nested.h helpers.
+
+L1 is a hypervisor that sets, in vmcs12, only what impls.hw.environment
+lists: so there is no MTF, no preemption timer, no INIT/SIPI, no posted
+interrupts, no acknowledge-interrupt-on-exit, no EPT12, no shadow VMCS or
+eVMCS.  The rungs of vmx_check_nested_events for those stay, in KVM's order,
+as comments.
+"""
+from __future__ import annotations
+
+from impls.api import EntryFailed, VmExit
+from impls.arch import DB, NMI_VECTOR, PF, Mode
+from impls.arch import vmx as avmx
+from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
+from impls.hw import cpu as hw
+from impls.origin import origin
+from impls.prepatch.state import (
+    CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
+    KVM_REQ_EVENT, KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, TREE,
+    X86Exception,
+)
+from impls.prepatch.vmx import (
+    INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
+    INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_nmi,
+)
+from impls.prepatch.x86 import kvm_exception_is_soft
+
+NESTED_C = "arch/x86/kvm/vmx/nested.c"
+NESTED_H = "arch/x86/kvm/vmx/nested.h"
+
+VMXERR_VMLAUNCH_NONCLEAR_VMCS = 4
+VMXERR_VMRESUME_NONLAUNCHED_VMCS = 5
+VMXERR_ENTRY_INVALID_CONTROL_FIELD = 7
+VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS = 26
+
+INTR_TYPE_RESERVED = 1 << 8
+INTR_TYPE_OTHER_EVENT = 7 << 8
+_X86_EXCEPTION_HAS_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17})
+
+
+class VmxNested:
+    """arch/x86/kvm/vmx/nested.c, as methods of the vCPU."""
+
+    @origin(NESTED_H, "nested_exit_on_nmi", tree=TREE)
+    def nested_exit_on_nmi(vcpu) -> bool:
+        return bool(vcpu.vmx.nested.vmcs12.pin_based_vm_exec_control & PIN_BASED_NMI_EXITING)
+
+    @origin(NESTED_H, "nested_exit_on_intr", tree=TREE)
+    def nested_exit_on_intr(vcpu) -> bool:
+        return bool(vcpu.vmx.nested.vmcs12.pin_based_vm_exec_control & PIN_BASED_EXT_INTR_MASK)
+
+    @origin(NESTED_C, "nested_vmx_is_page_fault_vmexit", tree=TREE)
+    def nested_vmx_is_page_fault_vmexit(vcpu, error_code: int) -> bool:
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        bit = bool(vmcs12.exception_bitmap & (1 << PF))
+        inequality = (error_code & 0xFFFF & vmcs12.page_fault_error_code_mask) != \
+            vmcs12.page_fault_error_code_match
+        return inequality ^ bit
+
+    @origin(NESTED_C, "vmx_inject_page_fault_nested", tree=TREE)
+    def vmx_inject_page_fault_nested(vcpu, fault: X86Exception) -> None:
+        """The MMU's inject_page_fault hook in L2 with shadow paging: a #PF
+        L1 intercepts becomes a nested VM exit at once (unless a nested run
+        is pending); otherwise it is queued for L2."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        vcpu.warn_on_once(not vcpu.is_guest_mode(), "vmx_inject_page_fault_nested: not in guest mode")
+        if vcpu.nested_vmx_is_page_fault_vmexit(fault.error_code) and not vcpu.vmx.nested.nested_run_pending:
+            vmcs12.vm_exit_intr_error_code = fault.error_code
+            vcpu.rec.note("vmx_inject_page_fault_nested: #PF intercepted by L1: nested VM exit")
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI,
+                                   PF | INTR_TYPE_HARD_EXCEPTION | INTR_INFO_DELIVER_CODE | INTR_INFO_VALID,
+                                   fault.address)
+        else:
+            vcpu.kvm_inject_page_fault(fault)
+
+    # ------------------------------------------------------------- VM entry --
+
+    @origin(NESTED_C, "nested_vmx_failValid", tree=TREE)
+    def nested_vmx_failValid(vcpu, vm_instruction_error: int) -> int:
+        """VMfailValid: L1's VMLAUNCH/VMRESUME fails (RFLAGS.ZF, the
+        VM-instruction error field); L1 reads it as a failed entry."""
+        vcpu.rec.observe(1, EntryFailed(f"VMfailValid({vm_instruction_error})"))
+        return 1
+
+    @origin(NESTED_C, "nested_vmx_fail", tree=TREE)
+    def nested_vmx_fail(vcpu, vm_instruction_error: int) -> int:
+        vcpu.nested_vmx_failValid(vm_instruction_error)
+        return vcpu.kvm_skip_emulated_instruction()
+
+    @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE)
+    def nested_check_vm_entry_controls(vcpu) -> bool:
+        """The checks on vmcs12's event-injection fields (True = valid)."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        info = vmcs12.vm_entry_intr_info_field
+        if not info & INTR_INFO_VALID:
+            return True
+        vector = info & INTR_INFO_VECTOR_MASK
+        intr_type = info & INTR_INFO_INTR_TYPE_MASK
+        has_error_code = bool(info & INTR_INFO_DELIVER_CODE)
+        if intr_type in (INTR_TYPE_RESERVED, INTR_TYPE_OTHER_EVENT):
+            return False
+        if intr_type == INTR_TYPE_NMI_INTR and vector != NMI_VECTOR:
+            return False
+        if intr_type == INTR_TYPE_HARD_EXCEPTION and vector > 31:
+            return False
+        # L1 runs L2 with unrestricted guest: protected mode is L2's CR0.PE.
+        prot_mode = vcpu.cpu.lv[2].desc.mode is not Mode.REAL
+        should_have_error_code = (intr_type == INTR_TYPE_HARD_EXCEPTION and prot_mode
+                                  and vector in _X86_EXCEPTION_HAS_ERROR_CODE)
+        if has_error_code != should_have_error_code:
+            return False
+        if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF8000:
+            return False
+        return True
+
+    @origin(NESTED_C, "nested_vmx_run", tree=TREE)
+    def nested_vmx_run(vcpu, launch: bool) -> int:
+        """VMLAUNCH / VMRESUME executed by L1."""
+        vmx = vcpu.vmx
+        vmcs12 = vmx.nested.vmcs12
+        interrupt_shadow = vcpu.vmx_get_interrupt_shadow()
+        if interrupt_shadow & KVM_X86_SHADOW_INT_MOV_SS:
+            return vcpu.nested_vmx_fail(VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS)
+        if vmcs12.launch_state == launch:
+            return vcpu.nested_vmx_fail(VMXERR_VMLAUNCH_NONCLEAR_VMCS if launch
+                                        else VMXERR_VMRESUME_NONLAUNCHED_VMCS)
+        if not vcpu.nested_check_vm_entry_controls():
+            return vcpu.nested_vmx_fail(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
+        vmx.nested.nested_run_pending = True
+        vcpu.nested_vmx_enter_non_root_mode(True)
+        return 1
+
+    @origin(NESTED_C, "nested_vmx_enter_non_root_mode", tree=TREE)
+    def nested_vmx_enter_non_root_mode(vcpu, from_vmentry: bool) -> int:
+        vmx = vcpu.vmx
+        vmcs01 = vmx.vmcs01.vmcs
+        evaluate_pending_interrupts = vmcs01.intr_window_exiting or vmcs01.nmi_window_exiting
+        vmx.loaded_vmcs = vmx.vmcs02  # vmx_switch_vmcs
+        vcpu.prepare_vmcs02_early()
+        vcpu.enter_guest_mode()
+        vcpu.prepare_vmcs02()
+        if evaluate_pending_interrupts:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+        return 0
+
+    @origin(NESTED_C, "prepare_vmcs02_early", tree=TREE)
+    def prepare_vmcs02_early(vcpu) -> None:
+        """vmcs02's window controls are L1's only; L1's injected event goes
+        straight into vmcs02's entry fields, invisible to KVM's queues."""
+        vmx = vcpu.vmx
+        vmcs12 = vmx.nested.vmcs12
+        vmcs02 = vmx.vmcs02.vmcs
+        vmcs02.intr_window_exiting = bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING)
+        vmcs02.nmi_window_exiting = bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING)
+        if vmx.nested.nested_run_pending:
+            vmcs02.entry_intr_info = vmcs12.vm_entry_intr_info_field
+            vmcs02.entry_error_code = vmcs12.vm_entry_exception_error_code
+            # GUEST_INTERRUPTIBILITY_INFO from vmcs12: L2's state in the CPU.
+            vmx.vmcs02.nmi_known_unmasked = not vcpu.cpu.lv[2].nmi_blocked
+        else:
+            vmcs02.entry_intr_info = 0
+
+    @origin(NESTED_C, "prepare_vmcs02", tree=TREE)
+    def prepare_vmcs02(vcpu) -> None:
+        """Exception bitmap L0|L1, #PF mask/match (prepare_vmcs02_rare), and
+        the nested #PF injector with shadow paging."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        vmcs02 = vcpu.vmx.vmcs02.vmcs
+        if vcpu.vmx_need_pf_intercept():
+            vmcs02.pf_mask = vmcs02.pf_match = 0
+        else:
+            vmcs02.pf_mask = vmcs12.page_fault_error_code_mask
+            vmcs02.pf_match = vmcs12.page_fault_error_code_match
+        vcpu.update_exception_bitmap()
+        if not vcpu.enable_ept:
+            vcpu.walk_mmu_inject_page_fault = "vmx_inject_page_fault_nested"
+
+    # -------------------------------------------------------------- VM exit --
+
+    @origin(NESTED_C, "vmcs12_save_pending_event", tree=TREE)
+    def vmcs12_save_pending_event(vcpu) -> None:
+        """IDT-vectoring info for L1, rebuilt from KVM's *injected* state:
+        an exception, else an NMI, else an interrupt."""
+        a = vcpu.arch
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        if a.exception.injected:
+            nr = a.exception.nr
+            idt_vectoring = nr | VECTORING_INFO_VALID_MASK
+            if kvm_exception_is_soft(nr):
+                vmcs12.vm_exit_instruction_len = a.event_exit_inst_len
+                idt_vectoring |= INTR_TYPE_SOFT_EXCEPTION
+            else:
+                idt_vectoring |= INTR_TYPE_HARD_EXCEPTION
+            if a.exception.has_error_code:
+                idt_vectoring |= INTR_INFO_DELIVER_CODE
+                vmcs12.idt_vectoring_error_code = a.exception.error_code
+            vmcs12.idt_vectoring_info_field = idt_vectoring
+        elif a.nmi_injected:
+            vmcs12.idt_vectoring_info_field = INTR_TYPE_NMI_INTR | INTR_INFO_VALID | NMI_VECTOR
+        elif a.interrupt.injected:
+            nr = a.interrupt.nr
+            idt_vectoring = nr | VECTORING_INFO_VALID_MASK
+            if a.interrupt.soft:
+                idt_vectoring |= INTR_TYPE_SOFT_INTR
+                vmcs12.vm_entry_instruction_len = a.event_exit_inst_len
+            else:
+                idt_vectoring |= INTR_TYPE_EXT_INTR
+            vmcs12.idt_vectoring_info_field = idt_vectoring
+
+    @origin(NESTED_C, "prepare_vmcs12", tree=TREE)
+    def prepare_vmcs12(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        vmcs12.vm_exit_reason = vm_exit_reason
+        vmcs12.exit_qualification = exit_qualification
+        vmcs12.vm_exit_intr_info = exit_intr_info
+        vmcs12.idt_vectoring_info_field = 0
+        if not vm_exit_reason & hw.VMX_EXIT_REASONS_FAILED_VMENTRY:
+            vmcs12.launch_state = 1
+            vmcs12.vm_entry_intr_info_field &= ~INTR_INFO_VALID
+            vcpu.vmcs12_save_pending_event()
+        vcpu.arch.nmi_injected = False
+        vcpu.kvm_clear_exception_queue()
+        vcpu.kvm_clear_interrupt_queue()
+
+    @origin(NESTED_C, "load_vmcs12_host_state", tree=TREE)
+    def load_vmcs12_host_state(vcpu) -> None:
+        """L1 resumes with its host state: RFLAGS fixed bits only (IF=0), no
+        interrupt shadow; the plain #PF injector again."""
+        vcpu.guest().rflags_if = False
+        vcpu.vmx_set_interrupt_shadow(0)
+        if not vcpu.enable_ept:
+            vcpu.walk_mmu_inject_page_fault = "kvm_inject_page_fault"
+
+    @origin(NESTED_C, "nested_vmx_vmexit", tree=TREE)
+    def nested_vmx_vmexit(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
+        vmx = vcpu.vmx
+        vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
+        vcpu.leave_guest_mode()
+        if not vmx.fail:
+            if vm_exit_reason != -1:
+                vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
+        vmx.loaded_vmcs = vmx.vmcs01  # vmx_switch_vmcs
+        vcpu.update_exception_bitmap()
+        if not vmx.fail:
+            vcpu.load_vmcs12_host_state()
+            if vm_exit_reason != -1:
+                vcpu.record_nested_vmexit()
+            return
+        vcpu.nested_vmx_failValid(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
+        vmx.fail = False
+
+    def record_nested_vmexit(vcpu) -> None:
+        """What L1 reads in vmcs12 after the exit KVM emulated."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        reason = vmcs12.vm_exit_reason
+        if reason & hw.VMX_EXIT_REASONS_FAILED_VMENTRY:
+            vcpu.rec.observe(1, EntryFailed(avmx.reason_name(reason)))
+            return
+        info = avmx.decode(vmcs12.vm_exit_intr_info & ~hw.INTR_INFO_UNBLOCK_NMI, vmcs12.vm_exit_intr_error_code)
+        vectoring = avmx.decode(vmcs12.idt_vectoring_info_field, vmcs12.idt_vectoring_error_code)
+        address = None
+        if reason == hw.EXIT_REASON_EXCEPTION_NMI and info is not None and info.vector == PF \
+                and info.type == 3:
+            address = vmcs12.exit_qualification
+        vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address))
+
+    @origin(NESTED_C, "nested_vmx_l0_wants_exit", tree=TREE)
+    def nested_vmx_l0_wants_exit(vcpu, exit_reason: int) -> bool:
+        basic = exit_reason & 0xFFFF
+        if basic == hw.EXIT_REASON_EXCEPTION_NMI:
+            intr_info = vcpu.vmcs().exit_intr_info
+            if is_nmi(intr_info):
+                return True
+            if is_exception(intr_info, PF):
+                return bool(vcpu.arch.apf_host_apf_flags) or not vcpu.enable_ept
+            return False
+        return basic in (hw.EXIT_REASON_EXTERNAL_INTERRUPT, hw.EXIT_REASON_EPT_VIOLATION,
+                         hw.EXIT_REASON_EPT_MISCONFIG, hw.EXIT_REASON_PREEMPTION_TIMER)
+
+    @origin(NESTED_C, "nested_vmx_l1_wants_exit", tree=TREE)
+    def nested_vmx_l1_wants_exit(vcpu, exit_reason: int) -> bool:
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        basic = exit_reason & 0xFFFF
+        if basic == hw.EXIT_REASON_EXCEPTION_NMI:
+            intr_info = vcpu.vmcs().exit_intr_info
+            if is_nmi(intr_info) or is_exception(intr_info, PF):
+                return True
+            return bool(vmcs12.exception_bitmap & (1 << (intr_info & INTR_INFO_VECTOR_MASK)))
+        if basic == hw.EXIT_REASON_EXTERNAL_INTERRUPT:
+            return vcpu.nested_exit_on_intr()
+        if basic == hw.EXIT_REASON_INTERRUPT_WINDOW:
+            return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING)
+        if basic == hw.EXIT_REASON_NMI_WINDOW:
+            return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING)
+        # TRIPLE_FAULT, VMCALL, INVALID_STATE, ...: always L1's.
+        return True
+
+    @origin(NESTED_C, "nested_vmx_reflect_vmexit", tree=TREE)
+    def nested_vmx_reflect_vmexit(vcpu) -> bool:
+        vmx = vcpu.vmx
+        exit_reason = vmx.exit_reason
+        vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_reflect_vmexit: nested_run_pending")
+        vmcs = vcpu.vmcs()
+        if vmx.fail:
+            exit_intr_info = exit_qual = 0
+        else:
+            if vcpu.nested_vmx_l0_wants_exit(exit_reason):
+                return False
+            if not vcpu.nested_vmx_l1_wants_exit(exit_reason):
+                return False
+            exit_intr_info = vmcs.exit_intr_info
+            if (exit_intr_info & (INTR_INFO_VALID | INTR_INFO_DELIVER_CODE)) == (
+                    INTR_INFO_VALID | INTR_INFO_DELIVER_CODE):
+                vmx.nested.vmcs12.vm_exit_intr_error_code = vmcs.exit_intr_error_code
+            exit_qual = vmcs.exit_qualification
+        vcpu.nested_vmx_vmexit(exit_reason, exit_intr_info, exit_qual)
+        return True
+
+    # ------------------------------------------------------- nested events --
+
+    @origin(NESTED_C, "nested_vmx_check_exception", tree=TREE)
+    def nested_vmx_check_exception(vcpu) -> tuple[bool, int]:
+        """Whether L1 wants the pending exception, and the exit
+        qualification it gets."""
+        ex = vcpu.arch.exception
+        nr = ex.nr
+        if nr == PF:
+            if ex.nested_apf:
+                return True, vcpu.arch.apf_nested_apf_token
+            if vcpu.nested_vmx_is_page_fault_vmexit(ex.error_code):
+                return True, ex.payload if ex.has_payload else vcpu.guest().cr2
+            return False, 0
+        if vcpu.vmx.nested.vmcs12.exception_bitmap & (1 << nr):
+            if nr == DB:
+                payload = ex.payload
+                if not ex.has_payload:
+                    payload = vcpu.arch.dr6
+                    payload &= ~(DR6_FIXED_1 | (1 << 15))
+                    payload ^= DR6_RTM
+                return True, payload
+            return True, 0
+        return False, 0
+
+    @origin(NESTED_C, "nested_vmx_inject_exception_vmexit", tree=TREE)
+    def nested_vmx_inject_exception_vmexit(vcpu, exit_qual: int) -> None:
+        ex = vcpu.arch.exception
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        nr = ex.nr
+        intr_info = nr | INTR_INFO_VALID
+        if ex.has_error_code:
+            vmcs12.vm_exit_intr_error_code = ex.error_code
+            intr_info |= INTR_INFO_DELIVER_CODE
+        intr_info |= INTR_TYPE_SOFT_EXCEPTION if kvm_exception_is_soft(nr) else INTR_TYPE_HARD_EXCEPTION
+        if not vmcs12.idt_vectoring_info_field & VECTORING_INFO_VALID_MASK and vcpu.vmx_get_nmi_mask():
+            intr_info |= hw.INTR_INFO_UNBLOCK_NMI
+        vcpu.rec.note(f"nested_vmx_inject_exception_vmexit: pending vector {nr} to L1")
+        vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI, intr_info, exit_qual)
+
+    @origin(NESTED_C, "vmx_pending_dbg_trap", tree=TREE)
+    def vmx_pending_dbg_trap(vcpu) -> bool:
+        ex = vcpu.arch.exception
+        return ex.pending and ex.nr == DB and ex.payload != 0
+
+    @origin(NESTED_C, "vmx_check_nested_events", tree=TREE)
+    def vmx_check_nested_events(vcpu) -> int:
+        """The priority ladder for events while L2 runs.  Nothing can become
+        a nested VM exit while a nested run is pending or an event must be
+        re-injected: that is -EBUSY."""
+        vmx = vcpu.vmx
+        a = vcpu.arch
+        block_nested_events = vmx.nested.nested_run_pending or vcpu.kvm_event_needs_reinjection()
+        # INIT, SIPI: not modelled.
+        if a.exception.pending and not vcpu.vmx_pending_dbg_trap():
+            if block_nested_events:
+                return -EBUSY
+            wants, exit_qual = vcpu.nested_vmx_check_exception()
+            if not wants:
+                return 0  # no_vmexit
+            vcpu.nested_vmx_inject_exception_vmexit(exit_qual)
+            return 0
+        # MTF: not modelled.
+        if a.exception.pending:
+            if block_nested_events:
+                return -EBUSY
+            wants, exit_qual = vcpu.nested_vmx_check_exception()
+            if not wants:
+                return 0
+            vcpu.nested_vmx_inject_exception_vmexit(exit_qual)
+            return 0
+        # Preemption timer, SMI: not modelled.
+        if a.nmi_pending and not vcpu.vmx_nmi_blocked():
+            if block_nested_events:
+                return -EBUSY
+            if not vcpu.nested_exit_on_nmi():
+                return 0
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI,
+                                   NMI_VECTOR | INTR_TYPE_NMI_INTR | INTR_INFO_VALID, 0)
+            a.nmi_pending = 0
+            vcpu.vmx_set_nmi_mask(True)
+            return 0
+        if vcpu.kvm_cpu_has_interrupt() and not vcpu.vmx_interrupt_blocked():
+            if block_nested_events:
+                return -EBUSY
+            if not vcpu.nested_exit_on_intr():
+                return 0
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXTERNAL_INTERRUPT, 0, 0)
+            return 0
+        return 0
+
+    @origin(NESTED_C, "nested_vmx_preemption_timer_pending", tree=TREE)
+    def nested_vmx_preemption_timer_pending(vcpu) -> bool:
+        return False  # L1 uses no preemption timer
+
+
+def is_exception(intr_info: int, vector: int) -> bool:
+    return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VECTOR_MASK | INTR_INFO_VALID)) == (
+        INTR_TYPE_HARD_EXCEPTION | vector | INTR_INFO_VALID)
+
+
+_ = INTR_TYPE_EXT_INTR
