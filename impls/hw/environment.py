@@ -34,9 +34,9 @@ by the scenario's events instead of being modelled, and every KVM port
   V in the IRR (KVM_REQ_EVENT and a kick); the highest pending vector is
   delivered first; there is no ISR / PPR / EOI (the guest never EOIs, as in
   the reference).  KVM_INTERRUPT (`user.interrupt`) goes to
-  `pending_external_vector` (split irqchip); if one is already there
-  (-EEXIST) the VMM keeps the vector in its userspace PIC and retries before
-  the next KVM_RUN.  The VMM carries a pending ExtINT over a migration.
+  `pending_external_vector` (split irqchip): the VMM's userspace PIC holds
+  the vectors and, before each KVM_RUN, issues KVM_INTERRUPT for its highest
+  one when KVM has none pending (-EEXIST otherwise).  The VMM carries a pending ExtINT over a migration.
 * **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
   `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
   virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the

@@ -189,6 +189,9 @@ class Driver:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
             if intr:
                 c12.intercepts.add(hw.INTERCEPT_INTR)
+            # V_INTR_MASKING with the INTR intercept, as the reference assumes
+            # (an intercepted interrupt exits whatever L2's IF).
+            c12.int_ctl = hw.V_INTR_MASKING_MASK if intr else 0
             if shutdown:
                 c12.intercepts.add(hw.INTERCEPT_SHUTDOWN)
         else:
@@ -322,8 +325,9 @@ class Driver:
         self._set_events(events)
 
     def ev_user_interrupt(self, ev):
+        """The userspace PIC raises the vector; the VMM issues KVM_INTERRUPT
+        for its highest pending vector before the next KVM_RUN."""
         self.held_extint.append(ev.args[0])
-        self.vmm_push_extint()
 
     def ev_user_nmi(self, ev):
         self.vcpu.kvm_vcpu_ioctl_nmi()

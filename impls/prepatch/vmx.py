@@ -392,7 +392,7 @@ class Vmx:
 
     @origin(VMX_C, "handle_ept_misconfig", tree=TREE)
     def handle_ept_misconfig(vcpu) -> int:
-        return vcpu.x86_emulate_instruction(0)  # kvm_mmu_page_fault -> emulation
+        return vcpu.kvm_mmu_page_fault(0, 0)  # MMIO: emulated
 
     @origin(VMX_C, "handle_preemption_timer", tree=TREE)
     def handle_preemption_timer(vcpu) -> int:

@@ -16,6 +16,7 @@ and DR7.GD are not modelled, the LAPIC is its IRR.
 from __future__ import annotations
 
 from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
+from impls.hw.environment import Origin
 from impls.origin import origin
 from impls.prepatch.state import (
     DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
@@ -500,6 +501,11 @@ class X86:
 
     @origin(MMU_C, "kvm_mmu_page_fault", tree=TREE)
     def kvm_mmu_page_fault(vcpu, cr2_or_gpa: int, error_code: int) -> int:
+        """The MMU's verdict (impls.hw.environment): an MMIO access is
+        emulated (RET_PF_EMULATE), a guest fault injected, anything else
+        fixed (RET_PF_RETRY / RET_PF_FIXED)."""
+        if vcpu.env.last_origin is Origin.EMULATE:
+            return vcpu.x86_emulate_instruction(0)
         if vcpu.env.mmu_fault_is_guest_visible():
             fault = X86Exception(PF, True, error_code, cr2_or_gpa)
             vcpu.kvm_inject_emulated_page_fault(fault)
