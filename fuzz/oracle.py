@@ -8,20 +8,23 @@ reference match anything (each use cites its rule).  There is no other
 masking.
 
 A divergence is named by a **signature** that stays the same across runs and
-across scenarios showing the same bug: the vendor, the field, the first
-diverging step's event kind, and for each implementation that differs the
-*shape* of its value at the first difference (observations with error codes
-and addresses left out).  A crash of an implementation is a divergence of its
+across scenarios showing the same bug: the vendor, the field, and for each
+implementation that differs the *shape* of its value at the first difference
+(`abstract`: the kinds of events involved -- NMI, ext-int, #PF, "contributory
+exception" -- without vectors of interrupts, error codes or addresses),
+with the reference's shape.  A crash of an implementation is a divergence of its
 own, named by exception type and the line that raised it.
 """
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Undefined, VmExit, matches
+from impls.arch import EvType, exc_class
 
 REFERENCE = "reference"
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -126,26 +129,68 @@ def _field_values(out: Outcome) -> dict[str, object]:
     return vals
 
 
-def _first_diff(expected: tuple, actual: tuple) -> tuple[int | None, str, str]:
-    """First position where two traces differ: (step, expected shape, got shape)."""
+def _first_diff(expected: tuple, actual: tuple) -> tuple:
+    """First position where two traces differ: (step, expected, got), each
+    observation (or None for a missing one)."""
     for i in range(max(len(expected), len(actual))):
         e = expected[i] if i < len(expected) else None
         a = actual[i] if i < len(actual) else None
         if e is None or a is None or not matches(e, a):
             step = (e or a)[0]
-            return step, shape(e and e[1]), shape(a and a[1])
-    return None, "", ""
+            return step, e and e[1], a and a[1]
+    return None, None, None
 
 
-def _describe(name: str, exp, act) -> tuple[int | None, str, str]:
+#: Exceptions KVM handles by name (always intercepted, payloads, merging);
+#: other exceptions are named by their #DF class in signatures.
+_NAMED = {1: "#DB", 6: "#UD", 8: "#DF", 14: "#PF", 17: "#AC", 18: "#MC"}
+
+
+def _class(ev) -> str:
+    """An event as signatures see it: interrupts without their vector,
+    exceptions by name (_NAMED) or by class (SDM Table 6-4)."""
+    if ev is None:
+        return "none"
+    if isinstance(ev, Undefined):
+        return "undefined"
+    if ev.type is EvType.NMI:
+        return "NMI"
+    if ev.type is EvType.EXT_INTR:
+        return "ext-int"
+    if ev.type is EvType.SOFT_INT:
+        return "INT n"
+    if ev.vector in _NAMED:
+        return _NAMED[ev.vector]
+    return f"{exc_class(ev.vector).value} exception"
+
+
+def abstract(obs) -> str:
+    """The shape of an observation in a signature: no vectors of interrupts,
+    no error codes or addresses, exceptions by `_class`."""
+    if obs is None:
+        return "nothing"
+    if isinstance(obs, Delivered):
+        return f"L{obs.level} handles {_class(obs.event)}"
+    if isinstance(obs, VmExit):
+        reason = obs.reason.split(" ")[0]  # SVM "EXCP #PF": the vector is in info
+        info = f" {_class(obs.info)}" if obs.info is not None else ""
+        return f"EXIT {reason}{info}, IDT-vectoring: {_class(obs.vectoring)}"
+    return str(obs)
+
+
+def _describe(name: str, exp, act) -> tuple:
+    """(step, expected, got, expected in a signature, got in a signature)."""
     if name in ("l1", "l2"):
-        return _first_diff(exp, act)
+        step, e, a = _first_diff(exp, act)
+        return step, shape(e), shape(a), abstract(e), abstract(a)
     if name == "alarms":
-        return None, "no alarm", "; ".join(act)
+        text = "; ".join(act)
+        return None, "no alarm", text, "no alarm", re.sub(r"0x[0-9a-fA-F]+|\b\d+\b", "N", text)
     if name == "shutdown":
         step = exp if exp is not None else act
-        return step, "no shutdown" if exp is None else "shutdown", "no shutdown" if act is None else "shutdown"
-    return None, str(exp), str(act)
+        e, a = ("no shutdown" if exp is None else "shutdown"), ("no shutdown" if act is None else "shutdown")
+        return step, e, a, e, a
+    return None, str(exp), str(act), "", ""
 
 
 def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
@@ -166,13 +211,12 @@ def compare(scenario, names: list[str] | None = None) -> Report:
 
 def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
     vendor = scenario.config.vendor
-    kinds = [e.kind for e in scenario.events] + ["end"]
     ref = results.get(REFERENCE)
     # field -> impl -> (step, expected shape, got shape)
     found: dict[str, dict[str, tuple]] = {}
     for name, res in results.items():
         if isinstance(res, Crash):
-            found.setdefault(f"crash:{res.type}@{res.where}", {})[name] = (None, "no crash", res.message)
+            found.setdefault(f"crash:{res.type}@{res.where}", {})[name] = (None, "no crash", res.message, "", "")
             continue
         if name == REFERENCE or ref is None or isinstance(ref, Crash):
             continue
@@ -189,17 +233,13 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
         differing = tuple(sorted(per_impl))
         steps = [v[0] for v in per_impl.values() if v[0] is not None]
         step = min(steps) if steps else None
-        kind = kinds[step] if step is not None and step < len(kinds) else "-"
         expected = next(iter(per_impl.values()))[1]
         got = {n: v[2] for n, v in sorted(per_impl.items())}
-        if fname.startswith("crash:"):
+        if fname in ("l1", "l2", "shutdown", "alarms"):
+            shapes = " | ".join(f"{n}: {per_impl[n][4]}" for n in differing)
+            sig = f"{vendor} {fname} [{shapes}] expected: {next(iter(per_impl.values()))[3]}"
+        else:  # crashes name their place; final-state values and livelocks vary, the field names the bug
             sig = f"{vendor} {fname} [{' '.join(differing)}]"
-        else:
-            if fname in ("l1", "l2", "shutdown", "alarms"):
-                shapes = " | ".join(f"{n}: {got[n]}" for n in differing)
-                sig = f"{vendor} {fname} @{kind} [{shapes}] expected: {expected}"
-            else:  # values of final state, alarms, livelocks vary; the field names the bug
-                sig = f"{vendor} {fname} @{kind} [{' '.join(differing)}]"
         verdicts = {}
         for before, after in api.PAIRS:
             if before in results and after in results:
