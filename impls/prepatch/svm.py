@@ -128,7 +128,7 @@ class Svm:
 
     @origin(SVM_C, "svm_set_irq", tree=TREE)
     def svm_set_irq(vcpu) -> None:
-        vcpu.warn_on_once(not vcpu.gif_set(), "BUG_ON svm_set_irq: GIF clear")
+        vcpu.bug_on(not vcpu.gif_set(), "svm_set_irq: GIF clear")
         vcpu.svm.vmcb.event_inj = vcpu.arch.interrupt.nr | SVM_EVTINJ_VALID | SVM_EVTINJ_TYPE_INTR
 
     @origin(SVM_C, "svm_inject_nmi", tree=TREE)

@@ -64,6 +64,12 @@ class X86:
             vcpu.rec.alarm(f"WARN_ON {why}")
         return bool(cond)
 
+    def bug_on(vcpu, cond, why: str) -> bool:
+        """BUG_ON: the host would oops; recorded as an alarm, the port goes on."""
+        if cond:
+            vcpu.rec.alarm(f"BUG_ON {why}")
+        return bool(cond)
+
     @origin("include/linux/kvm_host.h", "kvm_make_request", tree=TREE)
     def kvm_make_request(vcpu, req: int) -> None:
         vcpu.requests |= req
