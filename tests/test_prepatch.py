@@ -52,7 +52,7 @@ def scenario(vendor: str, npt: str, body: str):
 
 #: Port plumbing that is not a kernel function (accessors of the simulated
 #: CPU's state, the alarm helper, observation recording).
-PLUMBING = {"warn_on_once", "bug_on", "internal_error", "vmcs", "vmx_guest", "svm_guest", "vmx_interruptibility",
+PLUMBING = {"warn_on_once", "bug_on", "event_in_flight", "internal_error", "vmcs", "vmx_guest", "svm_guest", "vmx_interruptibility",
             "record_nested_vmexit", "record_nested_svm_vmexit", "svm_hv_timer_pending"}
 
 

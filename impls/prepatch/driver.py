@@ -58,12 +58,9 @@ class Driver:
         return 2 if self.vcpu.is_guest_mode() else 1
 
     def in_flight(self) -> bool:
-        """KVM still holds an event it must deliver before the guest moves on."""
-        v = self.vcpu
-        a = v.arch
-        nested = v.svm.nested if self.svm else v.vmx.nested
-        return bool(a.exception.pending or a.exception.injected or a.nmi_injected or a.interrupt.injected
-                    or nested.nested_run_pending or v.requests & st.KVM_REQ_TRIPLE_FAULT)
+        """KVM still holds an event it must deliver before the guest moves on
+        (`Vcpu.event_in_flight`, which a port with other state overrides)."""
+        return self.vcpu.event_in_flight()
 
     def userspace_exit(self) -> None:
         """KVM_RUN returned with an exit the VMM must handle."""

@@ -13,7 +13,7 @@ from impls.arch import AC, DB, MC, PF, UD
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.state import (
-    HF_GIF_MASK, KVM_REQ_EVENT, TREE, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm, VcpuVmx,
+    HF_GIF_MASK, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, TREE, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm, VcpuVmx,
 )
 from impls.prepatch.svm import Svm
 from impls.prepatch.svm_nested import SvmNested
@@ -108,6 +108,15 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
             self.guest = self.svm_guest
             self.init_vmcb()
         self.kvm_make_request(KVM_REQ_EVENT)  # kvm_vcpu_reset
+
+    def event_in_flight(vcpu) -> bool:
+        """For the driver (not a kernel function): KVM holds an event it must
+        still deliver -- an exception pending or injected, an NMI or
+        interrupt injected, a nested run pending, a triple fault requested."""
+        a = vcpu.arch
+        nested = vcpu.svm.nested if vcpu.svm is not None else vcpu.vmx.nested
+        return bool(a.exception.pending or a.exception.injected or a.nmi_injected or a.interrupt.injected
+                    or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT)
 
     @origin("arch/x86/kvm/vmx/vmx.c", "vmx_vcpu_reset", tree=TREE)
     def vmx_vcpu_reset(vcpu) -> None:
