@@ -140,6 +140,10 @@ class Outcome:
     #: reference applied, the KVM function that queued, merged or injected.
     #: For people (`evdiff explain`); never compared.
     notes: tuple[tuple[int, str], ...] = field(default=(), compare=False)
+    #: Reference only: from this step on the manuals define nothing (the
+    #: scenario put the vCPU in a state no CPU can be in); the oracle compares
+    #: only what happened before it.  Each use cites its reason in a note.
+    undefined_from: int | None = None
 
     FIELDS: ClassVar[tuple[str, ...]] = ("l1", "l2", "shutdown", "final", "alarms", "livelock")
 
@@ -194,6 +198,7 @@ class Implementation(abc.ABC):
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "impls.reference:Reference",
     "prepatch": "impls.prepatch:Prepatch",
+    "postpatch": "impls.postpatch:Postpatch",
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.

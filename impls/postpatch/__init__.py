@@ -1,0 +1,47 @@
+"""The post-patch port: the pre-patch port (`impls.prepatch`, KVM 5.11 / the
+kvm queue of February 2021) with Maxim Levitsky's RFC "KVM: separate
+injected and pending exception + few more fixes" (2021-02-25, v1, four
+patches) applied.  Read beside the pre-patch port, it shows what the RFC
+changed and nothing else.
+
+Module map (one module per kernel file the series touches):
+
+| module | kernel file | patches |
+|---|---|---|
+| `state` | asm/kvm_host.h, uapi asm/kvm.h, uapi linux/kvm.h | 4/4 |
+| `x86` | x86.c, x86.h | 1/4, 4/4 |
+| `paging_tmpl` | mmu/paging_tmpl.h | 2/4 (nothing to port: see there) |
+| `svm_nested` | svm/nested.c | 3/4, 4/4 |
+| `svm` | svm/svm.c | 4/4 |
+| `vmx_nested` | vmx/nested.c | 3/4, 4/4 |
+| `vmx` | vmx/vmx.c | 4/4 |
+| `vcpu` | the nested_ops tables (+ deliver_exception) | 4/4 |
+| `driver` | (evdiff) the shared driver, adapted to the new state | |
+
+Each overriding function carries `@origin(file, function, tree="RFC
+2021-02-25 v1 patch N/4")` with the last patch that changed it.  The
+series' known slips are ported as posted (the error-code strip that tests
+`error_code`, the get-events test of `valid` twice, set-events that never
+clears, the refused second exception, the MTF path that needs a pending
+exception); docs/kernel/rfc.md describes every hunk and slip.
+"""
+from __future__ import annotations
+
+from impls.api import Outcome
+from impls.postpatch.driver import Driver
+from impls.postpatch.vcpu import Vcpu
+from impls.prepatch import Prepatch
+
+
+class Postpatch(Prepatch):
+    name = "postpatch"
+    origin = "RFC 2021-02-25 v1 (Levitsky, 4 patches: lkml-likexu/kde 7c85d92e) on the prepatch port"
+    summary = "the pre-patch port with the RFC 'separate injected and pending exception' applied"
+
+    vcpu_class = Vcpu
+    driver_class = Driver
+
+    def run(self, scenario) -> Outcome:
+        driver = self.driver_class(scenario, self.vcpu_class)
+        driver.run_events()
+        return driver.outcome()

@@ -1,0 +1,39 @@
+"""The vCPU of the post-patch port: the pre-patch `Vcpu` with the RFC's
+overrides mixed in front of it, the RFC's state layout, and the new nested
+op `deliver_exception` in the nested_ops tables.
+
+Every function the four patches change is overridden in the module named
+after its kernel file (`x86`, `svm`, `svm_nested`, `vmx`, `vmx_nested`;
+`paging_tmpl` says why patch 2/4 needs nothing); everything else is the
+pre-patch port's, shared.  The ops tables are built per instance from
+method names, so an override reaches callers that go through an op too.
+"""
+from __future__ import annotations
+
+from impls.postpatch.state import CAPS, Kvm, KvmVcpuArch
+from impls.postpatch.svm import SvmRfc
+from impls.postpatch.svm_nested import SvmNestedRfc
+from impls.postpatch.vmx import VmxRfc
+from impls.postpatch.vmx_nested import VmxNestedRfc
+from impls.postpatch.x86 import X86Rfc
+from impls.prepatch import vcpu as pre
+
+VMX_NESTED_OPS = {**pre.VMX_NESTED_OPS, "deliver_exception": "nested_vmx_deliver_nested_exception"}
+SVM_NESTED_OPS = {**pre.SVM_NESTED_OPS, "deliver_exception": "svm_deliver_nested_exception"}
+
+
+class Vcpu(X86Rfc, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu):
+    """struct kvm_vcpu with the RFC's event code."""
+
+    NESTED_OPS = {"vmx": VMX_NESTED_OPS, "svm": SVM_NESTED_OPS}
+
+    def __init__(self, config, cpu, env, rec):
+        super().__init__(config, cpu, env, rec)
+        # The RFC's struct kvm_vcpu_arch (the pre-patch constructor built the
+        # old one; nothing is queued yet, everything else carries over).
+        self.arch = KvmVcpuArch.taking_over(self.arch)
+        # The VMM enables the scenario's caps with KVM_ENABLE_CAP.
+        self.kvm = Kvm()
+        for cap in sorted(config.caps):
+            if cap in CAPS:
+                self.kvm_vm_ioctl_enable_cap(CAPS[cap], 1)
