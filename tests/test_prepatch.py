@@ -301,3 +301,33 @@ def test_svm_nmi_mask_survives_nested_vmexit():
 def test_outcome_is_deterministic():
     s = read_scenario(SEEDS / "bug-c-interrupt-lost-svm.txt")
     assert prepatch(s) == prepatch(s)
+
+
+def test_svm_intercepted_interrupt_livelock():
+    """SVM: L1 intercepts INTR (with V_INTR_MASKING) but ran VMRUN with IF=0.
+    svm_check_nested_events sees the interrupt blocked (L1's IF) and makes no
+    exit, while svm_interrupt_allowed returns -EBUSY before it looks at the
+    blocking: inject_pending_event requests an immediate exit on every entry.
+    (A later upstream patch checks svm_interrupt_blocked first.)"""
+    s = scenario("svm", "on", "l1.intercept intr=1\ncli\nl1.vmentry\nirq 0x20\nrun\n")
+    assert prepatch(s).livelock is not None
+    assert agrees(scenario("vmx", "on", "l1.intercept intr=1\ncli\nl1.vmentry\nirq 0x20\nrun\n"))
+
+
+def test_vmx_stale_error_code_flag_fails_entry():
+    """VMX: an exception set with an error code while L1 was in protected
+    mode is injected after L1 switched to real mode: kvm_multiple_exception
+    decided has_error_code at queue time (RFC patch 1/4 moves that to
+    injection), the VM entry fails (SDM 26.2.1.3) and KVM exits with
+    KVM_EXIT_FAIL_ENTRY."""
+    s = scenario("vmx", "on", "user.set_exception #GP ec=0x0 injected=1\nl1.mode real\nrun\n")
+    assert any(a.startswith("KVM_EXIT_FAIL_ENTRY") for a in prepatch(s).alarms)
+
+
+def test_vmx_user_injected_interrupt_with_if_clear_fails_entry():
+    """VMX: KVM_SET_VCPU_EVENTS marks an interrupt injected while IF=0; KVM
+    re-injects it without looking at IF and the VM entry fails (SDM
+    26.3.1.5).  SVM's EVENTINJ does not check IF and agrees."""
+    body = "cli\nuser.set_irq 0x30\nrun\n"
+    assert any("0x80000021" in a for a in prepatch(scenario("vmx", "on", body)).alarms)
+    assert agrees(scenario("svm", "on", body))

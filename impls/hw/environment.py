@@ -47,8 +47,10 @@ by the scenario's events instead of being modelled, and every KVM port
   clears L2's blocking by NMI first (SDM 31.7.1.2).  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.
 * **Simplifications of the CPU.**  No SMM, no HLT / activity states, no
-  INIT/SIPI, no TSC or timers, no debug registers beyond the single-step trap
-  KVM's SVM NMI window uses; RIP is an instruction counter per level; CR2 is
+  INIT/SIPI, no TSC or timers, no debug registers; the only TF single-step
+  is the one KVM's SVM NMI window sets, and it traps after the next
+  instruction or completed delivery at that level (a delivery does not clear
+  it); RIP is an instruction counter per level; CR2 is
   per level (as the reference keeps it); every IDT gate is an interrupt gate;
   `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
   not pushed in real mode (the APM is silent; the port of KVM never relies on
@@ -58,7 +60,9 @@ by the scenario's events instead of being modelled, and every KVM port
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),
-  which is recorded as an alarm.  With KVM_SET_VCPU_EVENTS it sets
+  which is recorded as an alarm.  It enables KVM_CAP_EXCEPTION_PAYLOAD when
+  the scenario lists `exception_payload`; caps the kernel does not have are
+  not enabled.  With KVM_SET_VCPU_EVENTS it sets
   `has_error_code` as the guest's mode requires.  A migration carries every
   other piece of state (registers, nested state, LAPIC) faithfully; only the
   event state goes through KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS.
