@@ -79,3 +79,11 @@ def test_allowed_outcomes_each_accepted(fake_impl):
     for i in range(2):
         fake_impl("prepatch", lambda o, s, i=i: ref.outcomes[i])
         assert oracle.compare(svm, ["reference", "prepatch"]).agree
+
+
+def test_nothing_compared_after_the_reference_leaves_the_architecture(fake_impl):
+    sc = parse_scenario("evdiff 1\nirq 0x21\ncli\nuser.set_irq 0x20\nrun\n")
+    fake_impl("prepatch", lambda o, s: Outcome((), o.l2, 3, None, o.alarms, o.livelock))
+    assert oracle.compare(sc, ["reference", "prepatch"]).agree
+    fake_impl("prepatch", lambda o, s: Outcome((), o.l2, 1, None, o.alarms, o.livelock))
+    assert [d.field for d in oracle.compare(sc, ["reference", "prepatch"]).divergences] == ["shutdown"]

@@ -134,3 +134,18 @@ def test_user_pending_exception_is_intercept_checked_injected_is_not():
     assert obs(pending, 1)[0].reason == "EXCEPTION_NMI"
     injected = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP injected=1\nrun\n")
     assert obs(injected, 2) == [Delivered(2, exception(13, 0))]
+
+
+def test_vmx_entry_control_checks_fail_with_vmfailvalid():
+    """SDM 26.2.1.3: error code bits 31:15 must be 0; no error code with PE=0.
+    SDM2 VMLAUNCH: MOV-SS blocking gives VMfailValid(26)."""
+    assert obs(run("evdiff 1\nl1.vmentry inject=#GP(0x8000)\n"), 1) == [EntryFailed("VMfailValid(7)")]
+    assert obs(run("evdiff 1\nl2.mode real\nl1.vmentry inject=#GP(0x0)\n"), 1) == [EntryFailed("VMfailValid(7)")]
+    assert obs(run("evdiff 1\nmov_ss\nl1.vmentry\n"), 1) == [EntryFailed("VMfailValid(26)")]
+    assert run("evdiff 1 vendor=svm\nmov_ss\nl1.vmentry\n").final.level == 2
+
+
+def test_interrupt_in_flight_with_if_clear_is_outside_the_architecture():
+    out = run("evdiff 1\ncli\nrun\nuser.set_irq 0x20\nrun\n")
+    assert out.undefined_from == 2
+    assert run("evdiff 1\nuser.set_irq 0x20\nrun\n").undefined_from is None

@@ -75,6 +75,7 @@ class Machine:
         self.shutdown: int | None = None
         self.step = 0
         self.notes: list[tuple[int, str]] = []
+        self.undefined_from: int | None = None
 
     def note(self, text: str) -> None:
         self.notes.append((self.step, text))
@@ -385,8 +386,13 @@ class Machine:
         """VMLAUNCH/VMRESUME or VMRUN with an optional injected event."""
         if self.level != 1:
             return
-        self._execute()
+        self._boundaries()
         if self.dead or self.level != 1:
+            return
+        shadow, self.cur.shadow = self.cur.shadow, None
+        if shadow == "movss" and not self.svm:
+            # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
+            self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
@@ -423,6 +429,11 @@ class Machine:
             if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
                 return asvm.exit_name(asvm.EXIT_ERR)
             return None
+        # SDM 26.2.1.3 (control checks, VMfailValid(7)): error code bits 31:15
+        # clear; "deliver error code" only with CR0.PE=1 (L1 runs L2 with
+        # unrestricted guest, so real mode has PE=0).
+        if inject.error_code is not None and (inject.error_code >> 15 or l2.desc.mode is Mode.REAL):
+            return "VMfailValid(7)"
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return bad
@@ -546,6 +557,14 @@ class Machine:
             self.ev_nmi(ev)
 
     def ev_user_set_irq(self, ev):
+        """An interrupt in flight.  A CPU acknowledges an interrupt only with
+        IF=1 and no shadow (SDM 6.8.1, 6.8.3); userspace claiming one in flight
+        while IF=0 describes a state no CPU can be in, so the manuals say
+        nothing of what follows: the outcome is undefined from this step."""
+        lv = self.cur
+        if (not lv.rflags_if or lv.shadow) and self.undefined_from is None:
+            self.undefined_from = self.step
+            self.note("userspace set an interrupt in flight with IF=0: outside the architecture from here")
         self.user_event = (Ev(EvType.EXT_INTR, ev.args[0]), True)
 
     def ev_user_interrupt(self, ev):
@@ -580,4 +599,4 @@ class Machine:
             cr2=lv.cr2,
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
-                       tuple(self.notes))
+                       tuple(self.notes), self.undefined_from)
