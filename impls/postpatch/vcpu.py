@@ -15,14 +15,14 @@ from impls.postpatch.svm import SvmRfc
 from impls.postpatch.svm_nested import SvmNestedRfc
 from impls.postpatch.vmx import VmxRfc
 from impls.postpatch.vmx_nested import VmxNestedRfc
-from impls.postpatch.x86 import X86Rfc
+from impls.postpatch.x86 import X86Base, X86Rfc
 from impls.prepatch import vcpu as pre
 
 VMX_NESTED_OPS = {**pre.VMX_NESTED_OPS, "deliver_exception": "nested_vmx_deliver_nested_exception"}
 SVM_NESTED_OPS = {**pre.SVM_NESTED_OPS, "deliver_exception": "svm_deliver_nested_exception"}
 
 
-class Vcpu(X86Rfc, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu):
+class Vcpu(X86Rfc, X86Base, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu):
     """struct kvm_vcpu with the RFC's event code."""
 
     NESTED_OPS = {"vmx": VMX_NESTED_OPS, "svm": SVM_NESTED_OPS}

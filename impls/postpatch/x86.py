@@ -63,7 +63,8 @@ from impls.postpatch.state import (
 )
 from impls.prepatch.state import (
     DR6_RTM, DR7_GD, EBUSY, EINVAL, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT, EXCPT_PF,
-    KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
+    KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
+    KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, X86Exception,
 )
 from impls.prepatch.x86 import X86_C, X86_H, exception_class, kvm_exception_is_soft
@@ -446,3 +447,52 @@ class X86Rfc:
         vcpu.warn_on_once(a.pending_exception.valid, "inject_pending_event: exception still pending")
         return req_immediate_exit
 
+
+
+class X86Base:
+    """Not an RFC hunk: one base function the shared pre-patch port
+    simplifies in a way the RFC makes visible.
+
+    `vcpu_enter_guest` cancels the entry when `kvm_vcpu_exit_request` is
+    true after the injection ladder: a pending signal *or any pending
+    request*.  The pre-patch port (impls.prepatch.x86) checks only the
+    kick (the signal).  There the difference is invisible, since the
+    pre-patch ladder raises no request (a #DF merge or triple fault is
+    decided at queue time, before the entry).  The RFC raises
+    KVM_REQ_TRIPLE_FAULT inside inject_pending_event (kvm_deliver_pending_
+    exception on top of an injected #DF); without the request test the
+    port would enter the guest once more and let it run an instruction
+    (even an L1 VMLAUNCH/VMRUN) before the shutdown, which the kernel never
+    does.  So the post-patch port checks requests too, as 5.11 does.
+    """
+
+    @origin(X86_C, "vcpu_enter_guest", tree="5.11-rc7 (base, as under the RFC)")
+    def vcpu_enter_guest(vcpu) -> int:
+        ops = vcpu.kvm_x86_ops
+        req_immediate_exit = False
+        if vcpu.requests:
+            if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
+                vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
+                return 0
+            if vcpu.kvm_check_request(KVM_REQ_SMI):
+                pass
+            if vcpu.kvm_check_request(KVM_REQ_NMI):
+                vcpu.process_nmi()
+        if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            req_immediate_exit = vcpu.inject_pending_event()
+
+        # kvm_vcpu_exit_request(): a signal arrived, or a request is pending.
+        if vcpu.env.take_kick() or vcpu.requests:
+            if vcpu.requests:
+                vcpu.rec.note("vcpu_enter_guest: a request is pending after injection: entry cancelled")
+            if req_immediate_exit:
+                vcpu.kvm_make_request(KVM_REQ_EVENT)
+            ops.cancel_injection(vcpu)
+            return 1
+
+        if req_immediate_exit:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+            ops.request_immediate_exit(vcpu)
+
+        ops.run(vcpu)
+        return ops.handle_exit(vcpu)
