@@ -198,6 +198,7 @@ class Implementation(abc.ABC):
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "impls.reference:Reference",
     "prepatch": "impls.prepatch:Prepatch",
+    "upstream": "impls.upstream:Upstream",
     "postpatch": "impls.postpatch:Postpatch",
 }
 

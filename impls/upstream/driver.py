@@ -1,0 +1,21 @@
+"""The shared scenario driver (`impls.prepatch.driver`), with the two things
+6.1 adds to what a VMM and the driver must see:
+
+* KVM holds an event in flight also while an exception waits in
+  `exception_vmexit` to become a nested VM exit (kvm_is_exception_pending);
+  the driver keeps running the vCPU until it has.
+* Each KVM_RUN enters through `kvm_arch_vcpu_ioctl_run`, which morphs an
+  exception userspace set as pending in L2 into a nested VM exit.
+"""
+from __future__ import annotations
+
+from impls.prepatch.driver import Driver as Driver511
+
+
+class Driver(Driver511):
+    def in_flight(self) -> bool:
+        return super().in_flight() or self.vcpu.arch.exception_vmexit.pending
+
+    def kvm_run(self, phase: str, instr: tuple | None = None, instr_level: int | None = None) -> None:
+        self.vcpu.kvm_arch_vcpu_ioctl_run()
+        super().kvm_run(phase, instr, instr_level)

@@ -1,0 +1,155 @@
+"""Port of the event paths of arch/x86/kvm/svm/svm.c as of Linux 6.1 (read at
+d4963e31), where they differ from 5.11 (`impls.prepatch.svm`).
+
+6.1 has vmcb01 / vmcb02 (5.13) where 5.11 has one VMCB and a copy of L1's
+control area in `hsave`; the port keeps the 5.11 layout of
+`impls.prepatch.svm` (vmcb01's control area is `svm.nested.hsave` while L2
+runs): every field the event paths read or write has the same value in
+both layouts.
+
+Differs:
+
+* The kvm_x86_ops hooks are inject_exception / inject_irq / inject_nmi.
+  `svm_inject_exception` delivers the payload of the exception it is handed
+  and, for INT3 / INTO, fixes up the soft-interrupt RIP first
+  (`svm_update_soft_interrupt_rip`); `svm_inject_irq` handles soft
+  interrupts; `svm_inject_nmi` leaves L0's NMI masking alone for an NMI L1
+  injected into L2 (`nmi_l1_to_l2`).
+* `svm_nmi_allowed` / `svm_interrupt_allowed` test "blocked" *before* the
+  -EBUSY for an event L1 intercepts (5.11: after).
+* `svm_complete_interrupts` re-queues INT3 / INTO as exceptions (5.11 dropped
+  them for re-execution) and INTn as soft interrupts (5.11 dropped them),
+  never re-injects #VC, and carries `nmi_l1_to_l2` over to the re-injection.
+
+Reused unchanged (compared with d4963e31, host features as in
+`impls.prepatch.svm`): the svm.h intercept helpers, gif_set,
+nested_exit_on_nmi / _intr, the shadow and NMI-mask accessors,
+svm_nmi_blocked, svm_interrupt_blocked, svm_set_vintr / svm_clear_vintr,
+the window hooks, svm_set_gif, svm_cancel_injection, svm_vcpu_run,
+svm_handle_exit and the exit handlers (shutdown_interception's INIT of the
+vCPU ends the scenario either way; db_interception's payload only reaches
+DR6, which nothing observes).
+"""
+from __future__ import annotations
+
+from impls.origin import origin
+from impls.prepatch.svm import (
+    SVM_EVTINJ_TYPE_EXEPT, SVM_EVTINJ_TYPE_INTR, SVM_EVTINJ_TYPE_MASK, SVM_EVTINJ_TYPE_NMI, SVM_EVTINJ_TYPE_SOFT,
+    SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, SVM_EVTINJ_VEC_MASK, SVM_EXITINTINFO_VALID,
+)
+from impls.hw import cpu as hw
+from impls.prepatch.x86 import kvm_exception_is_soft
+from impls.upstream.state import EBUSY, HF_IRET_MASK, HF_NMI_MASK, KVM_REQ_EVENT, TREE, X86_TRAP_VC
+
+SVM_C = "arch/x86/kvm/svm/svm.c"
+
+
+class Svm61:
+    """arch/x86/kvm/svm/svm.c of 6.1, as methods of the vCPU."""
+
+    # ----------------------------------------------------------- injection --
+
+    @origin(SVM_C, "svm_update_soft_interrupt_rip", tree=TREE)
+    def svm_update_soft_interrupt_rip(vcpu) -> int:
+        """Before injecting a soft event KVM skips the instruction to learn
+        its next RIP, records old and next RIP (soft_int_injected) and, with
+        NRIPS, puts RIP back and hands next_rip to the CPU.  RIP is left as
+        it was; next_rip is not modelled (the CPU pushes no return
+        address here)."""
+        svm = vcpu.svm
+        svm.soft_int_injected = True
+        return 0
+
+    @origin(SVM_C, "svm_inject_exception", tree=TREE)
+    def svm_inject_exception(vcpu) -> None:
+        ex = vcpu.arch.exception
+        vcpu.kvm_deliver_exception_payload(ex)
+        if kvm_exception_is_soft(ex.vector) and vcpu.svm_update_soft_interrupt_rip():
+            return
+        vmcb = vcpu.svm.vmcb
+        vmcb.event_inj = ex.vector | SVM_EVTINJ_VALID | (SVM_EVTINJ_VALID_ERR if ex.has_error_code else 0) \
+            | SVM_EVTINJ_TYPE_EXEPT
+        vmcb.event_inj_err = ex.error_code
+
+    @origin(SVM_C, "svm_inject_nmi", tree=TREE)
+    def svm_inject_nmi(vcpu) -> None:
+        svm = vcpu.svm
+        svm.vmcb.event_inj = SVM_EVTINJ_VALID | SVM_EVTINJ_TYPE_NMI
+        if svm.nmi_l1_to_l2:
+            return
+        vcpu.arch.hflags |= HF_NMI_MASK
+        vcpu.svm_set_intercept(hw.INTERCEPT_IRET)
+
+    @origin(SVM_C, "svm_inject_irq", tree=TREE)
+    def svm_inject_irq(vcpu, reinjected: bool) -> None:
+        if vcpu.arch.interrupt.soft:
+            if vcpu.svm_update_soft_interrupt_rip():
+                return
+            type_ = SVM_EVTINJ_TYPE_SOFT
+        else:
+            type_ = SVM_EVTINJ_TYPE_INTR
+        vcpu.svm.vmcb.event_inj = vcpu.arch.interrupt.nr | SVM_EVTINJ_VALID | type_
+
+    @origin(SVM_C, "svm_nmi_allowed", tree=TREE)
+    def svm_nmi_allowed(vcpu, for_injection: bool) -> int:
+        if vcpu.svm.nested.nested_run_pending:
+            return -EBUSY
+        if vcpu.svm_nmi_blocked():
+            return 0
+        if for_injection and vcpu.is_guest_mode() and vcpu.svm_nested_exit_on_nmi():
+            return -EBUSY
+        return 1
+
+    @origin(SVM_C, "svm_interrupt_allowed", tree=TREE)
+    def svm_interrupt_allowed(vcpu, for_injection: bool) -> int:
+        if vcpu.svm.nested.nested_run_pending:
+            return -EBUSY
+        if vcpu.svm_interrupt_blocked():
+            return 0
+        if for_injection and vcpu.is_guest_mode() and vcpu.svm_nested_exit_on_intr():
+            return -EBUSY
+        return 1
+
+    # ------------------------------------------------- after the hardware exit --
+
+    @origin(SVM_C, "svm_complete_soft_interrupt", tree=TREE)
+    def svm_complete_soft_interrupt(vcpu, vector: int, type_: int) -> None:
+        """With NRIPS, a soft event being re-injected gets its next_rip back
+        in the VMCB: next_rip is not modelled, so nothing changes here."""
+
+    @origin(SVM_C, "svm_complete_interrupts", tree=TREE)
+    def svm_complete_interrupts(vcpu) -> None:
+        svm = vcpu.svm
+        a = vcpu.arch
+        exitintinfo = svm.vmcb.exit_int_info
+        nmi_l1_to_l2 = svm.nmi_l1_to_l2
+        soft_int_injected = svm.soft_int_injected
+        svm.nmi_l1_to_l2 = False
+        svm.soft_int_injected = False
+        if a.hflags & HF_IRET_MASK and vcpu.guest().rip != svm.nmi_iret_rip:
+            a.hflags &= ~(HF_NMI_MASK | HF_IRET_MASK)
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+        a.nmi_injected = False
+        vcpu.kvm_clear_exception_queue()
+        vcpu.kvm_clear_interrupt_queue()
+        if not exitintinfo & SVM_EXITINTINFO_VALID:
+            return
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+        vector = exitintinfo & SVM_EVTINJ_VEC_MASK
+        type_ = exitintinfo & SVM_EVTINJ_TYPE_MASK
+        if soft_int_injected:
+            vcpu.svm_complete_soft_interrupt(vector, type_)
+        if type_ == SVM_EVTINJ_TYPE_NMI:
+            a.nmi_injected = True
+            svm.nmi_l1_to_l2 = nmi_l1_to_l2
+        elif type_ == SVM_EVTINJ_TYPE_EXEPT:
+            if vector == X86_TRAP_VC:
+                return
+            if exitintinfo & SVM_EVTINJ_VALID_ERR:
+                vcpu.kvm_requeue_exception_e(vector, svm.vmcb.exit_int_info_err)
+            else:
+                vcpu.kvm_requeue_exception(vector)
+        elif type_ == SVM_EVTINJ_TYPE_INTR:
+            vcpu.kvm_queue_interrupt(vector, False)
+        elif type_ == SVM_EVTINJ_TYPE_SOFT:
+            vcpu.kvm_queue_interrupt(vector, True)

@@ -1,0 +1,91 @@
+"""The vCPU of the 6.1 port: the pre-patch `Vcpu` with the 6.1 overrides in
+front, the 6.1 state, and the 6.1 kvm_x86_ops / nested_ops tables.
+
+Method resolution puts every 6.1 mixin before the 5.11 classes, so a
+function 6.1 changed is the 6.1 one for every caller, direct or through an
+op; a function 6.1 left alone is inherited from `impls.prepatch`.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from impls.hw import cpu as hw
+from impls.origin import origin
+from impls.prepatch.vcpu import SVM_X86_OPS, VMX_X86_OPS
+from impls.prepatch.vcpu import Vcpu as Vcpu511
+from impls.upstream.state import (
+    HF_GIF_MASK, KVM_REQ_EVENT, TREE, Kvm, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm61, VcpuVmx,
+)
+from impls.upstream.svm import Svm61
+from impls.upstream.svm_nested import SvmNested61
+from impls.upstream.vmx import Vmx61
+from impls.upstream.vmx_nested import VmxNested61
+from impls.upstream.x86 import X86_61
+
+
+def _renamed(ops: dict, **new: str) -> dict:
+    """A 5.11 ops table with the hooks 6.1 renamed."""
+    table = {k: v for k, v in ops.items() if k not in ("queue_exception", "set_irq", "set_nmi")}
+    table.update(new)
+    return table
+
+
+#: vmx_x86_ops / svm_x86_ops of 6.1: queue_exception, set_irq and set_nmi
+#: became inject_exception, inject_irq and inject_nmi.
+VMX_X86_OPS_61 = _renamed(VMX_X86_OPS, inject_exception="vmx_inject_exception", inject_irq="vmx_inject_irq",
+                          inject_nmi="vmx_inject_nmi")
+SVM_X86_OPS_61 = _renamed(SVM_X86_OPS, inject_exception="svm_inject_exception", inject_irq="svm_inject_irq",
+                          inject_nmi="svm_inject_nmi")
+#: vmx_nested_ops / svm_nested_ops of 6.1 (the hooks used here).
+VMX_NESTED_OPS_61 = {
+    "is_exception_vmexit": "nested_vmx_is_exception_vmexit",
+    "check_events": "vmx_check_nested_events",
+    "hv_timer_pending": "nested_vmx_preemption_timer_pending",
+    "triple_fault": "nested_vmx_triple_fault",
+}
+SVM_NESTED_OPS_61 = {
+    "is_exception_vmexit": "nested_svm_is_exception_vmexit",
+    "check_events": "svm_check_nested_events",
+    "hv_timer_pending": None,  # svm_nested_ops has none
+    "triple_fault": "nested_svm_triple_fault",
+}
+
+
+class Vcpu(X86_61, Vmx61, VmxNested61, Svm61, SvmNested61, Vcpu511):
+    """struct kvm_vcpu with the 6.1 event code."""
+
+    X86_OPS = {"vmx": VMX_X86_OPS_61, "svm": SVM_X86_OPS_61}
+    NESTED_OPS = {"vmx": VMX_NESTED_OPS_61, "svm": SVM_NESTED_OPS_61}
+
+    def __init__(self, config, cpu: hw.Cpu, env, rec):
+        self.vendor = config.vendor
+        self.cpu, self.env, self.rec = cpu, env, rec
+        self.kvm = Kvm("exception_payload" in config.caps, "triple_fault_event" in config.caps)
+        self.arch = KvmVcpuArch()
+        self.requests = 0
+        self.apic = KvmLapic()
+        self.pending_external_vector = -1
+        self.run = KvmRun()
+        self.enable_ept = self.npt_enabled = config.npt
+        self.walk_mmu_inject_page_fault = "kvm_inject_page_fault"
+        cls = type(self)
+        self.kvm_x86_ops = SimpleNamespace(
+            **{hook: getattr(cls, name) for hook, name in self.X86_OPS[self.vendor].items()})
+        self.nested_ops = SimpleNamespace(
+            **{hook: name and getattr(cls, name) for hook, name in self.NESTED_OPS[self.vendor].items()})
+        if self.vendor == "vmx":
+            self.vmx, self.svm = VcpuVmx(), None
+            self.guest = self.vmx_guest
+            self.vmx_vcpu_reset()
+        else:
+            self.vmx, self.svm = None, VcpuSvm61()
+            self.guest = self.svm_guest
+            self.init_vmcb()
+        self.kvm_make_request(KVM_REQ_EVENT)  # kvm_vcpu_reset
+
+    @origin("include/linux/kvm_host.h", "kvm_clear_request", tree=TREE)
+    def kvm_clear_request(vcpu, req: int) -> None:
+        vcpu.requests &= ~req
+
+
+_ = (HF_GIF_MASK,)

@@ -1,0 +1,60 @@
+"""Port of the event paths of arch/x86/kvm/vmx/vmx.c as of Linux 6.1 (read at
+7709aba8), where they differ from 5.11 (`impls.prepatch.vmx`).
+
+Differs: the kvm_x86_ops hooks are called inject_exception / inject_irq /
+inject_nmi (5.11: queue_exception / set_irq / set_nmi);
+`vmx_inject_exception` delivers the payload of the exception it is handed
+and keeps only bits 15:0 of the error code; `vmx_inject_irq` takes
+`reinjected` (for tracing only).
+
+Reused unchanged (compared with 7709aba8, module parameters as in
+`impls.prepatch.vmx`): vmx_inject_nmi, vmx_get/set_nmi_mask,
+vmx_nmi_blocked / vmx_nmi_allowed, vmx_interrupt_blocked /
+vmx_interrupt_allowed, the window hooks, vmx_recover_nmi_blocking,
+__vmx_complete_interrupts / vmx_complete_interrupts / vmx_cancel_injection
+(6.1 also saves the instruction length of soft events, which the simulated
+CPU does not have; the queue clearing is the 6.1 kvm_clear_exception_queue
+through the override), vmx_vcpu_run, vmx_handle_exit (6.1's
+emulation_required exit never happens here), handle_exception_nmi and the
+other exit handlers.
+"""
+from __future__ import annotations
+
+from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
+from impls.origin import origin
+from impls.prepatch.vmx import (
+    INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR,
+)
+from impls.prepatch.x86 import kvm_exception_is_soft
+from impls.upstream.state import TREE
+
+VMX_C = "arch/x86/kvm/vmx/vmx.c"
+
+
+class Vmx61:
+    """arch/x86/kvm/vmx/vmx.c of 6.1, as methods of the vCPU."""
+
+    @origin(VMX_C, "vmx_inject_exception", tree=TREE)
+    def vmx_inject_exception(vcpu) -> None:
+        ex = vcpu.arch.exception
+        intr_info = ex.vector | INTR_INFO_VALID
+        vcpu.kvm_deliver_exception_payload(ex)
+        vmcs = vcpu.vmcs()
+        if ex.has_error_code:
+            vmcs.entry_error_code = ex.error_code & 0xFFFF
+            intr_info |= INTR_INFO_DELIVER_CODE
+        # vm86 real mode (kvm_inject_realmode_interrupt): never, unrestricted guest.
+        vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_inject_exception: emulation required")
+        if kvm_exception_is_soft(ex.vector):
+            intr_info |= INTR_TYPE_SOFT_EXCEPTION  # VM_ENTRY_INSTRUCTION_LEN: not modelled
+        else:
+            intr_info |= INTR_TYPE_HARD_EXCEPTION
+        vmcs.entry_intr_info = intr_info
+        # vmx_clear_hlt: no activity states.
+
+    @origin(VMX_C, "vmx_inject_irq", tree=TREE)
+    def vmx_inject_irq(vcpu, reinjected: bool) -> None:
+        irq = vcpu.arch.interrupt.nr
+        intr = irq | INTR_INFO_VALID
+        intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
+        vcpu.vmcs().entry_intr_info = intr

@@ -1,0 +1,290 @@
+"""Port of the event paths of arch/x86/kvm/vmx/nested.c as of Linux 6.1 (read
+at 7709aba8), where they differ from 5.11 (`impls.prepatch.vmx_nested`).
+
+Differs:
+
+* `nested_vmx_is_exception_vmexit` (nested_ops->is_exception_vmexit) answers
+  at queue time whether L1 intercepts a vector (bitmap, #PF mask/match on
+  bits 15:0 of the error code); `nested_vmx_inject_exception_vmexit` turns
+  `exception_vmexit` into the exit, taking the exit qualification from the
+  payload (#PF: CR2, #DB: DR6 if there is none).  5.11's
+  nested_vmx_check_exception and vmx_inject_page_fault_nested (the shadow
+  #PF shortcut installed by prepare_vmcs02) are gone; `prepare_vmcs02`
+  leaves the plain #PF injector in place.
+* `vmx_check_nested_events`: exceptions are blocked only by a pending nested
+  run, other events also by re-injection; `exception_vmexit` and a pending
+  exception for L2 each have a high-priority rung (anything but a trap-like
+  #DB) and a low-priority one after MTF; an exception for L2 is "no VM exit".
+* `vmcs12_save_pending_event` takes the exit reason and exit interruption
+  info: a triple-fault exit and a #DF exit carry no IDT-vectoring info.
+* `prepare_vmcs12` no longer clears KVM's queues; `nested_vmx_vmexit` does,
+  for every exit, after prepare_vmcs12 read them; it also clears
+  mtf_pending.
+* `nested_vmx_triple_fault` (nested_ops->triple_fault): a TRIPLE_FAULT exit.
+
+Reused unchanged (compared with 7709aba8): nested_exit_on_nmi /
+nested_exit_on_intr, nested_vmx_failValid / nested_vmx_fail,
+nested_check_vm_entry_controls, nested_vmx_run,
+nested_vmx_enter_non_root_mode, prepare_vmcs02_early,
+load_vmcs12_host_state (6.1 resets the MMU instead of naming the #PF
+injector, the same injector here), nested_vmx_l0_wants_exit,
+nested_vmx_l1_wants_exit, nested_vmx_reflect_vmexit,
+nested_vmx_preemption_timer_pending.  Not modelled, as for 5.11: INIT,
+SIPI, MTF (mtf_pending stays 0), the preemption timer, SMI, posted
+interrupts, GUEST_PENDING_DBG_EXCEPTIONS, eVMCS / shadow VMCS.
+"""
+from __future__ import annotations
+
+from impls.arch import DB, DF, NMI_VECTOR, PF
+from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
+from impls.hw import cpu as hw
+from impls.origin import origin
+from impls.prepatch.vmx import (
+    INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION,
+    INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
+)
+from impls.prepatch.vmx_nested import VMXERR_ENTRY_INVALID_CONTROL_FIELD
+from impls.prepatch.x86 import kvm_exception_is_soft
+from impls.upstream.state import DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY, TREE, KvmQueuedException
+
+NESTED_C = "arch/x86/kvm/vmx/nested.c"
+NESTED_H = "arch/x86/kvm/vmx/nested.h"
+
+EXIT_REASON_MONITOR_TRAP_FLAG = 37
+
+
+class VmxNested61:
+    """arch/x86/kvm/vmx/nested.c of 6.1, as methods of the vCPU."""
+
+    # ---------------------------------------------------- exception VM exits --
+
+    @origin(NESTED_C, "nested_vmx_is_exception_vmexit", tree=TREE)
+    def nested_vmx_is_exception_vmexit(vcpu, vector: int, error_code: int) -> bool:
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        if vector == PF:
+            ec = error_code & 0xFFFF
+            bit = bool(vmcs12.exception_bitmap & (1 << PF))
+            inequality = (ec & vmcs12.page_fault_error_code_mask) != vmcs12.page_fault_error_code_match
+            return inequality ^ bit
+        return bool(vmcs12.exception_bitmap & (1 << vector))
+
+    @origin(NESTED_C, "nested_vmx_inject_exception_vmexit", tree=TREE)
+    def nested_vmx_inject_exception_vmexit(vcpu) -> None:
+        """The EXCEPTION_NMI exit for `exception_vmexit`.  The NMI-unblocking
+        bit looks at vmcs12's IDT-vectoring field as the *previous* exit left
+        it, before this exit rewrites it."""
+        ex = vcpu.arch.exception_vmexit
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        intr_info = ex.vector | INTR_INFO_VALID
+        if ex.has_payload:
+            exit_qual = ex.payload
+        elif ex.vector == PF:
+            exit_qual = vcpu.guest().cr2  # vcpu->arch.cr2
+        elif ex.vector == DB:
+            exit_qual = (vcpu.arch.dr6 & ~DR6_BT) ^ DR6_ACTIVE_LOW
+        else:
+            exit_qual = 0
+        if ex.has_error_code:
+            vmcs12.vm_exit_intr_error_code = ex.error_code & 0xFFFF
+            intr_info |= INTR_INFO_DELIVER_CODE
+        intr_info |= INTR_TYPE_SOFT_EXCEPTION if kvm_exception_is_soft(ex.vector) else INTR_TYPE_HARD_EXCEPTION
+        if not vmcs12.idt_vectoring_info_field & VECTORING_INFO_VALID_MASK and vcpu.vmx_get_nmi_mask():
+            intr_info |= hw.INTR_INFO_UNBLOCK_NMI
+        vcpu.rec.note(f"nested_vmx_inject_exception_vmexit: exception_vmexit vector {ex.vector} to L1")
+        vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI, intr_info, exit_qual)
+
+    @origin(NESTED_C, "nested_vmx_triple_fault", tree=TREE)
+    def nested_vmx_triple_fault(vcpu) -> None:
+        vcpu.nested_vmx_vmexit(hw.EXIT_REASON_TRIPLE_FAULT, 0, 0)
+
+    # ----------------------------------------------------------- #DB helpers --
+
+    @origin(NESTED_C, "vmx_get_pending_dbg_trap", tree=TREE)
+    def vmx_get_pending_dbg_trap(vcpu, ex: KvmQueuedException) -> int:
+        """The pending debug exceptions of a trap-like pending #DB, else 0
+        (a general-detect #DB is fault-like)."""
+        if not ex.pending or ex.vector != DB:
+            return 0
+        return ex.payload & ~DR6_BD
+
+    @origin(NESTED_C, "vmx_is_low_priority_db_trap", tree=TREE)
+    def vmx_is_low_priority_db_trap(vcpu, ex: KvmQueuedException) -> bool:
+        """A trap-like #DB other than a TSS-trap #DB ranks below MTF."""
+        return (vcpu.vmx_get_pending_dbg_trap(ex) & ~DR6_BT) != 0
+
+    @origin(NESTED_C, "nested_vmx_update_pending_dbg", tree=TREE)
+    def nested_vmx_update_pending_dbg(vcpu) -> None:
+        """Copies a pending trap-like #DB (of vcpu->arch.exception) into
+        vmcs02's GUEST_PENDING_DBG_EXCEPTIONS: a field the simulated CPU does
+        not have; only reached from the INIT and MTF rungs."""
+        vcpu.vmx_get_pending_dbg_trap(vcpu.arch.exception)
+
+    # ------------------------------------------------------------ the ladder --
+
+    @origin(NESTED_C, "vmx_check_nested_events", tree=TREE)
+    def vmx_check_nested_events(vcpu) -> int:
+        """The priority ladder for events while L2 runs.  A pending nested
+        run blocks everything (-EBUSY); an event that must be re-injected
+        blocks new events but not exceptions, which arose while delivering
+        it."""
+        vmx = vcpu.vmx
+        a = vcpu.arch
+        block_nested_exceptions = vmx.nested.nested_run_pending
+        block_nested_events = block_nested_exceptions or vcpu.kvm_event_needs_reinjection()
+
+        # INIT, SIPI: not modelled.
+
+        if a.exception_vmexit.pending and not vcpu.vmx_is_low_priority_db_trap(a.exception_vmexit):
+            if block_nested_exceptions:
+                return -EBUSY
+            vcpu.nested_vmx_inject_exception_vmexit()
+            return 0
+
+        if a.exception.pending and not vcpu.vmx_is_low_priority_db_trap(a.exception):
+            if block_nested_exceptions:
+                return -EBUSY
+            return 0  # no_vmexit
+
+        if vmx.nested.mtf_pending:
+            if block_nested_events:
+                return -EBUSY
+            vcpu.nested_vmx_update_pending_dbg()
+            vcpu.nested_vmx_vmexit(EXIT_REASON_MONITOR_TRAP_FLAG, 0, 0)
+            return 0
+
+        if a.exception_vmexit.pending:
+            if block_nested_exceptions:
+                return -EBUSY
+            vcpu.nested_vmx_inject_exception_vmexit()
+            return 0
+
+        if a.exception.pending:
+            if block_nested_exceptions:
+                return -EBUSY
+            return 0  # no_vmexit
+
+        if vcpu.nested_vmx_preemption_timer_pending():
+            if block_nested_events:
+                return -EBUSY
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_PREEMPTION_TIMER, 0, 0)
+            return 0
+
+        # SMI: not modelled (smi_pending stays 0).
+
+        if a.nmi_pending and not vcpu.vmx_nmi_blocked():
+            if block_nested_events:
+                return -EBUSY
+            if not vcpu.nested_exit_on_nmi():
+                return 0  # no_vmexit
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI,
+                                   NMI_VECTOR | INTR_TYPE_NMI_INTR | INTR_INFO_VALID, 0)
+            a.nmi_pending = 0
+            vcpu.vmx_set_nmi_mask(True)
+            return 0
+
+        if vcpu.kvm_cpu_has_interrupt() and not vcpu.vmx_interrupt_blocked():
+            if block_nested_events:
+                return -EBUSY
+            if not vcpu.nested_exit_on_intr():
+                return 0  # no_vmexit
+            vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXTERNAL_INTERRUPT, 0, 0)
+            return 0
+
+        return 0  # no_vmexit: vmx_complete_nested_posted_interrupt, no posted interrupts
+
+    # ------------------------------------------------------------- VM entry --
+
+    @origin(NESTED_C, "prepare_vmcs02", tree=TREE)
+    def prepare_vmcs02(vcpu) -> None:
+        """Exception bitmap L0|L1 and #PF mask/match (prepare_vmcs02_rare).
+        Unlike 5.11 the MMU keeps kvm_inject_page_fault as its #PF injector:
+        kvm_multiple_exception does the morphing now."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        vmcs02 = vcpu.vmx.vmcs02.vmcs
+        if vcpu.vmx_need_pf_intercept():
+            vmcs02.pf_mask = vmcs02.pf_match = 0
+        else:
+            vmcs02.pf_mask = vmcs12.page_fault_error_code_mask
+            vmcs02.pf_match = vmcs12.page_fault_error_code_match
+        vcpu.update_exception_bitmap()
+
+    # -------------------------------------------------------------- VM exit --
+
+    @origin(NESTED_C, "vmcs12_save_pending_event", tree=TREE)
+    def vmcs12_save_pending_event(vcpu, vm_exit_reason: int, exit_intr_info: int) -> None:
+        """IDT-vectoring info for L1 from KVM's *injected* state; none for a
+        triple-fault or #DF exit, and none (explicitly 0) when nothing was in
+        flight.  A pending exception is dropped."""
+        a = vcpu.arch
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        basic = vm_exit_reason & 0xFFFF
+        if basic == hw.EXIT_REASON_TRIPLE_FAULT or (
+                basic == hw.EXIT_REASON_EXCEPTION_NMI and is_exception_n(exit_intr_info, DF)):
+            vmcs12.idt_vectoring_info_field = 0
+        elif a.exception.injected:
+            nr = a.exception.vector
+            idt_vectoring = nr | VECTORING_INFO_VALID_MASK
+            if kvm_exception_is_soft(nr):
+                vmcs12.vm_exit_instruction_len = a.event_exit_inst_len
+                idt_vectoring |= INTR_TYPE_SOFT_EXCEPTION
+            else:
+                idt_vectoring |= INTR_TYPE_HARD_EXCEPTION
+            if a.exception.has_error_code:
+                idt_vectoring |= INTR_INFO_DELIVER_CODE
+                vmcs12.idt_vectoring_error_code = a.exception.error_code
+            vmcs12.idt_vectoring_info_field = idt_vectoring
+        elif a.nmi_injected:
+            vmcs12.idt_vectoring_info_field = INTR_TYPE_NMI_INTR | INTR_INFO_VALID | NMI_VECTOR
+        elif a.interrupt.injected:
+            nr = a.interrupt.nr
+            idt_vectoring = nr | VECTORING_INFO_VALID_MASK
+            if a.interrupt.soft:
+                idt_vectoring |= INTR_TYPE_SOFT_INTR
+                vmcs12.vm_entry_instruction_len = a.event_exit_inst_len
+            else:
+                idt_vectoring |= INTR_TYPE_EXT_INTR
+            vmcs12.idt_vectoring_info_field = idt_vectoring
+        else:
+            vmcs12.idt_vectoring_info_field = 0
+
+    @origin(NESTED_C, "prepare_vmcs12", tree=TREE)
+    def prepare_vmcs12(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
+        """Exit reason and qualification always; the rest only for a real
+        exit (not a failed entry).  KVM's queues are left to the caller."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        vmcs12.vm_exit_reason = vm_exit_reason
+        vmcs12.exit_qualification = exit_qualification
+        if not vm_exit_reason & hw.VMX_EXIT_REASONS_FAILED_VMENTRY:
+            vmcs12.launch_state = 1
+            vmcs12.vm_entry_intr_info_field &= ~INTR_INFO_VALID
+            vcpu.vmcs12_save_pending_event(vm_exit_reason, exit_intr_info)
+            vmcs12.vm_exit_intr_info = exit_intr_info
+            # VM_EXIT_INSTRUCTION_LEN / VMX_INSTRUCTION_INFO: not modelled.
+
+    @origin(NESTED_C, "nested_vmx_vmexit", tree=TREE)
+    def nested_vmx_vmexit(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
+        vmx = vcpu.vmx
+        vmx.nested.mtf_pending = False
+        vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
+        vcpu.leave_guest_mode()
+        if not vmx.fail:
+            if vm_exit_reason != -1:
+                vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
+        # Drop what was picked up for L2 (its re-injection, both pending
+        # exceptions) now that vmcs12 has it.
+        vcpu.arch.nmi_injected = False
+        vcpu.kvm_clear_exception_queue()
+        vcpu.kvm_clear_interrupt_queue()
+        vmx.loaded_vmcs = vmx.vmcs01  # vmx_switch_vmcs
+        vcpu.update_exception_bitmap()
+        if not vmx.fail:
+            # Acknowledge interrupt on exit: L1 never sets it.
+            vcpu.load_vmcs12_host_state()
+            if vm_exit_reason != -1:
+                vcpu.record_nested_vmexit()
+            return
+        vcpu.nested_vmx_failValid(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
+        vmx.fail = False
+
+
+_ = (NESTED_H,)

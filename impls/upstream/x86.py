@@ -1,0 +1,509 @@
+"""Port of the event paths of arch/x86/kvm/x86.c as of Linux 6.1 (read at
+e746c1f1, the end state of Sean Christopherson's series, and 7709aba8) and
+the x86.h helpers, where they differ from 5.11.
+
+Differs from 5.11 (each method below names its 6.1 origin):
+
+* `exception_type` has its own class for #DB.
+* `kvm_deliver_exception_payload` takes the queued exception to deliver.
+* `kvm_multiple_exception` first morphs an exception L1 intercepts into a
+  pending nested VM exit (`kvm_queue_exception_vmexit`, through
+  nested_ops->is_exception_vmexit), and only then merges; a synthesised #DF
+  is queued through `kvm_queue_exception_e` (so it may morph too); the
+  has_error_code strip for real mode has moved to `kvm_inject_exception`,
+  which tests error_code where it means has_error_code (the slip of the RFC's
+  patch 1/4, merged for 5.12 and still there in 6.1).
+* `kvm_is_exception_pending` (x86.h) counts `exception_vmexit` and a pending
+  KVM_REQ_TRIPLE_FAULT ("Treat pending TRIPLE_FAULT requests as pending
+  exceptions"; at 7709aba8 it did not yet include the request);
+  `kvm_clear_exception_queue` also drops `exception_vmexit.pending`.
+* `kvm_inject_page_fault` sends an async #PF in L2 straight to
+  `exception_vmexit`; `kvm_inject_emulated_page_fault` returns nothing.
+* `kvm_check_and_inject_events` (5.11: inject_pending_event) asks nested code
+  first (`kvm_check_nested_events`, which turns KVM_REQ_TRIPLE_FAULT into
+  nested_ops->triple_fault), then re-injects, then commits a pending
+  exception calling the vendor hook before flipping pending to injected, and
+  returns an error code.
+* `vcpu_enter_guest`: KVM_REQ_TRIPLE_FAULT in guest mode is a nested
+  triple-fault exit, not KVM_EXIT_SHUTDOWN.
+* KVM_GET/SET_VCPU_EVENTS report `exception_vmexit` when it is the only
+  exception, and carry `triple_fault.pending` with
+  KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
+  an exception userspace set as pending into `exception_vmexit`.
+
+Reused unchanged from 5.11 (compared with e746c1f1): exception_class,
+kvm_exception_is_soft, the kvm_queue_exception / _e / _p / _e_p and
+kvm_requeue_exception / _e wrappers (now calling the 6.1
+kvm_multiple_exception), kvm_queue_interrupt, kvm_clear_interrupt_queue,
+kvm_event_needs_reinjection, kvm_inject_nmi, process_nmi,
+kvm_vcpu_ioctl_nmi, kvm_vcpu_ioctl_interrupt (split irqchip), the irq.c
+helpers, toggle_interruptibility, kvm_skip_emulated_instruction (no
+single-step: TF is never the guest's here), kvm_mmu_page_fault.
+
+Not modelled, as for 5.11 (impls.hw.environment): SMM (smi_pending stays
+0), RFLAGS.RF, guest debugging (KVM_GUESTDBG_BLOCKIRQ), async page faults,
+posted interrupts (kvm_check_nested_events never returns -ENXIO).
+"""
+from __future__ import annotations
+
+from impls.arch import BP, DB, DF, MC, NMI_VECTOR, OF, PF, UD
+from impls.origin import origin
+from impls.prepatch.x86 import EMULTYPE_TRAP_UD, exception_class, kvm_exception_is_soft
+from impls.upstream.state import (
+    DR6_ACTIVE_LOW, DR7_GD, DR_TRAP_BITS, EBUSY, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY,
+    EXCPT_DB, EXCPT_FAULT, EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_REQ_NMI,
+    KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
+    KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
+    KVM_VCPUEVENT_VALID_TRIPLE_FAULT, TREE, KvmQueuedException, KvmVcpuEvents, X86Exception,
+)
+
+X86_C = "arch/x86/kvm/x86.c"
+X86_H = "arch/x86/kvm/x86.h"
+
+
+class X86_61:
+    """arch/x86/kvm/x86.c of 6.1, as methods of the vCPU (overrides of
+    `impls.prepatch.x86.X86`)."""
+
+    # ----------------------------------------------------------- x86.h --
+
+    @origin(X86_H, "kvm_is_exception_pending", tree=TREE)
+    def kvm_is_exception_pending(vcpu) -> bool:
+        a = vcpu.arch
+        return a.exception.pending or a.exception_vmexit.pending or vcpu.kvm_test_request(KVM_REQ_TRIPLE_FAULT)
+
+    @origin(X86_H, "kvm_clear_exception_queue", tree=TREE)
+    def kvm_clear_exception_queue(vcpu) -> None:
+        vcpu.arch.exception.pending = False
+        vcpu.arch.exception.injected = False
+        vcpu.arch.exception_vmexit.pending = False
+
+    # ----------------------------------------------------- exceptions --
+
+    @origin(X86_C, "exception_type", tree=TREE)
+    def exception_type(vcpu, vector: int) -> int:
+        """#DB has its own class: trap- or fault-like depends on DR6."""
+        if vcpu.warn_on_once(vector > 31 or vector == NMI_VECTOR, "exception_type: not an exception vector"):
+            return EXCPT_INTERRUPT
+        if vector == DB:
+            return EXCPT_DB
+        if vector in (BP, OF):
+            return EXCPT_TRAP
+        if vector in (DF, MC):
+            return EXCPT_ABORT
+        return EXCPT_FAULT
+
+    @origin(X86_C, "kvm_deliver_exception_payload", tree=TREE)
+    def kvm_deliver_exception_payload(vcpu, ex: KvmQueuedException) -> None:
+        """Write the payload of `ex` into DR6 (#DB) or CR2 (#PF)."""
+        if not ex.has_payload:
+            return
+        if ex.vector == DB:
+            a = vcpu.arch
+            a.dr6 &= ~DR_TRAP_BITS
+            a.dr6 |= DR6_ACTIVE_LOW
+            a.dr6 |= ex.payload
+            a.dr6 ^= ex.payload & DR6_ACTIVE_LOW
+            a.dr6 &= ~(1 << 12)
+        elif ex.vector == PF:
+            vcpu.guest().cr2 = ex.payload  # vcpu->arch.cr2
+        ex.has_payload = False
+        ex.payload = 0
+
+    @origin(X86_C, "kvm_queue_exception_vmexit", tree=TREE)
+    def kvm_queue_exception_vmexit(vcpu, vector: int, has_error_code: bool, error_code: int,
+                                   has_payload: bool, payload: int) -> None:
+        """Record an exception L1 takes as a nested VM exit; the last one
+        queued wins (no merging), and no KVM_REQ_EVENT is made here."""
+        ex = vcpu.arch.exception_vmexit
+        ex.vector = vector
+        ex.injected = False
+        ex.pending = True
+        ex.has_error_code = has_error_code
+        ex.error_code = error_code
+        ex.has_payload = has_payload
+        ex.payload = payload
+
+    @origin(X86_C, "kvm_multiple_exception", tree=TREE)
+    def kvm_multiple_exception(vcpu, nr: int, has_error: bool, error_code: int, has_payload: bool,
+                               payload: int, reinject: bool) -> None:
+        """Queue exception `nr`.  In L2, an exception L1 intercepts becomes
+        a pending nested VM exit before anything is merged (a re-injected one
+        never: it was checked when first queued, or L1 injected it).  Else,
+        with nothing queued, queue it; on top of a #DF, request a triple
+        fault; contributory + contributory or #PF + non-benign drop the old
+        one and queue #DF(0) afresh (which may itself morph); anything else
+        replaces the old exception."""
+        ex = vcpu.arch.exception
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+
+        if not reinject and vcpu.is_guest_mode() and vcpu.nested_ops.is_exception_vmexit(vcpu, nr, error_code):
+            vcpu.rec.note(f"kvm_multiple_exception: vector {nr} is intercepted by L1: exception_vmexit")
+            vcpu.kvm_queue_exception_vmexit(nr, has_error, error_code, has_payload, payload)
+            return
+
+        if ex.pending or ex.injected:
+            prev_nr = ex.vector
+            if prev_nr == DF:
+                vcpu.rec.note(f"kvm_multiple_exception: vector {nr} on top of #DF: KVM_REQ_TRIPLE_FAULT")
+                vcpu.kvm_make_request(KVM_REQ_TRIPLE_FAULT)
+                return
+            class1, class2 = exception_class(prev_nr), exception_class(nr)
+            if (class1 == EXCPT_CONTRIBUTORY and class2 == EXCPT_CONTRIBUTORY) or (
+                    class1 == EXCPT_PF and class2 != EXCPT_BENIGN):
+                vcpu.rec.note(f"kvm_multiple_exception: vector {nr} on top of vector {prev_nr} "
+                              f"({'injected' if ex.injected else 'pending'}): queue #DF")
+                ex.injected = False
+                ex.pending = False
+                vcpu.kvm_queue_exception_e(DF, 0)
+                return
+            vcpu.rec.note(f"kvm_multiple_exception: vector {nr} replaces vector {prev_nr} "
+                          f"({'injected' if ex.injected else 'pending'})")
+        # queue:
+        if reinject:
+            vcpu.warn_on_once(vcpu.kvm_is_exception_pending(), "kvm_multiple_exception: reinject while pending")
+            ex.injected = True  # .pending is left as it is
+            if vcpu.warn_on_once(has_payload, "kvm_multiple_exception: reinject with payload"):
+                has_payload = False
+                payload = 0
+        else:
+            ex.pending = True
+            ex.injected = False
+        ex.has_error_code = has_error
+        ex.vector = nr
+        ex.error_code = error_code
+        ex.has_payload = has_payload
+        ex.payload = payload
+        if not vcpu.is_guest_mode():
+            vcpu.kvm_deliver_exception_payload(ex)
+
+    @origin(X86_C, "kvm_inject_page_fault", tree=TREE)
+    def kvm_inject_page_fault(vcpu, fault: X86Exception) -> None:
+        """An async #PF in L2 always exits to L1; any other #PF is queued
+        (and morphs there if L1 intercepts it)."""
+        if vcpu.is_guest_mode() and fault.async_page_fault:
+            vcpu.kvm_queue_exception_vmexit(PF, True, fault.error_code, True, fault.address)
+        else:
+            vcpu.kvm_queue_exception_e_p(PF, fault.error_code, fault.address)
+
+    @origin(X86_C, "kvm_inject_emulated_page_fault", tree=TREE)
+    def kvm_inject_emulated_page_fault(vcpu, fault: X86Exception) -> None:
+        """Hand a #PF found by a page walk to the MMU's inject_page_fault:
+        in 6.1 that is kvm_inject_page_fault for every MMU used here (L1
+        never uses nested paging for L2); the TLB invalidation is not
+        modelled."""
+        vcpu.warn_on_once(fault.vector != PF, "kvm_inject_emulated_page_fault: not a #PF")
+        getattr(vcpu, vcpu.walk_mmu_inject_page_fault)(fault)
+
+    @origin(X86_C, "kvm_inject_exception", tree=TREE)
+    def kvm_inject_exception(vcpu) -> None:
+        """The single site that hands vcpu->arch.exception to the vendor.
+        Outside protected mode it clears the error code itself, not
+        has_error_code (6.1 as merged; fixed upstream only in 2024)."""
+        ex = vcpu.arch.exception
+        if ex.error_code and not vcpu.is_protmode():
+            ex.error_code = 0
+        vcpu.kvm_x86_ops.inject_exception(vcpu)
+
+    @origin(X86_C, "kvm_check_nested_events", tree=TREE)
+    def kvm_check_nested_events(vcpu) -> int:
+        """A requested triple fault is L1's first (nested_ops->triple_fault),
+        whatever else is pending; then the vendor's nested ladder."""
+        if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
+            vcpu.rec.note("kvm_check_nested_events: KVM_REQ_TRIPLE_FAULT in L2: nested triple fault")
+            vcpu.nested_ops.triple_fault(vcpu)
+            return 1
+        return vcpu.nested_ops.check_events(vcpu)
+
+    # -------------------------------------------------- the injection ladder --
+
+    @origin(X86_C, "kvm_check_and_inject_events", tree=TREE)
+    def kvm_check_and_inject_events(vcpu) -> tuple[int, bool]:
+        """Nested events first (a nested VM exit supersedes re-injection),
+        then re-inject what was in flight (not an NMI or interrupt over a
+        pending exception), then a pending exception, SMI, NMI, IRQ.
+        Returns (r, req_immediate_exit); -EBUSY becomes an immediate exit."""
+        a = vcpu.arch
+        ops = vcpu.kvm_x86_ops
+        req_immediate_exit = False
+
+        r = vcpu.kvm_check_nested_events() if vcpu.is_guest_mode() else 0
+
+        if a.exception.injected:
+            vcpu.kvm_inject_exception()
+        elif vcpu.kvm_is_exception_pending():
+            if a.nmi_injected or a.interrupt.injected:
+                vcpu.rec.note("kvm_check_and_inject_events: an exception is pending, so the in-flight "
+                              f"{'NMI' if a.nmi_injected else 'interrupt'} is not re-injected")
+        elif a.nmi_injected:
+            ops.inject_nmi(vcpu)
+        elif a.interrupt.injected:
+            ops.inject_irq(vcpu, True)
+
+        vcpu.warn_on_once(a.exception.injected and a.exception.pending,
+                          "kvm_check_and_inject_events: exception injected and pending")
+
+        if r < 0:
+            return vcpu._check_and_inject_out(r)
+
+        vcpu.warn_on_once(a.exception_vmexit.injected or a.exception_vmexit.pending,
+                          "kvm_check_and_inject_events: exception_vmexit still pending")
+
+        can_inject = not vcpu.kvm_event_needs_reinjection()
+
+        if a.exception.pending:
+            # RFLAGS.RF for fault-class vectors: not modelled.
+            if a.exception.vector == DB:
+                vcpu.kvm_deliver_exception_payload(a.exception)
+                if a.dr7 & DR7_GD:
+                    a.dr7 &= ~DR7_GD  # kvm_update_dr7: no debug registers here
+            vcpu.kvm_inject_exception()
+            a.exception.pending = False
+            a.exception.injected = True
+            can_inject = False
+
+        # KVM_GUESTDBG_BLOCKIRQ: no guest debugging.
+
+        if a.smi_pending:
+            pass  # no SMM (impls.hw.environment)
+
+        if a.nmi_pending:
+            r = ops.nmi_allowed(vcpu, True) if can_inject else -EBUSY
+            if r < 0:
+                return vcpu._check_and_inject_out(r)
+            if r:
+                a.nmi_pending -= 1
+                a.nmi_injected = True
+                ops.inject_nmi(vcpu)
+                can_inject = False
+                vcpu.warn_on_once(ops.nmi_allowed(vcpu, True) < 0,
+                                  "kvm_check_and_inject_events: nmi_allowed < 0")
+            if a.nmi_pending:
+                ops.enable_nmi_window(vcpu)
+
+        if vcpu.kvm_cpu_has_injectable_intr():
+            r = ops.interrupt_allowed(vcpu, True) if can_inject else -EBUSY
+            if r < 0:
+                return vcpu._check_and_inject_out(r)
+            if r:
+                vcpu.kvm_queue_interrupt(vcpu.kvm_cpu_get_interrupt(), False)
+                ops.inject_irq(vcpu, False)
+                vcpu.warn_on_once(ops.interrupt_allowed(vcpu, True) < 0,
+                                  "kvm_check_and_inject_events: interrupt_allowed < 0")
+            if vcpu.kvm_cpu_has_injectable_intr():
+                ops.enable_irq_window(vcpu)
+
+        if vcpu.is_guest_mode() and vcpu.nested_ops.hv_timer_pending is not None \
+                and vcpu.nested_ops.hv_timer_pending(vcpu):
+            req_immediate_exit = True
+
+        vcpu.warn_on_once(vcpu.kvm_is_exception_pending(), "kvm_check_and_inject_events: exception still pending")
+        return 0, req_immediate_exit
+
+    def _check_and_inject_out(vcpu, r: int) -> tuple[int, bool]:
+        """The `out:` label of kvm_check_and_inject_events."""
+        if r == -EBUSY:
+            vcpu.rec.note("kvm_check_and_inject_events: -EBUSY: immediate exit")
+            return 0, True
+        return r, False
+
+    @origin(X86_C, "vcpu_enter_guest", tree=TREE)
+    def vcpu_enter_guest(vcpu) -> int:
+        """The event part of one entry: a requested triple fault is a nested
+        triple-fault exit in L2, KVM_EXIT_SHUTDOWN in L1; the ladder on
+        KVM_REQ_EVENT; a late exit request cancels the injection; else run
+        and handle the exit."""
+        ops = vcpu.kvm_x86_ops
+        req_immediate_exit = False
+        if vcpu.requests:
+            if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
+                if vcpu.is_guest_mode():
+                    vcpu.rec.note("vcpu_enter_guest: KVM_REQ_TRIPLE_FAULT in L2: nested triple fault")
+                    vcpu.nested_ops.triple_fault(vcpu)
+                else:
+                    vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
+                    return 0
+            if vcpu.kvm_check_request(KVM_REQ_SMI):
+                pass
+            if vcpu.kvm_check_request(KVM_REQ_NMI):
+                vcpu.process_nmi()
+        if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            r, req_immediate_exit = vcpu.kvm_check_and_inject_events()
+            if r < 0:
+                return 0
+
+        if vcpu.env.take_kick():  # kvm_vcpu_exit_request(): a signal arrived
+            if req_immediate_exit:
+                vcpu.kvm_make_request(KVM_REQ_EVENT)
+            ops.cancel_injection(vcpu)
+            return 1
+
+        if req_immediate_exit:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+            ops.request_immediate_exit(vcpu)
+
+        ops.run(vcpu)
+        return ops.handle_exit(vcpu)
+
+    @origin(X86_C, "kvm_vcpu_running", tree=TREE)
+    def kvm_vcpu_running(vcpu) -> bool:
+        """Nested events (a triple fault included) before every entry; the
+        result is ignored."""
+        if vcpu.is_guest_mode():
+            vcpu.kvm_check_nested_events()
+        return True  # mp_state is always RUNNABLE here
+
+    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
+    def kvm_arch_vcpu_ioctl_run(vcpu) -> None:
+        """The event part of KVM_RUN before vcpu_run: an exception userspace
+        set as pending while L2 runs becomes a nested VM exit if L1
+        intercepts it."""
+        ex = vcpu.arch.exception
+        if vcpu.arch.exception_from_userspace and vcpu.is_guest_mode() and \
+                vcpu.nested_ops.is_exception_vmexit(vcpu, ex.vector, ex.error_code):
+            vcpu.kvm_queue_exception_vmexit(ex.vector, ex.has_error_code, ex.error_code, ex.has_payload, ex.payload)
+            ex.injected = False
+            ex.pending = False
+        vcpu.arch.exception_from_userspace = False
+
+    # ------------------------------------------------------------ emulator --
+
+    @origin(X86_C, "inject_emulated_exception", tree=TREE)
+    def inject_emulated_exception(vcpu, fault: X86Exception) -> None:
+        if fault.vector == PF:
+            vcpu.kvm_inject_emulated_page_fault(fault)
+        elif fault.error_code_valid:
+            vcpu.kvm_queue_exception_e(fault.vector, fault.error_code)
+        else:
+            vcpu.kvm_queue_exception(fault.vector)
+
+    @origin(X86_C, "x86_emulate_instruction", tree=TREE)
+    def x86_emulate_instruction(vcpu, emulation_type: int = 0) -> int:
+        """As in 5.11 (the exception queue, now both slots, is cleared
+        first), except that an injected fault no longer ends emulation early:
+        writeback toggles the shadow, and RIP moves only without a fault or
+        for a trap (a #DB is EXCPT_DB now, so it does not move RIP)."""
+        vcpu.kvm_clear_exception_queue()
+        if emulation_type & EMULTYPE_TRAP_UD:
+            vcpu.kvm_queue_exception(UD)
+            return 1
+        f = vcpu.env.emulator_fault()
+        fault = None
+        if f is not None:
+            from impls.arch import has_error_code
+
+            vector, ec, cr2 = f
+            fault = X86Exception(vector, has_error_code(vector), ec, cr2)
+            vcpu.inject_emulated_exception(fault)
+        vcpu.toggle_interruptibility(0)
+        if fault is None or vcpu.exception_type(fault.vector) == EXCPT_TRAP:
+            vcpu.guest().rip += 1  # kvm_rip_write(ctxt->eip)
+        return 1
+
+    # ------------------------------------------------ KVM_GET/SET_VCPU_EVENTS --
+
+    @origin(X86_C, "kvm_vcpu_ioctl_x86_get_vcpu_events", tree=TREE)
+    def kvm_vcpu_ioctl_x86_get_vcpu_events(vcpu) -> KvmVcpuEvents:
+        """Only one exception fits the ABI: exception_vmexit when nothing
+        else is queued, else vcpu->arch.exception (an exception_vmexit behind
+        it is not reported).  Without the payload cap a pending exception's
+        payload is delivered now (CR2 / DR6 written even for one bound for
+        L1) and it is reported as injected."""
+        a = vcpu.arch
+        events = KvmVcpuEvents()
+        vcpu.process_nmi()
+        # KVM_REQ_SMI / process_smi: no SMM.
+        if a.exception_vmexit.pending and not a.exception.pending and not a.exception.injected:
+            ex = a.exception_vmexit
+        else:
+            ex = a.exception
+        if not vcpu.kvm.exception_payload_enabled and ex.pending and ex.has_payload:
+            vcpu.kvm_deliver_exception_payload(ex)
+        if kvm_exception_is_soft(ex.vector):
+            events.exception_injected = 0
+            events.exception_pending = 0
+        else:
+            events.exception_injected = int(ex.injected)
+            events.exception_pending = int(ex.pending)
+            if not vcpu.kvm.exception_payload_enabled:
+                events.exception_injected |= int(ex.pending)
+        events.exception_nr = ex.vector
+        events.exception_has_error_code = int(ex.has_error_code)
+        events.exception_error_code = ex.error_code
+        events.exception_has_payload = int(ex.has_payload)
+        events.exception_payload = ex.payload
+        events.interrupt_injected = int(a.interrupt.injected and not a.interrupt.soft)
+        events.interrupt_nr = a.interrupt.nr
+        events.interrupt_soft = 0
+        events.interrupt_shadow = vcpu.kvm_x86_ops.get_interrupt_shadow(vcpu)
+        events.nmi_injected = int(a.nmi_injected)
+        events.nmi_pending = int(a.nmi_pending != 0)
+        events.nmi_masked = int(vcpu.kvm_x86_ops.get_nmi_mask(vcpu))
+        events.sipi_vector = 0
+        events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
+        if vcpu.kvm.exception_payload_enabled:
+            events.flags |= KVM_VCPUEVENT_VALID_PAYLOAD
+        if vcpu.kvm.triple_fault_event:
+            events.triple_fault_pending = int(vcpu.kvm_test_request(KVM_REQ_TRIPLE_FAULT))
+            events.flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT
+        return events
+
+    @origin(X86_C, "kvm_vcpu_ioctl_x86_set_vcpu_events", tree=TREE)
+    def kvm_vcpu_ioctl_x86_set_vcpu_events(vcpu, events: KvmVcpuEvents) -> int:
+        """The raw state is stuffed (no payload delivery, no merging); a
+        pending exception is remembered as userspace's, to be morphed at the
+        next KVM_RUN.  The triple-fault flag is checked against the cap only
+        after everything else has been applied."""
+        a = vcpu.arch
+        ex = a.exception
+        if events.flags & ~(KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR
+                            | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
+                            | KVM_VCPUEVENT_VALID_PAYLOAD | KVM_VCPUEVENT_VALID_TRIPLE_FAULT):
+            return -EINVAL
+        if events.flags & KVM_VCPUEVENT_VALID_PAYLOAD:
+            if not vcpu.kvm.exception_payload_enabled:
+                return -EINVAL
+            if events.exception_pending:
+                events.exception_injected = 0
+            else:
+                events.exception_has_payload = 0
+        else:
+            events.exception_pending = 0
+            events.exception_has_payload = 0
+        if (events.exception_injected or events.exception_pending) and (
+                events.exception_nr > 31 or events.exception_nr == NMI_VECTOR):
+            return -EINVAL
+        # The SMM / INIT_RECEIVED check: no SMM, never INIT_RECEIVED.
+        vcpu.process_nmi()
+        a.exception_from_userspace = bool(events.exception_pending)
+        a.exception_vmexit.pending = False
+        ex.injected = bool(events.exception_injected)
+        ex.pending = bool(events.exception_pending)
+        ex.vector = events.exception_nr
+        ex.has_error_code = bool(events.exception_has_error_code)
+        ex.error_code = events.exception_error_code
+        ex.has_payload = bool(events.exception_has_payload)
+        ex.payload = events.exception_payload
+        a.interrupt.injected = bool(events.interrupt_injected)
+        a.interrupt.nr = events.interrupt_nr
+        a.interrupt.soft = bool(events.interrupt_soft)
+        if events.flags & KVM_VCPUEVENT_VALID_SHADOW:
+            vcpu.kvm_x86_ops.set_interrupt_shadow(vcpu, events.interrupt_shadow)
+        a.nmi_injected = bool(events.nmi_injected)
+        if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
+            a.nmi_pending = events.nmi_pending
+        vcpu.kvm_x86_ops.set_nmi_mask(vcpu, bool(events.nmi_masked))
+        if events.flags & KVM_VCPUEVENT_VALID_SMM:
+            a.smi_pending = bool(events.smi_pending)  # SMM state itself: not modelled
+        if events.flags & KVM_VCPUEVENT_VALID_TRIPLE_FAULT:
+            if not vcpu.kvm.triple_fault_event:
+                return -EINVAL
+            if events.triple_fault_pending:
+                vcpu.kvm_make_request(KVM_REQ_TRIPLE_FAULT)
+            else:
+                vcpu.requests &= ~KVM_REQ_TRIPLE_FAULT  # kvm_clear_request
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+        return 0
+
+
+_ = (EXCPT_BENIGN,)
