@@ -270,6 +270,9 @@ class VmxNested61:
         if not vmx.fail:
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
+        else:
+            vcpu.warn_on_once(vmx.vmcs02.vmcs.instr_error != VMXERR_ENTRY_INVALID_CONTROL_FIELD,
+                              "nested_vmx_vmexit: late VM-fail with an unexpected VM-instruction error")
         # Drop what was picked up for L2 (its re-injection, both pending
         # exceptions) now that vmcs12 has it.
         vcpu.arch.nmi_injected = False
@@ -283,7 +286,9 @@ class VmxNested61:
             if vm_exit_reason != -1:
                 vcpu.record_nested_vmexit()
             return
-        vcpu.nested_vmx_failValid(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
+        # A late VM-fail (vmcs02's entry failed): L1's VMLAUNCH / VMRESUME
+        # fails now, and is skipped (nested_vmx_fail); host state restored.
+        vcpu.nested_vmx_fail(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
         vmx.fail = False
 
 
