@@ -1,17 +1,13 @@
-"""The pre-patch driver (shared by every KVM port), adapted to the RFC's
-state without editing it:
-
-* "KVM still holds an exception" is now `pending_exception.valid or
-  injected_exception.valid` (the driver's own test read the old
-  `exception.pending / injected`);
-* `user.set_exception` under KVM_CAP_EXCEPTION_INJECTED_PENDING: a VMM that
-  enabled the cap describes a *pending* exception in the new
-  `pending_exception` struct of kvm_vcpu_events (set-events reads it from
-  there with the cap), as well as in the legacy fields.
+"""The pre-patch driver (shared by every KVM port) with one VMM change for
+the RFC's new uapi: in `user.set_exception` under
+KVM_CAP_EXCEPTION_INJECTED_PENDING, a VMM that enabled the cap describes a
+*pending* exception in the new `pending_exception` struct of
+kvm_vcpu_events (set-events reads it from there with the cap), as well as
+in the legacy fields.  (Whether an event is in flight, the driver asks
+`Vcpu.event_in_flight`, which `impls.postpatch.vcpu` overrides.)
 """
 from __future__ import annotations
 
-from impls.prepatch import state as st
 from impls.prepatch.driver import Driver as PrepatchDriver
 
 
@@ -19,14 +15,6 @@ class Driver(PrepatchDriver):
     def __init__(self, scenario, vcpu_cls):
         self._setting_exception = False
         super().__init__(scenario, vcpu_cls)
-
-    def in_flight(self) -> bool:
-        v = self.vcpu
-        a = v.arch
-        nested = v.svm.nested if self.svm else v.vmx.nested
-        return bool(a.pending_exception.valid or a.injected_exception.valid or a.nmi_injected
-                    or a.interrupt.injected or nested.nested_run_pending
-                    or v.requests & st.KVM_REQ_TRIPLE_FAULT)
 
     def ev_user_set_exception(self, ev):
         self._setting_exception = True

@@ -11,6 +11,7 @@ method names, so an override reaches callers that go through an op too.
 from __future__ import annotations
 
 from impls.postpatch.state import CAPS, Kvm, KvmVcpuArch
+from impls.prepatch.state import KVM_REQ_TRIPLE_FAULT
 from impls.postpatch.svm import SvmRfc
 from impls.postpatch.svm_nested import SvmNestedRfc
 from impls.postpatch.vmx import VmxRfc
@@ -37,3 +38,11 @@ class Vcpu(X86Rfc, X86Base, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu
         for cap in sorted(config.caps):
             if cap in CAPS:
                 self.kvm_vm_ioctl_enable_cap(CAPS[cap], 1)
+
+    def event_in_flight(vcpu) -> bool:
+        """For the driver (not a kernel function): as the pre-patch one, with
+        the two exception slots."""
+        a = vcpu.arch
+        nested = vcpu.svm.nested if vcpu.svm is not None else vcpu.vmx.nested
+        return bool(a.pending_exception.valid or a.injected_exception.valid or a.nmi_injected
+                    or a.interrupt.injected or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT)
