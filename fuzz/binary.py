@@ -32,10 +32,10 @@ def _decode_value(param, b: bytes):
     if t is PType.VECTOR or t is PType.U8:
         return b[0]
     if t is PType.EXC:
-        return EXCEPTION_VECTORS[b[0] % _NEXC]
+        return param.domain[b[0] % len(param.domain)]
     if t is PType.OPT_EXC:
-        i = b[0] % (_NEXC + 1)
-        return None if i == 0 else EXCEPTION_VECTORS[i - 1]
+        i = b[0] % (len(param.domain) + 1)
+        return None if i == 0 else param.domain[i - 1]
     if t is PType.U16:
         return _u(b)
     if t is PType.PAGE:
@@ -61,9 +61,9 @@ def _decode_value(param, b: bytes):
 def _encode_value(param, v) -> bytes:
     t, w = param.type, param.type.width
     if t is PType.EXC:
-        n = _EXC_INDEX[v]
+        n = param.domain.index(v)
     elif t is PType.OPT_EXC:
-        n = 0 if v is None else _EXC_INDEX[v] + 1
+        n = 0 if v is None else param.domain.index(v) + 1
     elif t is PType.PAGE:
         n = v >> 12
     elif t is PType.BOOL:

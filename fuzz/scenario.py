@@ -50,6 +50,12 @@ class ScenarioError(EvdiffError):
 #: the architectural exceptions of SDM Table 6-1 that are not reserved, not
 #: NMI and not #VE (which needs EPT-violation #VE) or #CSO (never generated).
 EXCEPTION_VECTORS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 21)
+#: Exceptions that delivering an event can meet: the faults of SDM2 INT n's
+#: descriptor and stack checks and pushes (#TS, #NP, #SS, #GP, #PF) and a
+#: machine check, which may come at any time (SDM 6.15 Interrupt 18).  Traps
+#: (#DB) come after a delivery, not during it; #UD and the rest are not raised
+#: by delivery; #AC is not raised by the CPL-0 pushes of a delivery.
+DELIVERY_FAULT_VECTORS = (10, 11, 12, 13, 14, 18)
 
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
@@ -82,6 +88,7 @@ class Param:
     default: Any = 0
     choices: tuple[str, ...] = ()  # for ENUM
     positional: bool = False
+    domain: tuple[int, ...] = EXCEPTION_VECTORS  # for EXC and OPT_EXC
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,8 @@ class EventSpec:
         raise KeyError(name)
 
 
-def _p(name, type_, default=0, choices=(), positional=False) -> Param:
-    return Param(name, type_, default, tuple(choices), positional)
+def _p(name, type_, default=0, choices=(), positional=False, domain=EXCEPTION_VECTORS) -> Param:
+    return Param(name, type_, default, tuple(choices), positional, domain)
 
 
 _EXC = lambda name="vector", default=14: _p(name, PType.EXC, default, positional=True)  # noqa: E731
@@ -129,7 +136,8 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
-        EventSpec("delivery_fault", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
+        EventSpec("delivery_fault", (_p("vector", PType.EXC, 14, positional=True, domain=DELIVERY_FAULT_VECTORS),
+                                     _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the next event delivery at the current level hits this exception (an MMU fault)"),
         EventSpec("sti", (), "STI"),
         EventSpec("cli", (), "CLI"),

@@ -63,11 +63,11 @@ def _vector(text: str) -> int:
     return v
 
 
-def _exception(text: str) -> int:
+def _exception(text: str, domain=EXCEPTION_VECTORS) -> int:
     v = _vector(text)
-    if v not in EXCEPTION_VECTORS:
-        names = ",".join(mnemonic(x) for x in EXCEPTION_VECTORS)
-        raise ValueError(f"{text} is not an exception an instruction can raise (one of {names})")
+    if v not in domain:
+        names = ",".join(mnemonic(x) for x in domain)
+        raise ValueError(f"{text} is not one of the exceptions allowed here ({names})")
     return v
 
 
@@ -118,9 +118,9 @@ def parse_value(param: Param, text: str):
     if t is PType.VECTOR:
         return _vector(text)
     if t is PType.EXC:
-        return _exception(text)
+        return _exception(text, param.domain)
     if t is PType.OPT_EXC:
-        return None if text.lower() == "none" else _exception(text)
+        return None if text.lower() == "none" else _exception(text, param.domain)
     if t in (PType.U8, PType.U16):
         v = _int(text)
         hi = 0xFF if t is PType.U8 else 0xFFFF

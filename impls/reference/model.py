@@ -41,8 +41,8 @@ class LevelState:
     desc: DescriptorState = field(default_factory=DescriptorState)
     rflags_if: bool = True
     shadow: str | None = None  # "sti" or "movss": blocking for one instruction
-    nmi_blocked: bool = False
-    cr2: int = 0
+    nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
+    cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
     armed: list = field(default_factory=list)  # delivery faults for the next deliveries
 
 
@@ -67,6 +67,15 @@ class Machine:
         self.lv = {1: LevelState(), 2: LevelState()}
         self.icpt = Intercepts()
         self.gif = True  # SVM only
+        # VMX: CR2 is not part of the VMCS guest or host state, so L1 and L2
+        # share the one register (SDM 24.4, 27.5); SVM saves and loads CR2 in
+        # the VMCB save area (APM 15.5.1, Table B-2).
+        self.vmx_cr2 = 0
+        # SVM (no vNMI): NMI masking is processor state that the VMCB does not
+        # hold, so one mask serves L1 and L2; VMX keeps L2's (virtual-)NMI
+        # blocking in the VMCS (SDM Table 24-3).
+        self.svm_nmi_mask = False
+        self.extint_pending: set[int] = set()  # from the userspace PIC (KVM_INTERRUPT)
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
         self.user_event: tuple[Ev, bool] | None = None  # (event, injected) from KVM_SET_VCPU_EVENTS
@@ -96,6 +105,42 @@ class Machine:
     @property
     def dead(self) -> bool:
         return self.shutdown is not None
+
+    def nmi_blocked(self, level: int) -> bool:
+        return self.svm_nmi_mask if self.svm else self.lv[level].nmi_blocked
+
+    def set_nmi_blocked(self, level: int, value: bool) -> None:
+        if self.svm:
+            self.svm_nmi_mask = value
+        else:
+            self.lv[level].nmi_blocked = value
+
+    def cr2(self, level: int) -> int:
+        return self.lv[level].cr2 if self.svm else self.vmx_cr2
+
+    def set_cr2(self, value: int) -> None:
+        if self.svm:
+            self.cur.cr2 = value
+        else:
+            self.vmx_cr2 = value
+
+    def _outside(self, why: str) -> None:
+        """The scenario left the architecture: nothing is defined from here."""
+        if self.undefined_from is None:
+            self.undefined_from = self.step
+            self.note(f"outside the architecture from here: {why}")
+
+    def _impossible_exception(self, vector: int) -> bool:
+        """#BR cannot be raised in 64-bit mode (BOUND is invalid there, SDM2
+        BOUND); #PF cannot be raised in real mode (no paging, SDM 20.1)."""
+        mode = self.cur.desc.mode
+        if vector == arch.BR and mode is Mode.LONG:
+            self._outside("#BR raised in 64-bit mode")
+            return True
+        if vector == PF and mode is Mode.REAL:
+            self._outside("#PF raised in real mode")
+            return True
+        return False
 
     def _exc(self, vector: int, error_code: int | None) -> Ev:
         """A hardware exception as delivered at the current level: no error
@@ -181,7 +226,7 @@ class Machine:
             # NMI blocking starts with the delivery: an exit or fault during
             # it leaves NMIs blocked (SDM 27.1; SDM 6.7.1).  An NMI injected
             # through EVENTINJ does not block NMIs (APM 15.20).
-            lv.nmi_blocked = True
+            self.set_nmi_blocked(self.level, True)
         cur = ev
         for _ in range(STEP_BOUND):
             fault = self._delivery_fault(cur)
@@ -196,7 +241,7 @@ class Machine:
                 self._exception_exit(fev, cur, faddr)
                 return
             if fvec == PF:
-                lv.cr2 = faddr  # SDM 4.7: CR2 is loaded when the #PF is raised
+                self.set_cr2(faddr)  # SDM 4.7: CR2 is loaded when the #PF is raised
             merge = arch.second_exception(cur, fvec)
             self.note(f"{fev} during delivery of {cur}: {merge.value} (SDM Table 6-5)")
             if merge is Merge.SERIAL:
@@ -264,7 +309,7 @@ class Machine:
         lv = self.cur
         if self.nmi_pending and self._nmi_ready(lv):
             return True
-        if self.irq_pending and self._irq_ready(lv):
+        if (self.irq_pending or self.extint_pending) and self._irq_ready(lv):
             return True
         return False
 
@@ -293,9 +338,9 @@ class Machine:
                 # blocked in the host after an NMI-caused exit.
                 self.nmi_pending -= 1
                 self._vmexit(VmExit(avmx.reason_name(avmx.EXCEPTION_NMI), Ev(EvType.NMI, 2)))
-                self.lv[1].nmi_blocked = True
+                self.set_nmi_blocked(1, True)
             return True
-        if lv.nmi_blocked or (lv.shadow and self._shadow_blocks(lv, "SDM2 STI: NMI after STI")):
+        if self.nmi_blocked(self.level) or (lv.shadow and self._shadow_blocks(lv, "SDM2 STI: NMI after STI")):
             return False
         self.nmi_pending -= 1
         self.deliver(Ev(EvType.NMI, 2), check_first=False)
@@ -310,6 +355,10 @@ class Machine:
             # exit" the interrupt stays pending and the exit carries no info
             # (SDM 27.2.2); APM 15.13: it stays pending.  Shadow: IMPL-SPECIFIC
             # (SDM 25.4.1).
+            if self.svm and not self.lv[1].rflags_if:
+                # APM 15.21.1 V_INTR_MASKING (set with the INTR intercept):
+                # physical interrupts are masked by the host's (L1's) IF.
+                return False
             if lv.shadow and self.choose("SDM 25.4.1: shadow vs interrupt exiting", 2):
                 return False
             name = asvm.exit_name(asvm.EXIT_INTR) if self.svm else avmx.reason_name(avmx.EXTERNAL_INTERRUPT)
@@ -317,8 +366,12 @@ class Machine:
             return True
         if not lv.rflags_if or lv.shadow:
             return False  # SDM 6.8.1 IF; 6.8.3 STI / MOV SS
-        vector = max(self.irq_pending)  # the local APIC's highest priority first
-        self.irq_pending.discard(vector)
+        # An ExtINT from the 8259 (KVM_INTERRUPT) is delivered without the
+        # local APIC's priority logic, so before APIC vectors; among APIC
+        # vectors the highest priority first (SDM 10.8.3, 10.5.1 ExtINT).
+        queue = self.extint_pending or self.irq_pending
+        vector = max(queue)
+        queue.discard(vector)
         self.deliver(Ev(EvType.EXT_INTR, vector), check_first=False)
         return True
 
@@ -396,13 +449,17 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
-        if inject is not None and inject.type is EvType.NMI:
+        if inject is not None and inject.type is EvType.NMI and not self.svm:
             # L1 is a VMM that follows SDM 31.7.1.2: re-injecting an NMI, it
             # clears blocking by NMI in the guest interruptibility state.
             l2.nmi_blocked = False
         failure = self._entry_failure(inject, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
+            if failure.startswith("FAILED_ENTRY"):
+                # SDM 26.7: a failed entry after the control checks loads host
+                # state like a VM exit: RFLAGS cleared but bit 1 (SDM 27.5.3).
+                self.cur.rflags_if = False
             return
         self.level = 2
         if self.svm:
@@ -459,7 +516,7 @@ class Machine:
         """The current instruction raises `vector` (an exception, not an INT n).
         A #PF loads CR2 unless intercepted (SDM 27.1, APM 15.12)."""
         self._execute()
-        if self.dead:
+        if self.dead or self._impossible_exception(vector):
             return
         exc = self._exc(vector, ec)
         if self.level == 2 and self._intercepted(exc):
@@ -467,7 +524,7 @@ class Machine:
             self._exception_exit(exc, None, cr2)
             return
         if vector == PF:
-            self.cur.cr2 = cr2
+            self.set_cr2(cr2)
         self.deliver(exc, check_first=False)
 
     def ev_exception(self, ev):
@@ -475,7 +532,8 @@ class Machine:
 
     def ev_delivery_fault(self, ev):
         vector, ec, cr2 = ev.args
-        self.cur.armed.append((vector, ec, cr2))
+        if not self._impossible_exception(vector):
+            self.cur.armed.append((vector, ec, cr2))
 
     def ev_sti(self, ev):
         """STI: if IF was 0, interrupts stay blocked for one more instruction
@@ -500,7 +558,8 @@ class Machine:
     def ev_iret(self, ev):
         """IRET unblocks NMIs (SDM 6.7.1); in L2 with NMI exiting, virtual-NMI
         blocking, which IRET clears likewise (SDM 25.3)."""
-        self._execute().nmi_blocked = False
+        self._execute()
+        self.set_nmi_blocked(self.level, False)
 
     def _gif(self, ev, value: bool):
         """STGI / CLGI (APM 15.17).  On VMX they are invalid opcodes: #UD."""
@@ -548,7 +607,8 @@ class Machine:
         (injected) this exception: it is delivered at the next boundary, a
         pending one subject to L1's intercepts, an injected one not."""
         vector, ec, injected = ev.args
-        self.user_event = (self._exc(vector, ec), injected)
+        if not self._impossible_exception(vector):
+            self.user_event = (self._exc(vector, ec), injected)
 
     def ev_user_set_nmi(self, ev):
         if ev.args[0]:
@@ -562,13 +622,12 @@ class Machine:
         while IF=0 describes a state no CPU can be in, so the manuals say
         nothing of what follows: the outcome is undefined from this step."""
         lv = self.cur
-        if (not lv.rflags_if or lv.shadow) and self.undefined_from is None:
-            self.undefined_from = self.step
-            self.note("userspace set an interrupt in flight with IF=0: outside the architecture from here")
+        if not lv.rflags_if or lv.shadow:
+            self._outside("userspace set an interrupt in flight with IF=0")
         self.user_event = (Ev(EvType.EXT_INTR, ev.args[0]), True)
 
     def ev_user_interrupt(self, ev):
-        self.irq_pending.add(ev.args[0])
+        self.extint_pending.add(ev.args[0])
 
     def ev_user_nmi(self, ev):
         self.ev_nmi(ev)
@@ -592,11 +651,11 @@ class Machine:
         final = FinalState(
             level=self.level,
             nmi_pending=self.nmi_pending,
-            irq_pending=tuple(sorted(self.irq_pending)),
-            nmi_blocked=lv.nmi_blocked,
+            irq_pending=tuple(sorted(self.irq_pending | self.extint_pending)),
+            nmi_blocked=self.nmi_blocked(self.level),
             interrupt_shadow=bool(lv.shadow),
             interrupts_enabled=lv.rflags_if,
-            cr2=lv.cr2,
+            cr2=self.cr2(self.level),
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
                        tuple(self.notes), self.undefined_from)
