@@ -46,8 +46,10 @@ run
 
 
 @pytest.fixture
-def buggy(fake_impl):
+def buggy(fake_impl, monkeypatch):
+    """Only the reference and the double: other registered ports stay out."""
     fake_impl("prepatch", lose_vectoring)
+    monkeypatch.setattr(api, "names", lambda: ["reference", "prepatch"])
 
 
 def test_minimises_to_the_few_events_that_matter(buggy):
@@ -98,7 +100,8 @@ def test_export_records_expectations_and_refuses_overwrite(buggy, tmp_path):
 
 def test_export_check_fails_when_the_port_changes(fake_impl, tmp_path):
     fake_impl("prepatch", lose_vectoring)
-    path = export(minimize(parse_scenario(LONG)).scenario, "case", tmp_path)
+    names = ["reference", "prepatch"]
+    path = export(minimize(parse_scenario(LONG), names=names).scenario, "case", tmp_path, names)
     fake_impl("prepatch", lambda out, sc: out)  # "fixed"
     problems, _ = check(path)
     assert problems == ["prepatch: expected ['l1 = EXIT EXCEPTION_NMI #GP, IDT-vectoring: None'], now agrees"]
