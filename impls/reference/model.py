@@ -183,6 +183,12 @@ class Machine:
         EXITINFO1 = error code for some vectors, EXITINFO2 = #PF address
         (APM 15.12), checked before CR2 is written."""
         addr = address if ev.vector == PF else None
+        if self.svm and isinstance(vectoring, Ev) and vectoring.type is EvType.NMI:
+            # Whether the NMI mask stays set after a #VMEXIT during NMI
+            # delivery: NOT FOUND for physical NMIs (APM 15.21.10 says vNMI
+            # saves V_NMI_MASK=0; MANUALS open question 2): both allowed.
+            if self.choose("APM: NMI mask after #VMEXIT during NMI delivery (not found)", 2):
+                self.svm_nmi_mask = False
         if self.svm:
             info = asvm.exception_exit_info(ev.vector, ev.error_code or 0)
             self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_EXCP_BASE + ev.vector), info, vectoring, addr))
