@@ -40,7 +40,7 @@ from impls.prepatch.svm import (
     SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, SVM_EVTINJ_VEC_MASK, V_GIF_ENABLE_MASK, V_GIF_MASK,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import DR7_GD, EBUSY, SVM_EXIT_SHUTDOWN, TREE
+from impls.upstream.state import DR7_GD, EBUSY, KVM_REQ_EVENT, SVM_EXIT_SHUTDOWN, TREE
 
 NESTED_C = "arch/x86/kvm/svm/nested.c"
 SVM_H = "arch/x86/kvm/svm/svm.h"
@@ -123,8 +123,11 @@ class SvmNested61:
         if is_evtinj_soft(vmcb.event_inj):
             svm.soft_int_injected = True
         vcpu.enter_guest_mode()
-        vmcb.level = 2  # vmcb02 runs L2 (nested_vmcb02_prepare_save)
+        vmcb.level = 2  # vmcb02 runs L2
         vcpu.recalc_intercepts()
+        # nested_vmcb02_prepare_save: kvm_set_rflags(vmcb12's RFLAGS), which
+        # makes KVM_REQ_EVENT.
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
 
     # ------------------------------------------------------------ #VMEXIT --
 
@@ -165,6 +168,7 @@ class SvmNested61:
         vmcb.level = 1
         vcpu.svm_set_gif(False)
         vmcb.exit_int_info = 0
+        vcpu.kvm_make_request(KVM_REQ_EVENT)  # kvm_set_rflags(vmcb01's RFLAGS)
         # Drop what svm_complete_interrupts picked up for L2.
         vcpu.arch.nmi_injected = False
         vcpu.kvm_clear_exception_queue()
