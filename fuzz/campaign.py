@@ -98,7 +98,7 @@ class Monitor:
         self.opts, self.store, self.console = opts, store, console
         self.stats = Stats(engine=engine, jobs=opts.jobs)
         self.t0 = time.monotonic()
-        self.known = store.signatures()
+        self.known = store.names()
         self.last_new: float | None = None
         self._last_stats = 0.0
         self._last_line = 0.0
@@ -133,7 +133,7 @@ class Monitor:
         (t_a, e_a), (t_b, e_b) = self._rate_window[0], self._rate_window[-1]
         st.execs_per_s = (e_b - e_a) / (t_b - t_a) if t_b > t_a else 0.0
         if force or now - self._last_stats >= 1.0:
-            sigs = self.store.signatures()
+            sigs = self.store.names()
             fresh = sigs - self.known
             if fresh:
                 self.last_new = now

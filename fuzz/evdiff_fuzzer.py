@@ -137,7 +137,7 @@ def startup_report(out=sys.stderr) -> bool:
               "  loaded lazily after start-up), so libFuzzer sees no edges in them and fuzzes blind.\n"
               f"{bar}", file=out)
     if len(NAMES) < 2:
-        print("evdiff-target: only the reference is registered: no divergence can be found "
+        print("evdiff-target: only the reference runs: no divergence can be found "
               "(coverage still grows; the corpus is still useful)", file=out)
     out.flush()
     return not no

@@ -33,7 +33,14 @@ class DivergenceFound(EvdiffError):
         self.divergence = divergence
         self.signature = divergence.signature
         self.text = format_scenario(report.scenario, with_description=False)
-        super().__init__(self._message())
+        self._full: str | None = None
+        super().__init__(divergence.signature)
+
+    def __str__(self) -> str:
+        # Built on demand: Hypothesis raises this on every failing call while it shrinks.
+        if self._full is None:
+            self._full = self._message()
+        return self._full
 
     def _message(self) -> str:
         d = self.divergence

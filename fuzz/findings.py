@@ -272,6 +272,15 @@ class FindingStore:
             write_atomic(stem.with_suffix(".bin"), data)
         write_atomic(stem.with_suffix(".txt"), text if text.endswith("\n") else text + "\n")
 
+    def mark(self, signature: str, **fields) -> None:
+        """Set fields of a finding's `finding.json` (e.g. `shrunk=True`)."""
+        d = self.dir_for(signature)
+        with self.lock():
+            meta = self._read_meta(d)
+            if meta is not None and any(meta.get(k) != v for k, v in fields.items()):
+                meta.update(fields)
+                write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+
     def maybe_flush(self) -> None:
         """`flush()` if the last one is more than `FLUSH_SECONDS` old."""
         if self._pending and time.monotonic() - self._last_flush > FLUSH_SECONDS:
@@ -307,6 +316,15 @@ class FindingStore:
                 if meta is not None and "signature" in meta:
                     out.append(Finding(d, meta))
         return sorted(out, key=lambda f: (f.meta.get("first_seen", ""), f.signature))
+
+    def names(self) -> set[str]:
+        """Directory names of the complete findings (cheap: no JSON read)."""
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return set()
+        return {e.name for e in entries if not e.name.startswith(".") and e.is_dir()
+                and os.path.exists(os.path.join(e.path, "finding.json"))}
 
     def signatures(self) -> set[str]:
         return {f.signature for f in self.findings()}
