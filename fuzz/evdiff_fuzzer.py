@@ -21,10 +21,9 @@ corpus directories.
 Run it as `evdiff fuzz`, or by hand: `python -m fuzz.evdiff_fuzzer CORPUS
 -max_total_time=60` (fork mode `-fork=N` needs an executable with a shebang:
 `evdiff fuzz` writes one).  Built for ClusterFuzzLite by
-`.clusterfuzzlite/build.sh`.
+`.clusterfuzzlite/build.sh` (which prepends code to this file in coverage
+builds: so no `from __future__` import here).
 """
-from __future__ import annotations
-
 import contextlib
 import os
 import sys
