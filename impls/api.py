@@ -200,6 +200,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "prepatch": "impls.prepatch:Prepatch",
     "upstream": "impls.upstream:Upstream",
     "postpatch": "impls.postpatch:Postpatch",
+    "postpatch-v2": "impls.postpatch.april:PostpatchV2",
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.

@@ -441,3 +441,103 @@ def test_cap_scenarios_run():
     body = "l1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP ec=0x0\nrun\n"
     for caps in ("caps=exception_payload", "caps=exception_payload,exception_injected_pending"):
         assert agrees(scenario("vmx", "on", body, caps))
+
+
+# ------------------------------------------- the April repost: postpatch-v2 --
+
+V2_TREE = "RFC repost 2021-04-01 patch "
+
+
+def v2_verdicts(s) -> dict[str, str]:
+    """field -> prepatch->postpatch-v2 verdict, computed as the oracle does
+    for its PAIRS (the pair is not registered there)."""
+    out = {}
+    for d in compare(s, ["reference", "prepatch", "postpatch-v2"]).divergences:
+        pre, post = "prepatch" in d.impls, "postpatch-v2" in d.impls
+        out[d.field] = "still-wrong" if pre and post else "fixed" if pre else "regression"
+    return out
+
+
+def test_v2_registered_and_marked():
+    from impls.postpatch.april import svm_nested, vmx_nested, x86
+    assert "postpatch-v2" in api.names()
+    assert "2021-04-01" in api.load("postpatch-v2").origin
+    for mod in (x86, svm_nested, vmx_nested):
+        for cname, cls in vars(mod).items():
+            if inspect.isclass(cls) and cls.__module__ == mod.__name__:
+                for name, fn in vars(cls).items():
+                    if inspect.isfunction(fn):
+                        assert getattr(fn, "__origin__", None) is not None, name
+                        assert fn.__origin__.tree.startswith(V2_TREE), (name, fn.__origin__.tree)
+
+
+@pytest.mark.parametrize("name", ["bug-a-lost-first-exception-svm", "bug-c-interrupt-lost-svm",
+                                  "bug-df-spurious-svm"])
+def test_v2_svm_seed_bug_classes_fixed(name):
+    v = v2_verdicts(read_scenario(SEEDS / f"{name}.txt"))
+    assert v and set(v.values()) == {"fixed"}
+
+
+@pytest.mark.parametrize("name", ["bug-a-lost-first-exception-vmx", "bug-c-interrupt-lost-vmx",
+                                  "bug-df-spurious-vmx"])
+def test_v2_vmx_seed_bug_classes_through_the_new_path(name):
+    """The repost removes vmx_inject_page_fault_nested, so on VMX with EPT
+    off the seeds now exercise the RFC's own VMX code
+    (nested_vmx_deliver_exception_as_vmexit): it gets them right."""
+    s = read_scenario(SEEDS / f"{name}.txt")
+    assert v2_verdicts(s) == {}
+    notes = [n for _, n in api.load("postpatch-v2").run(s).notes]
+    assert any(n.startswith("nested_vmx_inject_exception_vmexit") for n in notes)
+    assert not any(n.startswith("vmx_inject_page_fault_nested") for n in notes)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_v2_b_nested_triple_fault_still_wrong(vendor):
+    """The repost's own base reflects the triple fault to L1; this port keeps
+    the February base (no nested triple-fault hook), so B stays wrong."""
+    v = v2_verdicts(read_scenario(SEEDS / f"bug-b-triple-fault-l2-{vendor}.txt"))
+    assert set(v.values()) == {"still-wrong"}
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_v2_regression_set_events_drops_the_exception(vendor):
+    """The repost's set-events clears both slots and never sets the named
+    one valid: the exception userspace sets is never delivered (February:
+    delivered)."""
+    s = scenario(vendor, "on", "user.set_exception #NP ec=0x10 injected=1\nrun\n")
+    assert v2_verdicts(s).get("l1") == "regression"
+    assert api.load("postpatch-v2").run(s).l1 == ()
+    assert agrees(s)  # the February port
+
+
+def test_v2_triple_fault_decided_after_the_exit():
+    """The repost delivers the pending exception right after the exit
+    handler: the triple fault is requested before the next ladder, which so
+    injects no NMI into the dead vCPU (February does: see
+    test_regression_nmi_injected_after_triple_fault)."""
+    s = scenario("svm", "off", "user.set_nmi\nl1.stack #PF\nuser.set_irq 0x20\n")
+    assert v2_verdicts(s) == {}
+
+
+def test_v2_overrides_every_user_of_the_february_payload():
+    """The repost moves the payload out of the pending exception: every
+    February function (or pre-patch one still in use) touching a payload
+    or nested_apf field is overridden in postpatch-v2."""
+    from impls.postpatch.april.state import KvmVcpuArch
+    from impls.postpatch.april.vcpu import Vcpu as V2
+    from impls.postpatch.vcpu import Vcpu as Feb
+
+    users = set()
+    for klass in Feb.__mro__:
+        for name, fn in vars(klass).items():
+            if inspect.isfunction(fn) and getattr(Feb, name) is fn:
+                src = inspect.getsource(fn)
+                if "payload" in src or "nested_apf" in src:
+                    users.add(name)
+    # Wrappers that only pass a payload through to kvm_multiple_exception.
+    users -= {"kvm_queue_exception_p", "kvm_queue_exception_e_p", "db_interception", "handle_exception_nmi",
+              "kvm_inject_emulated_page_fault", "vmx_inject_page_fault_nested"}
+    assert {"kvm_multiple_exception", "kvm_deliver_exception_payload"} <= users
+    not_overridden = sorted(n for n in users if getattr(V2, n) is getattr(Feb, n))
+    assert not not_overridden, not_overridden
+    assert not hasattr(KvmVcpuArch(), "exception")

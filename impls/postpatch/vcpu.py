@@ -27,14 +27,18 @@ class Vcpu(X86Rfc, X86Base, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu
     """struct kvm_vcpu with the RFC's event code."""
 
     NESTED_OPS = {"vmx": VMX_NESTED_OPS, "svm": SVM_NESTED_OPS}
+    #: The state layout (a later version of the series changes it).
+    ARCH = KvmVcpuArch
+    KVM = Kvm
 
     def __init__(self, config, cpu, env, rec):
         super().__init__(config, cpu, env, rec)
         # The RFC's struct kvm_vcpu_arch (the pre-patch constructor built the
         # old one; nothing is queued yet, everything else carries over).
-        self.arch = KvmVcpuArch.taking_over(self.arch)
-        # The VMM enables the scenario's caps with KVM_ENABLE_CAP.
-        self.kvm = Kvm()
+        self.arch = self.ARCH.taking_over(self.arch)
+        # The VMM enables the scenario's caps with KVM_ENABLE_CAP; a cap this
+        # kernel does not know is refused (-EINVAL) and stays off.
+        self.kvm = self.KVM()
         for cap in sorted(config.caps):
             if cap in CAPS:
                 self.kvm_vm_ioctl_enable_cap(CAPS[cap], 1)
