@@ -16,14 +16,22 @@ Module map (one module per kernel file the series touches):
 | `vmx_nested` | vmx/nested.c | 3/4, 4/4 |
 | `vmx` | vmx/vmx.c | 4/4 |
 | `vcpu` | the nested_ops tables (+ deliver_exception) | 4/4 |
-| `driver` | (evdiff) the shared driver, adapted to the new state | |
+| `driver` | (evdiff) the shared driver's VMM, for the new uapi | |
+| `april` | the April 2021 repost, registered as `postpatch-v2` | |
+
+One base function is overridden too, and says so: `x86.X86Base.
+vcpu_enter_guest` cancels the entry on any pending request, as 5.11's
+kvm_vcpu_exit_request does (the shared pre-patch port checks only the kick,
+which is invisible there but not once the RFC requests a triple fault from
+inside the injection ladder).
 
 Each overriding function carries `@origin(file, function, tree="RFC
 2021-02-25 v1 patch N/4")` with the last patch that changed it.  The
 series' known slips are ported as posted (the error-code strip that tests
 `error_code`, the get-events test of `valid` twice, set-events that never
 clears, the refused second exception, the MTF path that needs a pending
-exception); docs/kernel/rfc.md describes every hunk and slip.
+exception); docs/kernel/rfc.md describes every hunk and slip, and NOTES.md
+lists what the port shows against the reference, with scenarios.
 """
 from __future__ import annotations
 
