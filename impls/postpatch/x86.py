@@ -52,7 +52,8 @@ x86.h user of the old `vcpu->arch.exception`, in the order of the diff:
 
 `vcpu_enter_guest` is not touched by the February RFC (the April repost adds
 a delivery after every exit): a pending exception survives an exit to
-userspace.
+userspace.  `X86Base` at the end overrides it anyway, for a simplification of
+the shared port that the RFC makes visible; it is marked as base code.
 """
 from __future__ import annotations
 
