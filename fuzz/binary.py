@@ -80,24 +80,48 @@ def _encode_value(param, v) -> bytes:
     return n.to_bytes(w, "little")
 
 
-def decode(data: bytes) -> Scenario:
-    """Any bytes to a scenario.  Never raises."""
-    head = data[0] if data else 0
-    config = Config(
+def _decode_config(head: int) -> Config:
+    return Config(
         vendor="svm" if head & 1 else "vmx",
         npt=not head & 2,
         caps=frozenset(c for i, c in enumerate(CAPS) if head >> (2 + i) & 1),
     )
+
+
+def _decode_record(rec: bytes) -> Event:
+    spec = SPECS[rec[0] % len(SPECS)]
+    pos, args = 1, []
+    for p in spec.params:
+        args.append(_decode_value(p, rec[pos : pos + p.type.width]))
+        pos += p.type.width
+    return normalise(Event(spec.kind, tuple(args)))
+
+
+#: Decoded records and headers by their bytes.  Events are immutable, and
+#: libFuzzer's inputs share most of their records with their parents, so a
+#: fuzzer decodes mostly from here; bounded, cleared when full.
+_RECORDS: dict[bytes, Event] = {}
+_CONFIGS: dict[int, Config] = {}
+_CACHE_MAX = 1 << 16
+
+
+def decode(data: bytes) -> Scenario:
+    """Any bytes to a scenario.  Never raises."""
+    head = data[0] if data else 0
+    config = _CONFIGS.get(head)
+    if config is None:
+        config = _CONFIGS[head] = _decode_config(head)
     events = []
     body = data[1 : 1 + RECORD * MAX_EVENTS]
+    cache = _RECORDS
     for off in range(0, len(body), RECORD):
-        rec = body[off : off + RECORD].ljust(RECORD, b"\0")
-        spec = SPECS[rec[0] % len(SPECS)]
-        pos, args = 1, []
-        for p in spec.params:
-            args.append(_decode_value(p, rec[pos : pos + p.type.width]))
-            pos += p.type.width
-        events.append(normalise(Event(spec.kind, tuple(args))))
+        rec = body[off : off + RECORD]
+        ev = cache.get(rec)
+        if ev is None:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            ev = cache[rec] = _decode_record(rec.ljust(RECORD, b"\0"))
+        events.append(ev)
     return Scenario(config, tuple(events))
 
 

@@ -207,7 +207,9 @@ def _truncate(exp: dict, act: dict, step: int) -> None:
 
 
 def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
-    cands = allowed.outcomes if isinstance(allowed, Allowed) else (allowed,)
+    if not isinstance(allowed, Allowed):
+        return allowed  # one candidate: nothing to rank
+    cands = allowed.outcomes
 
     def ndiff(r: Outcome) -> int:
         e, a = _field_values(r), _field_values(out)
@@ -233,6 +235,8 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
             continue
         if name == REFERENCE or ref is None or isinstance(ref, Crash):
             continue
+        if res == ref or (isinstance(ref, Allowed) and res in ref.outcomes):
+            continue  # equal to an allowed outcome (notes aside): no field can differ
         best = _closest(ref, res)
         exp_vals, act_vals = _field_values(best), _field_values(res)
         if best.undefined_from is not None:
