@@ -216,6 +216,7 @@ class FindingStore:
                     "verdicts": div.verdicts,
                     "hits": 1,
                     "first_seen": stamp,
+                    "first_seen_unix": round(time.time(), 3),
                     "last_seen": stamp,
                     "engine": self.engine,
                     "smallest": {"events": size[0], "extra": size[1]},
