@@ -408,3 +408,13 @@ def test_svm_soft_interrupt_reported_in_exitintinfo():
 def test_outcome_is_deterministic():
     s = read_scenario(SEEDS / "bug-c-interrupt-lost-svm.txt")
     assert upstream(s) == upstream(s)
+
+
+@pytest.mark.parametrize("name", ["inject_pending_event", "vmx_queue_exception", "svm_queue_exception",
+                                  "nested_vmx_check_exception", "vmx_inject_page_fault_nested",
+                                  "nested_vmcb_save_pending_event"])
+def test_511_only_functions_are_unreachable(name):
+    """A 5.11 function 6.1 removed raises if inherited code reaches it."""
+    v = vcpu_after(scenario("vmx", "on", "")).vcpu
+    with pytest.raises(NotImplementedError, match="not in Linux 6.1"):
+        getattr(v, name)
