@@ -313,6 +313,18 @@ def test_real_mode_error_code_in_l2_is_a_late_vmfail_for_l1():
     assert verdicts(s).get("l1") == "regression"
 
 
+def test_svm_triple_fault_exits_even_without_shutdown_intercept():
+    """6.1 regression: nested_svm_triple_fault is an unconditional SHUTDOWN
+    #VMEXIT (the check of L1's SHUTDOWN intercept came in 6.2, "KVM: x86:
+    allow L1 to not intercept triple fault").  Without the intercept the
+    shutdown is the whole VM's (APM 15.14.3), as 5.11 and the reference have
+    it."""
+    s = scenario("svm", "off", "l1.intercept shutdown=0\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
+    out = upstream(s)
+    assert [o.reason for _, o in out.l1] == ["SHUTDOWN"] and out.shutdown is None
+    assert verdicts(s).get("l1") == "regression" and verdicts(s).get("shutdown") == "regression"
+
+
 @pytest.mark.parametrize("vendor", ["vmx", "svm"])
 def test_pf_on_pf_loses_cr2_with_shadow_paging(vendor):
     """As in 5.11 (still-wrong): a #PF while delivering a #PF, shadow paging.
