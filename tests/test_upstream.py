@@ -430,3 +430,24 @@ def test_511_only_functions_are_unreachable(name):
     v = vcpu_after(scenario("vmx", "on", "")).vcpu
     with pytest.raises(NotImplementedError, match="not in Linux 6.1"):
         getattr(v, name)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_c_fault_during_interrupt_delivery_in_l2_is_delivered(vendor):
+    """(C) EPT/NPT off, L1 intercepts nothing: an interrupt delivered to L2
+    hits a #PF once.  6.1 blocks a pending exception only on a pending nested
+    run (not on re-injection), so the #PF is injected into L2; 5.11 lost
+    both through -EBUSY: fixed."""
+    s = scenario(vendor, "off", "l1.vmentry\ndelivery_fault #PF ec=0x2 cr2=0x5000\nirq 0x20\nrun\n")
+    assert [str(o) for _, o in upstream(s).l2] == ["L2 handles #PF(ec=0x2)"]
+    assert set(verdicts(s).values()) == {"fixed"}
+
+
+def test_c_svm_nmi_in_exitintinfo():
+    """(C) SVM, NPT off: an NMI delivered to L2 hits a #PF L1 intercepts; the
+    exit carries the NMI in EXITINTINFO (5.11 lost it): fixed."""
+    s = scenario("svm", "off", "l1.intercept exceptions=#PF\nl1.vmentry\ndelivery_fault #PF ec=0x2 cr2=0x5000\n"
+                 "nmi\nrun\n")
+    (step, exit_), = upstream(s).l1
+    assert exit_.reason == "EXCP #PF" and str(exit_.vectoring).startswith("NMI")
+    assert set(verdicts(s).values()) == {"fixed"}
