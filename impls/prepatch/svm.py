@@ -286,9 +286,13 @@ class Svm:
         if vcpu.is_guest_mode():
             vcpu.sync_nested_vmcb_control()
             svm.nested.nested_run_pending = False
-        if svm.vmcb.exit_code == hw.SVM_EXIT_EXCP_BASE + MC:
-            vcpu.kvm_queue_exception(MC)  # host MCE, re-injected by the VMM (environment)
         vcpu.svm_complete_interrupts()
+        if svm.vmcb.exit_code == hw.SVM_EXIT_EXCP_BASE + MC:
+            # The host's MCE, re-injected by the VMM (impls.hw.environment),
+            # after the exit's EXITINTINFO was re-queued, as on VMX; an #MC
+            # that L1 intercepts is reflected to it instead.
+            if not (vcpu.is_guest_mode() and vcpu.svm.nested.ctl.intercept_exceptions & (1 << MC)):
+                vcpu.kvm_queue_exception(MC)
 
     @origin(SVM_C, "handle_exit", tree=TREE)
     def svm_handle_exit(vcpu) -> int:
