@@ -204,7 +204,11 @@ IMPLEMENTATIONS: dict[str, str] = {
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.
-PAIRS: tuple[tuple[str, str], ...] = (("prepatch", "postpatch"), ("prepatch", "upstream"))
+PAIRS: tuple[tuple[str, str], ...] = (
+    ("prepatch", "postpatch"),
+    ("prepatch", "postpatch-v2"),
+    ("prepatch", "upstream"),
+)
 
 _loaded: dict[str, Implementation] = {}
 

@@ -89,20 +89,31 @@ FIXUP_PF_ERROR_CODE = 0
 class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
-    __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "cr2", "armed",
+    __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
                  "fixup_delivery", "fixup_iret", "rip")
 
-    def __init__(self):
+    def __init__(self, cr2_cell: list[int] | None = None):
         self.desc = DescriptorState()
         self.rflags_if = True
         self.tf = False  # RFLAGS.TF as KVM's SVM NMI window sets it
         self.shadow: str | None = None  # "sti" / "movss"
         self.nmi_blocked = False
-        self.cr2 = 0
+        # CR2: one register shared by L1 and L2 on VMX, where the VMCS holds no
+        # CR2 (SDM 24.4, 27.5); one per level on SVM, whose VMCB save area
+        # holds it (APM 15.5.1).  `Cpu` passes the shared cell on VMX.
+        self._cr2 = cr2_cell if cr2_cell is not None else [0]
         self.armed: list[tuple[int, int, int]] = []  # guest-visible delivery faults
         self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
         self.fixup_iret = 0  # ... for the next IRETs
         self.rip = 0  # instructions completed at this level
+
+    @property
+    def cr2(self) -> int:
+        return self._cr2[0]
+
+    @cr2.setter
+    def cr2(self, value: int) -> None:
+        self._cr2[0] = value
 
 
 class Vmcs:
@@ -196,7 +207,8 @@ class Cpu:
         self.npt = npt
         self.rec = rec
         self.env = env
-        self.lv = {1: LevelState(), 2: LevelState()}
+        shared_cr2 = None if self.svm else [0]
+        self.lv = {1: LevelState(shared_cr2), 2: LevelState(shared_cr2)}
         # Driver interface.
         self.phase = CHAIN
         self.instr: tuple | None = None

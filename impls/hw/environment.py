@@ -51,7 +51,8 @@ by the scenario's events instead of being modelled, and every KVM port
   is the one KVM's SVM NMI window sets, and it traps after the next
   instruction or completed delivery at that level (a delivery does not clear
   it); RIP is an instruction counter per level; CR2 is
-  per level (as the reference keeps it); every IDT gate is an interrupt gate;
+  one register on VMX (the VMCS does not hold it) and per level on SVM (the
+  VMCB save area does), as in the reference; every IDT gate is an interrupt gate;
   `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption

@@ -323,8 +323,10 @@ class Driver:
 
     def ev_user_interrupt(self, ev):
         """The userspace PIC raises the vector; the VMM issues KVM_INTERRUPT
-        for its highest pending vector before the next KVM_RUN."""
-        self.held_extint.append(ev.args[0])
+        for its highest pending vector before the next KVM_RUN.  The PIC's
+        IRR holds one bit a line: raising a pending vector again merges."""
+        if ev.args[0] not in self.held_extint:
+            self.held_extint.append(ev.args[0])
 
     def ev_user_nmi(self, ev):
         self.vcpu.kvm_vcpu_ioctl_nmi()
