@@ -198,9 +198,9 @@ class Implementation(abc.ABC):
 IMPLEMENTATIONS: dict[str, str] = {
     "reference": "impls.reference:Reference",
     "prepatch": "impls.prepatch:Prepatch",
-    "upstream": "impls.upstream:Upstream",
     "postpatch": "impls.postpatch:Postpatch",
     "postpatch-v2": "impls.postpatch.april:PostpatchV2",
+    "upstream": "impls.upstream:Upstream",
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.
