@@ -96,16 +96,25 @@ def _flush_at_exit() -> None:
 MARKER = "__ATHERIS_INSTRUMENTED__"
 
 
-def _instrumented(module) -> bool:
-    """Whether atheris instrumented any function or method of `module`."""
+def _own_functions(module) -> list:
+    """Functions and methods defined in `module` itself (not imported)."""
+    out = []
     for value in vars(module).values():
-        funcs = [value] if callable(value) and hasattr(value, "__code__") else []
-        if isinstance(value, type) and value.__module__ == module.__name__:
-            funcs += [f for f in vars(value).values() if hasattr(f, "__code__")]
-        for f in funcs:
-            if getattr(f, "__module__", None) == module.__name__ and MARKER in f.__code__.co_consts:
-                return True
-    return False
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if hasattr(value, "__code__"):
+            out.append(value)
+        elif isinstance(value, type):
+            out += [f for f in vars(value).values() if hasattr(f, "__code__")]
+    return out
+
+
+def _instrumented(module) -> bool | None:
+    """Whether atheris instrumented `module` (None: it defines no code)."""
+    funcs = _own_functions(module)
+    if not funcs:
+        return None
+    return any(MARKER in f.__code__.co_consts for f in funcs)
 
 
 def instrumentation() -> tuple[list[str], list[str]]:
@@ -118,8 +127,9 @@ def instrumentation() -> tuple[list[str], list[str]]:
     yes, no = [], []
     for name in sorted(wanted):
         mod = sys.modules.get(name)
-        if mod is not None and any(hasattr(v, "__code__") or isinstance(v, type) for v in vars(mod).values()):
-            (yes if _instrumented(mod) else no).append(name)
+        state = None if mod is None else _instrumented(mod)
+        if state is not None:
+            (yes if state else no).append(name)
     return yes, no
 
 

@@ -30,8 +30,8 @@ def vectors() -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(_INTERESTING_VECTORS), st.integers(0, 255))
 
 
-def exception_vectors() -> st.SearchStrategy[int]:
-    return st.sampled_from(EXCEPTION_VECTORS)
+def exception_vectors(domain=EXCEPTION_VECTORS) -> st.SearchStrategy[int]:
+    return st.sampled_from(domain)
 
 
 def error_codes() -> st.SearchStrategy[int]:
