@@ -75,17 +75,17 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
 
 
 def _flush_at_exit() -> None:
-    """libFuzzer ends with C `exit()` (-max_total_time, -runs), which skips
-    Python's `atexit`: register the last flush of hit counts with the C
-    library instead.  Best effort; without it at most FLUSH_SECONDS of
-    counts are lost."""
+    """libFuzzer ends with C `exit()` (-max_total_time, -runs, fork-mode
+    jobs), which skips Python's `atexit`: register the last flush of hit
+    counts with glibc's `on_exit` instead.  Best effort; without it at most
+    FLUSH_SECONDS of counts are lost."""
     if STORE is None:
         return
     try:
         import ctypes
 
-        callback = ctypes.CFUNCTYPE(None)(lambda: STORE.flush())
-        if ctypes.CDLL(None).atexit(callback) == 0:
+        callback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)(lambda status, arg: STORE.flush())
+        if ctypes.CDLL(None).on_exit(callback, None) == 0:
             _flush_at_exit.keep = callback  # the C library holds a pointer to it
     except (OSError, AttributeError):  # pragma: no cover -- not glibc
         pass
