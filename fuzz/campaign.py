@@ -456,6 +456,14 @@ def run(opts: Options, console=None) -> int:
     if opts.engine == "hypothesis":
         from fuzz.properties import run_campaign
 
+        if opts.jobs > 1:
+            raise EvdiffError("--jobs is libFuzzer's fork mode (atheris); for more Hypothesis processes start "
+                              "`evdiff fuzz --engine hypothesis` several times on the same --findings: they share "
+                              "the store and the example database")
+        if opts.extra:
+            raise EvdiffError(f"{' '.join(opts.extra)}: flags after -- go to libFuzzer; --engine hypothesis "
+                              "takes none")
+
         return run_campaign(opts, console)
     raise EvdiffError(f"--engine {opts.engine}: one of atheris, hypothesis")
 

@@ -186,6 +186,8 @@ def test_missing_atheris_says_how_to_install_and_offers_hypothesis(tmp_path, mon
     (["--jobs", "0"], "at least 1"),
     (["--seeds", "/nonexistent"], "no such directory"),
     (["--", "corpus2"], "libFuzzer flags start with '-'"),
+    (["--engine", "hypothesis", "--jobs", "2"], "several times on the same --findings"),
+    (["--engine", "hypothesis", "--", "-runs=1"], "takes none"),
 ])
 def test_bad_options_get_a_clear_error(tmp_path, capsys, args, message):
     assert main(["fuzz", "--findings", str(tmp_path / "f"), *args]) == 2
