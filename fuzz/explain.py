@@ -57,17 +57,32 @@ def rows(report: Report) -> tuple[list[str], list[list[str]]]:
             isinstance(r, Outcome) and not _same_step(ref, r, step) for r in chosen.values()
         )
         table.append([MARK if differs else "", str(step), text] + [cells[n] for n in names])
-    for fname in ("nmi_pending", "irq_pending", "nmi_blocked", "interrupt_shadow", "interrupts_enabled", "cr2",
-                  "level"):
-        vals = {n: (str(getattr(r.final, fname)) if isinstance(r, Outcome) and r.final else "-")
+    same = []
+    for fname in ("level", "nmi_pending", "irq_pending", "nmi_blocked", "interrupt_shadow", "interrupts_enabled",
+                  "cr2"):
+        vals = {n: (_final(getattr(r.final, fname)) if isinstance(r, Outcome) and r.final else "-")
                 for n, r in chosen.items()}
-        mark = MARK if len(set(vals.values())) > 1 else ""
-        table.append([mark, "", f"final {fname}"] + [vals[n] for n in names])
+        if len(set(vals.values())) > 1:
+            table.append([MARK, "", f"final {fname}"] + [vals[n] for n in names])
+        else:
+            same.append(f"{fname}={next(iter(vals.values()))}")
+    if same:
+        table.append(["", "", "final, the same in all"] + [", ".join(same)] + ["" for _ in names[1:]])
     extra = {n: "; ".join(r.alarms) + (f" livelock: {r.livelock}" if r.livelock else "") if isinstance(r, Outcome)
              else f"{r.type} at {r.where}: {r.message}" for n, r in chosen.items()}
     if any(extra.values()):
         table.append([MARK, "", "alarms / crash"] + [extra[n] for n in names])
     return header, table
+
+
+def _final(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:#x}" for v in value) or "none"
+    if isinstance(value, int) and value > 9:
+        return f"{value:#x}"
+    return str(value)
 
 
 def _same_step(ref: Outcome, other: Outcome, step: int) -> bool:
@@ -93,7 +108,9 @@ def explain(report: Report, markdown: bool = False) -> str:
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(*header, title=format_header(sc.config), show_lines=True)
+        t = Table(title=format_header(sc.config), show_lines=True)
+        for h in header:
+            t.add_column(h, overflow="fold")
         for r in table:
             t.add_row(*r)
         buf = io.StringIO()

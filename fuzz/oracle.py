@@ -24,7 +24,7 @@ from pathlib import Path
 
 from impls import api
 from impls.api import Allowed, Delivered, EntryFailed, Outcome, Undefined, VmExit, matches
-from impls.arch import EvType, exc_class
+from impls.arch import Ev, EvType, exc_class
 
 REFERENCE = "reference"
 _ROOT = str(Path(__file__).resolve().parent.parent)
@@ -110,12 +110,10 @@ def shape(obs) -> str:
     if isinstance(obs, Delivered):
         return f"L{obs.level} handles {obs.event.without_error_code()}"
     if isinstance(obs, VmExit):
-        s = f"EXIT {obs.reason}"
-        if obs.info is not None:
-            s += f" {obs.info.without_error_code()}"
         vec = obs.vectoring
-        s += f", IDT-vectoring: {vec.without_error_code() if hasattr(vec, 'without_error_code') else vec}"
-        return s
+        vec_text = "none" if vec is None else str(vec.without_error_code() if isinstance(vec, Ev) else vec)
+        head = VmExit(obs.reason, obs.info.without_error_code() if obs.info is not None else None)
+        return f"{head}, IDT-vectoring: {vec_text}"
     if isinstance(obs, EntryFailed):
         return str(obs)
     return str(obs)

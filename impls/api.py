@@ -85,7 +85,9 @@ class VmExit:
     def __str__(self):
         s = f"EXIT {self.reason}"
         if self.info is not None:
-            s += f" {self.info}"
+            # SVM's exit code already names the exception: "EXCP #PF(ec=0x2)".
+            info = str(self.info)
+            s = s + info[len(self.reason) - 5:] if self.reason == f"EXCP {info.split('(')[0]}" else f"{s} {info}"
         if self.address is not None:
             s += f" addr={self.address:#x}"
         if self.vectoring is not None:

@@ -92,7 +92,7 @@ def test_export_records_expectations_and_refuses_overwrite(buggy, tmp_path):
     sc = minimize(parse_scenario(LONG)).scenario
     path = export(sc, "lost-vectoring", tmp_path)
     exp, ver, _ = parse_header(read_scenario(path))
-    assert exp["reference"] == [] and exp["prepatch"] == ["l1 = EXIT EXCEPTION_NMI #GP, IDT-vectoring: None"]
+    assert exp["reference"] == [] and exp["prepatch"] == ["l1 = EXIT EXCEPTION_NMI #GP, IDT-vectoring: none"]
     assert check(path)[0] == []
     with pytest.raises(EvdiffError, match="exists"):
         export(sc, "lost-vectoring", tmp_path)
@@ -104,4 +104,4 @@ def test_export_check_fails_when_the_port_changes(fake_impl, tmp_path):
     path = export(minimize(parse_scenario(LONG), names=names).scenario, "case", tmp_path, names)
     fake_impl("prepatch", lambda out, sc: out)  # "fixed"
     problems, _ = check(path)
-    assert problems == ["prepatch: expected ['l1 = EXIT EXCEPTION_NMI #GP, IDT-vectoring: None'], now agrees"]
+    assert problems == ["prepatch: expected ['l1 = EXIT EXCEPTION_NMI #GP, IDT-vectoring: none'], now agrees"]

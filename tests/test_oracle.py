@@ -32,7 +32,7 @@ def test_fixed_verdict_and_stable_signature(fake_impl):
     assert d.verdicts == {"prepatch->postpatch": "fixed"}
     assert d.signature == ("vmx l1 [prepatch: EXIT EXCEPTION_NMI #PF, IDT-vectoring: none] "
                            "expected: EXIT EXCEPTION_NMI #PF, IDT-vectoring: ext-int")
-    assert d.got == {"prepatch": "EXIT EXCEPTION_NMI #PF, IDT-vectoring: None"}
+    assert d.got == {"prepatch": "EXIT EXCEPTION_NMI #PF, IDT-vectoring: none"}
     assert d.expected == "EXIT EXCEPTION_NMI #PF, IDT-vectoring: ext-int 0x20"
 
 
