@@ -149,3 +149,19 @@ def test_interrupt_in_flight_with_if_clear_is_outside_the_architecture():
     out = run("evdiff 1\ncli\nrun\nuser.set_irq 0x20\nrun\n")
     assert out.undefined_from == 2
     assert run("evdiff 1\nuser.set_irq 0x20\nrun\n").undefined_from is None
+
+
+def test_user_pending_exception_beside_an_interrupt_in_flight_faults_its_delivery():
+    """Table 6-5: the exception was raised while the interrupt was being
+    delivered; benign first: serial, the interrupt is not delivered.  In L2
+    the exit to L1 carries the interrupt as IDT-vectoring info."""
+    out = run("evdiff 1\nuser.set_irq 0x20\nuser.set_exception #GP\nrun\n")
+    assert obs(out, 1) == [Delivered(1, exception(13, 0))]
+    nested = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\n"
+                 "user.set_irq 0x20\nuser.set_exception #GP\nrun\n")
+    assert obs(nested, 1) == [VmExit("EXCEPTION_NMI", exception(13, 0), ext_intr(0x20))]
+
+
+def test_two_events_in_flight_leave_the_architecture():
+    out = run("evdiff 1\nuser.set_irq 0x20\nuser.set_nmi injected=1\nrun\n")
+    assert out.undefined_from == 1

@@ -78,7 +78,11 @@ class Machine:
         self.extint_pending: set[int] = set()  # from the userspace PIC (KVM_INTERRUPT)
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
-        self.user_event: tuple[Ev, bool] | None = None  # (event, injected) from KVM_SET_VCPU_EVENTS
+        # From KVM_SET_VCPU_EVENTS: an exception the vCPU raised (pending) and
+        # an event it was delivering (in flight: an exception, NMI or IRQ).
+        self.user_pending: Ev | None = None
+        self.user_in_flight: Ev | None = None
+        self.forced_fault: tuple[int, int, int] | None = None
         self.l1_trace: list = []
         self.l2_trace: list = []
         self.shutdown: int | None = None
@@ -277,6 +281,9 @@ class Machine:
         """The fault delivering `ev` meets: the IDT gate (SDM2 INT n), then an
         armed MMU fault (the scenario's `delivery_fault`), then the stack."""
         lv = self.cur
+        if self.forced_fault is not None:
+            fault, self.forced_fault = self.forced_fault, None
+            return fault
         gate = arch.gate_fault(lv.desc, ev)
         if gate is not None:
             return (gate[0], gate[1], 0)
@@ -307,10 +314,19 @@ class Machine:
         VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
         if self.dead:
             return False
-        if self.user_event is not None:
-            ev, injected = self.user_event
-            self.user_event = None
-            self.deliver(ev, check_first=not injected)
+        if self.user_in_flight is not None:
+            # An exception raised while an event was being delivered is a
+            # fault during that delivery (SDM 6.15, Table 6-5; nested: SDM
+            # 27.2.3, APM 15.7.2).
+            ev, self.user_in_flight = self.user_in_flight, None
+            if self.user_pending is not None:
+                p, self.user_pending = self.user_pending, None
+                self.forced_fault = (p.vector, p.error_code or 0, 0)
+            self.deliver(ev, check_first=False)
+            return True
+        if self.user_pending is not None:
+            ev, self.user_pending = self.user_pending, None
+            self.deliver(ev, check_first=True)
             return True
         lv = self.cur
         if self.nmi_pending and self._nmi_ready(lv):
@@ -610,15 +626,33 @@ class Machine:
 
     def ev_user_set_exception(self, ev):
         """Userspace says the vCPU raised (pending) or was delivering
-        (injected) this exception: it is delivered at the next boundary, a
-        pending one subject to L1's intercepts, an injected one not."""
+        (injected) this exception; the vCPU has one exception, so it replaces
+        an earlier one.  A pending one is raised at the next boundary and is
+        subject to L1's intercepts; one in flight is delivered without that
+        check.  A pending exception beside an NMI or interrupt in flight was
+        raised during that delivery (`_boundary`)."""
         vector, ec, injected = ev.args
-        if not self._impossible_exception(vector):
-            self.user_event = (self._exc(vector, ec), injected)
+        if self._impossible_exception(vector):
+            return
+        exc = self._exc(vector, ec)
+        if self.user_in_flight is not None and self.user_in_flight.type is EvType.HW_EXCEPTION:
+            self.user_in_flight = None
+        self.user_pending = None
+        if injected:
+            self._set_in_flight(exc)
+        else:
+            self.user_pending = exc
+
+    def _set_in_flight(self, ev: Ev) -> None:
+        """A CPU delivers one event at a time: userspace claiming two in flight
+        at once describes a state no CPU can be in."""
+        if self.user_in_flight is not None and self.user_in_flight != ev:
+            self._outside(f"userspace set {ev} in flight beside {self.user_in_flight}")
+        self.user_in_flight = ev
 
     def ev_user_set_nmi(self, ev):
         if ev.args[0]:
-            self.user_event = (Ev(EvType.NMI, 2), True)
+            self._set_in_flight(Ev(EvType.NMI, 2))
         else:
             self.ev_nmi(ev)
 
@@ -630,7 +664,7 @@ class Machine:
         lv = self.cur
         if not lv.rflags_if or lv.shadow:
             self._outside("userspace set an interrupt in flight with IF=0")
-        self.user_event = (Ev(EvType.EXT_INTR, ev.args[0]), True)
+        self._set_in_flight(Ev(EvType.EXT_INTR, ev.args[0]))
 
     def ev_user_interrupt(self, ev):
         self.extint_pending.add(ev.args[0])
