@@ -157,15 +157,16 @@ class Minimizer:
 
 
 def minimize(scenario: Scenario, signature: str | None = None, names: list[str] | None = None) -> Result:
-    """Minimise `scenario` keeping `signature` (default: its first
-    divergence's).  Raises ValueError if the scenario shows no divergence or
+    """Minimise `scenario` keeping `signature` (default: its primary
+    divergence's, `oracle.Report.primary`).  Raises ValueError if the scenario shows no divergence or
     not that one."""
     start = time.perf_counter()
-    found = sorted(signatures(scenario, names))
+    report = oracle.compare(scenario, names)
+    found = {d.signature for d in report.divergences}
     if not found:
         raise ValueError("the scenario shows no divergence: nothing to keep while minimising")
     if signature is None:
-        signature = found[0]
+        signature = report.primary.signature
     elif signature not in found:
         raise ValueError(f"the scenario does not show the signature {signature!r}")
     m = Minimizer(signature, names)

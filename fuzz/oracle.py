@@ -77,6 +77,12 @@ class Report:
     def agree(self) -> bool:
         return not self.divergences
 
+    @property
+    def primary(self) -> Divergence | None:
+        """The divergence that names this scenario's bug (`_significance`);
+        the others are usually its consequences."""
+        return self.divergences[0] if self.divergences else None
+
     def to_json(self) -> dict:
         def res(r):
             if isinstance(r, Allowed):
@@ -266,4 +272,16 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
                         "fixed" if b and not a else "regression" if a and not b else "still-wrong"
                     )
         out.append(Divergence(fname, differing, sig, step, expected, got, verdicts))
+    out.sort(key=_significance)
     return out
+
+
+def _significance(d: Divergence) -> tuple:
+    """Most significant first: a crash, then the earliest diverging trace
+    entry (L1's before L2's at the same step), a shutdown, a livelock, an
+    alarm, and last the final state, which is usually a consequence of an
+    earlier divergence.  `Report.primary` is the first."""
+    rank = {"l1": 1, "l2": 1, "shutdown": 2, "livelock": 3, "alarms": 4}
+    if d.field.startswith("crash:"):
+        return (0, 0, d.field)
+    return (rank.get(d.field, 5), d.step if d.step is not None else 1 << 30, d.field)
