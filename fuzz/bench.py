@@ -181,7 +181,8 @@ def bug_classes(names: list[str]) -> dict[str, set[str]]:
     raw: dict[str, set[str]] = {}
     for path in sorted(seeds.SEEDS.glob("bug-*.txt")):
         cls = re.sub(r"-(vmx|svm)$", "", path.stem)
-        sigs = {d.signature for d in oracle.compare(read_scenario(path), names).divergences}
+        report = oracle.compare(read_scenario(path), names)
+        sigs = {report.primary.signature} if report.primary else set()
         raw.setdefault(cls, set()).update(sigs)
     classes = {}
     for cls, sigs in raw.items():

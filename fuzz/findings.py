@@ -156,12 +156,15 @@ class FindingStore:
     # -------------------------------------------------------- recording --
 
     def record(self, report) -> list[str]:
-        """Record every divergence of an oracle report; returns the
-        signatures this call wrote as new findings."""
+        """Record the primary divergence of an oracle report
+        (`oracle.Report.primary`; the others are most often its
+        consequences -- a lost exit also changes the final level -- and
+        would multiply the findings of one bug); returns the signatures this
+        call wrote as new findings."""
         new = []
         scenario = report.scenario
         size = None
-        for d in report.divergences:
+        for d in report.divergences[:1]:
             sig = d.signature
             known = self._known.get(sig)
             if known is None:

@@ -78,7 +78,7 @@ def test_target_records_and_goes_on(tmp_path):
         api.IMPLEMENTATIONS.update(prepatch="fakes:DropVectoringAndShutdown", postpatch="fakes:CrashOnMigrate")
         api._loaded.pop("prepatch", None), api._loaded.pop("postpatch", None)
         for p in sorted(inputs.iterdir()):
-            for d in oracle.compare(binary.decode(p.read_bytes())).divergences:
+            for d in oracle.compare(binary.decode(p.read_bytes())).divergences[:1]:  # the primary
                 expected[d.signature] = expected.get(d.signature, 0) + 1
     finally:
         api.IMPLEMENTATIONS.clear(), api.IMPLEMENTATIONS.update(saved[0])
