@@ -8,8 +8,9 @@ the seed bug classes.  Prints tables; never part of the test suite.
    cleared): libFuzzer's mutants share most records with their parents, so a
    campaign decodes faster than this.  Each implementation alone, too.
 2. **campaign execs/s** (atheris, instrumented, real `evdiff fuzz` runs from
-   the seeds): 1 job, `-fork=2` (`--jobs 2`), and `-jobs=2 -workers=2`
-   (libFuzzer's other way to use two processes); scaling is the ratio to 1 job.
+   the seeds, wall time including start-up): 1 job, `--jobs 2` (`-fork=2`),
+   and `--jobs 2 --parallel workers` (`-jobs=2 -workers=2`); scaling is the
+   ratio to 1 job.
 3. **time to first finding** per seed bug class, from an empty corpus
    without the seeds (and a dictionary without their records): a class is
    what `corpus/seeds/bug-<class>-<vendor>.txt` diverge with (their
@@ -132,42 +133,16 @@ def _fuzz_cmd(findings: Path, seconds: float, *extra: str, engine: str = "atheri
             "--findings", str(findings), *extra]
 
 
-def campaign_rate(seconds: float, jobs: int, impls: str | None) -> dict:
+def campaign_rate(seconds: float, jobs: int, impls: str | None, parallel: str = "fork") -> dict:
     with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
         out = Path(tmp) / "findings"
-        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs)), env=_env(impls), capture_output=True,
-                       timeout=seconds + 120)
-        stats = json.loads((out / "stats.json").read_text())
-        return {"mode": f"--jobs {jobs}" + (f" (-fork={jobs})" if jobs > 1 else ""), "execs": stats["execs"],
-                "seconds": stats["elapsed"], "execs_per_s": stats["execs"] / max(stats["elapsed"], 1e-9)}
-
-
-def workers_rate(seconds: float, workers: int, impls: str | None) -> dict:
-    """libFuzzer's -jobs/-workers: separate processes, each its own log."""
-    from fuzz import binary, campaign, seeds
-
-    with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
-        tmp = Path(tmp)
-        corpus, state = tmp / "corpus", tmp / ".evdiff"
-        corpus.mkdir()
-        state.mkdir()
-        target = campaign.write_wrapper(state / "target")
-        seeds.write_binary_seeds(state / "seeds")
-        env = _env(impls)
-        env["EVDIFF_FINDINGS"] = str(tmp / "findings")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(campaign.ROOT), env.get("PYTHONPATH")]))
-        start = time.monotonic()
-        subprocess.run([str(target), str(corpus), str(state / "seeds"), f"-jobs={workers}", f"-workers={workers}",
-                        f"-max_total_time={int(seconds)}", "-print_final_stats=1",
-                        f"-max_len={1 + binary.RECORD * binary.MAX_EVENTS}"], cwd=tmp, env=env,
+        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs), "--parallel", parallel), env=_env(impls),
                        capture_output=True, timeout=seconds + 120)
-        wall = time.monotonic() - start
-        execs = 0
-        for log in tmp.glob("fuzz-*.log"):
-            m = re.findall(r"stat::number_of_executed_units: (\d+)", log.read_text(errors="replace"))
-            execs += int(m[-1]) if m else 0
-        return {"mode": f"-jobs={workers} -workers={workers}", "execs": execs, "seconds": wall,
-                "execs_per_s": execs / wall}
+        stats = json.loads((out / "stats.json").read_text())
+        flags = "" if jobs == 1 else f" (-fork={jobs})" if parallel == "fork" else f" (-jobs={jobs} -workers={jobs})"
+        mode = f"--jobs {jobs}" + (f" --parallel {parallel}" if jobs > 1 and parallel != "fork" else "") + flags
+        return {"mode": mode, "execs": stats["execs"], "seconds": stats["elapsed"],
+                "execs_per_s": stats["execs"] / max(stats["elapsed"], 1e-9)}
 
 
 # -------------------------------------------------- time to first finding --
@@ -262,12 +237,12 @@ def main(args) -> int:
             print(f"\n2. campaign execs/s (atheris, instrumented, from the seeds, {args.campaign_seconds:.0f} s each)")
             rows = [campaign_rate(args.campaign_seconds, 1, args.impls),
                     campaign_rate(args.campaign_seconds, 2, args.impls),
-                    workers_rate(args.campaign_seconds, 2, args.impls)]
+                    campaign_rate(args.campaign_seconds, 2, args.impls, "workers")]
             result["campaign"] = rows
             base = rows[0]["execs_per_s"] or 1
-            print(f"{'mode':<28} {'execs':>10} {'seconds':>8} {'execs/s':>9} {'vs 1 job':>9}")
+            print(f"{'mode':<50} {'execs':>10} {'seconds':>8} {'execs/s':>9} {'vs 1 job':>9}")
             for r in rows:
-                print(f"{r['mode']:<28} {r['execs']:>10,} {r['seconds']:>8.1f} {r['execs_per_s']:>9,.0f} "
+                print(f"{r['mode']:<50} {r['execs']:>10,} {r['seconds']:>8.1f} {r['execs_per_s']:>9,.0f} "
                       f"{r['execs_per_s'] / base:>9.2f}")
 
     if "ttff" in only:

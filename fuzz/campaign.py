@@ -6,7 +6,10 @@ stats file and one summary:
 * **atheris** (default): libFuzzer drives `fuzz/evdiff_fuzzer.py` through a
   generated executable wrapper (`<findings>/.evdiff/target`, with a shebang
   naming this interpreter: libFuzzer's `-fork` re-runs argv[0] through `sh`).
-  `--jobs N` is fork mode, `-fork=N -ignore_crashes=1`.  The seeds
+  `--jobs N` is fork mode, `-fork=N -ignore_crashes=1`; with
+  `--parallel workers`, `-jobs=N -workers=N` (N independent fuzzers sharing
+  the corpus directory, their logs in `.evdiff/workers/`), which scales
+  better where the target starts slowly (`evdiff bench` measures both).  The seeds
   (`corpus/seeds`, in binary form) and a dictionary are written at start;
   the corpus directory grows across runs.  libFuzzer's output goes to
   `<findings>/.evdiff/libfuzzer.log`; the status line is parsed from it.
@@ -52,6 +55,7 @@ class Options:
     engine: str = "atheris"
     time: float = 0  # seconds; 0: until interrupted
     jobs: int = 1
+    parallel: str = "fork"  # with jobs > 1: libFuzzer's -fork=N, or -jobs=N -workers=N ("workers")
     findings: Path = Path("findings")
     corpus: Path | None = None
     seeds: Path | None = seeds.SEEDS  # None: start without seeds
@@ -274,15 +278,18 @@ def _die_with_parent() -> None:  # pragma: no cover -- runs in the child
 
 def libfuzzer_command(opts: Options, target: Path, corpus: Path, seeds_dir: Path | None, dict_path: Path,
                       artifacts: Path) -> list[str]:
+    target, corpus, dict_path, artifacts = (p.resolve() for p in (target, corpus, dict_path, artifacts))
     cmd = [str(target), str(corpus)]
     if seeds_dir is not None:
-        cmd.append(str(seeds_dir))
+        cmd.append(str(seeds_dir.resolve()))
     cmd += [f"-dict={dict_path}", f"-max_len={1 + binary.RECORD * binary.MAX_EVENTS}",
             f"-artifact_prefix={artifacts}/", "-print_final_stats=1"]
     if opts.time:
         cmd.append(f"-max_total_time={int(max(1, opts.time))}")
-    if opts.jobs > 1:
+    if opts.jobs > 1 and opts.parallel == "fork":
         cmd += [f"-fork={opts.jobs}", "-ignore_crashes=1"]
+    elif opts.jobs > 1:
+        cmd += [f"-jobs={opts.jobs}", f"-workers={opts.jobs}"]
     return cmd + list(opts.extra)
 
 
@@ -310,7 +317,9 @@ def run_atheris(opts: Options, console) -> int:
     env.pop(targetenv.RAISE, None)
     if opts.impls:
         env[targetenv.IMPLS] = opts.impls
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # The fuzzer runs in .evdiff/workers: relative entries of PYTHONPATH would move.
+    paths = [str(ROOT)] + [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
 
     mon = Monitor(opts, store, "atheris", console)
     crashes_before = _artifacts(artifacts, "crash-")
@@ -319,42 +328,71 @@ def run_atheris(opts: Options, console) -> int:
     if not opts.quiet:
         mon.note(f"evdiff fuzz: {' '.join(cmd)}")
         mon.note(f"  findings: {store.root}  corpus: {corpus}  log: {state / 'libfuzzer.log'}")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    workdir = state / "workers"  # -jobs mode: the workers' logs, fuzz-<n>.log
+    workdir.mkdir(exist_ok=True)
+    for old in workdir.glob("fuzz-*.log"):
+        old.unlink()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, cwd=workdir,
                             errors="replace", bufsize=1, preexec_fn=_die_with_parent if os.name == "posix" else None)
     seen = {"inited": False, "warned": False, "no_cov": False}
     tail: list[str] = []
 
-    def reader():
+    fork = opts.jobs > 1 and opts.parallel == "fork"
+    worker_execs: dict[str, int] = {}
+
+    def handle(line: str, source: str | None = None) -> None:
+        """One line of libFuzzer's output (`source`: a -jobs worker's log)."""
         st = mon.stats
+        m = _EXECS.match(line)
+        if m:
+            if source is None:
+                st.execs = max(st.execs, int(m.group(1)))
+            else:
+                worker_execs[source] = max(worker_execs.get(source, 0), int(m.group(1)))
+                st.execs = sum(worker_execs.values())
+            for key, rx in _FIELDS.items():
+                v = rx.search(line)
+                if v and key == "cov":
+                    st.cov = max(st.cov, int(v.group(1)))
+                elif v and key == "ft":
+                    st.ft = max(st.ft, int(v.group(1)))
+                elif v and key == "corp" and fork:
+                    st.corpus = int(v.group(1))
+            c = _FORK_CRASH.search(line)
+            if c:
+                st.harness_crashes = int(c.group(3))
+            if "INITED" in line:
+                seen["inited"] = True
+        elif line.startswith("evdiff-target:") or "COVERAGE WILL NOT GROW" in line:
+            if "implementations:" in line:
+                st.implementations = line.split("implementations:", 1)[1].split(";")[0].strip().split(", ")
+            if not (opts.quiet or opts.jobs > 1 and seen["inited"]):
+                mon.note(line.rstrip())
+            if "COVERAGE WILL NOT GROW" in line:
+                seen["no_cov"] = True
+        elif (line.startswith(("ERROR:", "Traceback", "=== Uncaught")) or line.startswith("==") and "ERROR" in line) \
+                and not opts.quiet:
+            mon.note(line.rstrip(), style="red")
+
+    def reader():
         for line in proc.stdout:
             log.write(line)
             tail.append(line)
             del tail[:-40]
-            m = _EXECS.match(line)
-            if m:
-                st.execs = max(st.execs, int(m.group(1)))
-                for key, rx in _FIELDS.items():
-                    v = rx.search(line)
-                    if v and key == "cov":
-                        st.cov = max(st.cov, int(v.group(1)))
-                    elif v and key == "ft":
-                        st.ft = max(st.ft, int(v.group(1)))
-                    elif v and key == "corp" and opts.jobs > 1:
-                        st.corpus = int(v.group(1))
-                c = _FORK_CRASH.search(line)
-                if c:
-                    st.harness_crashes = int(c.group(3))
-                if "INITED" in line:
-                    seen["inited"] = True
-            elif line.startswith("evdiff-target:") or "COVERAGE WILL NOT GROW" in line:
-                if "implementations:" in line:
-                    st.implementations = line.split("implementations:", 1)[1].split(";")[0].strip().split(", ")
-                if not (opts.quiet or opts.jobs > 1 and seen["inited"]):
-                    mon.note(line.rstrip())
-                if "COVERAGE WILL NOT GROW" in line:
-                    seen["no_cov"] = True
-            elif line.startswith(("ERROR:", "==", "Traceback", "=== Uncaught")) and not opts.quiet:
-                mon.note(line.rstrip(), style="red")
+            handle(line)
+
+    offsets: dict[Path, int] = {}
+
+    def poll_workers():
+        """-jobs/-workers: each worker writes fuzz-<n>.log in `workdir`."""
+        for path in sorted(workdir.glob("fuzz-*.log")):
+            with open(path, "r", errors="replace") as f:
+                f.seek(offsets.get(path, 0))
+                chunk = f.read()
+                complete = chunk[:chunk.rfind("\n") + 1]
+                offsets[path] = offsets.get(path, 0) + len(complete.encode(errors="replace"))
+            for line in complete.splitlines(keepends=True):
+                handle(line, str(path))
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
@@ -364,7 +402,9 @@ def run_atheris(opts: Options, console) -> int:
     try:
         while proc.poll() is None:
             time.sleep(0.5)
-            mon.stats.corpus = mon.stats.corpus if opts.jobs > 1 else _count(corpus)
+            if opts.jobs > 1 and not fork:
+                poll_workers()
+            mon.stats.corpus = mon.stats.corpus if fork else _count(corpus)
             mon.update()
             _coverage_check(mon, seen)
             if opts.time and mon.stats.elapsed > opts.time + 60:  # libFuzzer did not stop by itself
@@ -378,6 +418,8 @@ def run_atheris(opts: Options, console) -> int:
             proc.kill()
     finally:
         thread.join(timeout=5)
+        if opts.jobs > 1 and not fork:
+            poll_workers()
         store.flush()
         mon.stats.corpus = _count(corpus)
         mon.stats.status = "interrupted" if interrupted else "done"
@@ -440,6 +482,8 @@ def run(opts: Options, console=None) -> int:
         console = Console(stderr=False)
     if opts.jobs < 1:
         raise EvdiffError(f"--jobs {opts.jobs}: give at least 1")
+    if opts.parallel not in ("fork", "workers"):
+        raise EvdiffError(f"--parallel {opts.parallel}: fork or workers")
     if opts.time < 0:
         raise EvdiffError(f"--time {opts.time}: give a duration of at least 1 second (0: until Ctrl-C)")
     if opts.seeds is not None and not Path(opts.seeds).is_dir():

@@ -145,6 +145,7 @@ def cmd_fuzz(args) -> int:
 
     opts = campaign.Options(
         engine=args.engine, time=campaign.parse_duration(args.time) if args.time else 0, jobs=args.jobs,
+        parallel=args.parallel,
         findings=Path(args.findings), corpus=Path(args.corpus) if args.corpus else None,
         seeds=None if args.no_seeds else Path(args.seeds) if args.seeds else campaign.seeds.SEEDS,
         extra=args.libfuzzer, max_examples=args.max_examples, impls=args.impls, quiet=args.quiet)
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                        description="Run a fuzz campaign; see fuzz/campaign.py.  Flags after `--` go to libFuzzer.")
     p.add_argument("--time", help="stop after this long: 60, 90s, 15m, 8h (default: until Ctrl-C)")
     p.add_argument("--jobs", type=int, default=1, help="libFuzzer fork mode across N processes")
+    p.add_argument("--parallel", choices=("fork", "workers"), default="fork",
+                   help="with --jobs: -fork=N (default) or -jobs=N -workers=N")
     p.add_argument("--findings", default="findings", help="findings directory (default: findings/)")
     p.add_argument("--corpus", help="corpus directory (default: FINDINGS/corpus)")
     p.add_argument("--engine", choices=("atheris", "hypothesis"), default="atheris")

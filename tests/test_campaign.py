@@ -125,6 +125,15 @@ def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     assert (out / "plot_data.csv").read_text().startswith("unix_time,")
 
 
+def test_workers_mode_runs_two_fuzzers_into_one_store(tmp_path):
+    out = tmp_path / "findings"
+    r = _fuzz("--time", "10", "--jobs", "2", "--parallel", "workers", "--findings", str(out), "--quiet")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert len(list((out / ".evdiff" / "workers").glob("fuzz-*.log"))) == 2
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["execs"] > 0 and stats["findings"] == len(findings.FindingStore(out).signatures()) > 0
+
+
 def test_sigkill_then_restart_loses_nothing_and_duplicates_nothing(tmp_path):
     out = tmp_path / "findings"
     proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "fuzz", "--time", "120", "--findings", str(out),
