@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
-from impls.arch import Ev
+from impls.arch import Ev, EvType
 
 
 class Undefined:
@@ -57,10 +57,20 @@ def matches(expected, actual) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """An event delivered through a guest's IDT (its handler will run)."""
+    """An event delivered through a guest's IDT (its handler will run).
+
+    A handler sees a vector and an error code, not how the exception was
+    raised: a software exception (INT3, INTO, INT1) is recorded as the
+    hardware exception it delivers (SDM 6.4.2 "Software-Generated
+    Exceptions" -- the processor generates the exception as it would for a
+    fault or trap of that vector)."""
 
     level: int
     event: Ev
+
+    def __post_init__(self):
+        if self.event.type in (EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION):
+            object.__setattr__(self, "event", Ev(EvType.HW_EXCEPTION, self.event.vector, self.event.error_code))
 
     def __str__(self):
         return f"L{self.level} handles {self.event}"
