@@ -10,7 +10,7 @@ stats file and one summary:
   `--parallel workers`, `-jobs=N -workers=N` (N independent fuzzers sharing
   the corpus directory, their logs in `.evdiff/workers/`), which scales
   better where the target starts slowly (`evdiff bench` measures both).  The seeds
-  (`corpus/seeds`, in binary form) and a dictionary are written at start;
+  (`corpus/seeds`, in binary form) and a dictionary are written at start,
   the corpus directory grows across runs.  libFuzzer's output goes to
   `<findings>/.evdiff/libfuzzer.log`; the status line is parsed from it.
 * **hypothesis**: `fuzz.properties.campaign`, with the example database in

@@ -16,7 +16,7 @@ a campaign killed at any moment loses nothing already written.
 Every file is written to a temporary name and renamed into place (`os.replace`
 is atomic on POSIX), and a new finding's directory is built aside and renamed
 into place whole: a reader sees a complete finding or none, never half a file.
-Several processes (libFuzzer's fork-mode jobs, Hypothesis) share one store;
+Several processes (libFuzzer's fork-mode jobs, Hypothesis) share one store,
 an exclusive `flock` on `.evdiff/lock` serialises their writes.
 
 Hits are counted per process and added to `finding.json` at most every

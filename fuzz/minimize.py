@@ -3,10 +3,10 @@
 Three passes, repeated until none changes anything:
 
 1. delta debugging over events (Zeller's ddmin): remove chunks, halving the
-   chunk size down to single events;
+   chunk size down to single events,
 2. fields: each parameter of each event is tried at simpler values (its
    default, zero, a vector set with one vector fewer, an event without its
-   error code ...), one at a time, only ever lowering `cost`;
+   error code ...), one at a time, only ever lowering `cost`,
 3. configuration: drop each cap; nested paging back on.
 
 A candidate is kept only if the oracle still reports the **same signature**

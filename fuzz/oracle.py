@@ -79,7 +79,7 @@ class Report:
 
     @property
     def primary(self) -> Divergence | None:
-        """The divergence that names this scenario's bug (`_significance`);
+        """The divergence that names this scenario's bug (`_significance`),
         the others are usually its consequences."""
         return self.divergences[0] if self.divergences else None
 

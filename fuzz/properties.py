@@ -4,7 +4,7 @@ reference allows), raises nothing, and sounds no alarm.
 
 `implementations_agree` is a Hypothesis test over `fuzz.strategies.scenarios`.
 The test suite runs it with a small budget (`tests/test_properties.py`; under
-`CI=1` Hypothesis's `ci` profile makes it derandomised, without a database);
+`CI=1` Hypothesis's `ci` profile makes it derandomised, without a database),
 `implementations_agree.hypothesis.fuzz_one_input(data)` lets a byte-level
 fuzzer drive the same definition.  A divergence is raised by
 `fuzz.failures.raise_divergence`, from frames that follow its signature, so
@@ -14,11 +14,11 @@ Hypothesis treats distinct signatures as distinct bugs and shrinks each.
 large budget, in batches until the time is up:
 
 * every divergence seen (in generation or in shrinking) is recorded in the
-  findings store, as the atheris engine does;
+  findings store, as the atheris engine does,
 * a batch fails only on signatures Hypothesis has not yet shrunk (the store
   marks a finding `"shrunk": true` once it has), so a known bug does not end
   every batch early; Hypothesis shrinks each new one to its minimal form,
-  which becomes the finding's smallest input;
+  which becomes the finding's smallest input,
 * the example database lives in `<findings>/.evdiff/hypothesis`: a batch
   killed while shrinking resumes there, and failing examples replay first.
   The database is a cache (Hypothesis may drop entries on upgrade); the

@@ -7,20 +7,20 @@ Hypothesis strategies and every implementation read that one table.
 Kinds, by who acts (the README has the full table with examples):
 
 * guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
-  gates, the IDT limit, a handler stack that faults;
+  gates, the IDT limit, a handler stack that faults,
 * L1 as a hypervisor: its intercepts for L2 and its VM entry to L2 with an
-  injected event; L2's unconditional exit to L1 (`l2.vmcall`);
+  injected event; L2's unconditional exit to L1 (`l2.vmcall`),
 * the guest's current instruction (at whatever level runs): raises an
   exception, STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
-  which arms a fault (an MMU fault) for the next event delivery;
+  which arms a fault (an MMU fault) for the next event delivery,
 * L0-internal happenings that must be invisible: `l0.mmu_fixup` (a fault
   during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
   violation / NPF with npt on), `l0.emulate` (L0 emulates the instruction,
-  which may fault), `l0.immediate_exit`;
-* platform: `irq`, `nmi`;
+  which may fault), `l0.immediate_exit`,
+* platform: `irq`, `nmi`,
 * userspace: KVM_SET_VCPU_EVENTS (`user.set_exception`, `user.set_nmi`,
   `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
-  into a fresh vCPU);
+  into a fresh vCPU),
 * `run`: run to the next quiescent point.
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ by the scenario's events instead of being modelled, and every KVM port
   instruction or completed delivery at that level (a delivery does not clear
   it); RIP is an instruction counter per level; CR2 is
   one register on VMX (the VMCS does not hold it) and per level on SVM (the
-  VMCB save area does), as in the reference; every IDT gate is an interrupt gate;
+  VMCB save area does), as in the reference; every IDT gate is an interrupt gate,
   `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption

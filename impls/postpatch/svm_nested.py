@@ -12,10 +12,10 @@ Patch 4/4 hunks, in the order of the diff:
 * `nested_save_pending_event_to_vmcb12` (5.11's
   `nested_vmcb_save_pending_event`; the method keeps the pre-patch name its
   callers use) reports the *injected* exception in EXITINTINFO and clears
-  `injected_exception.valid` (the VMX builder does not);
+  `injected_exception.valid` (the VMX builder does not),
 * `nested_exit_on_exception` and `nested_svm_inject_exception_vmexit` read
-  the *pending* exception;
-* `svm_check_nested_events` loses the exception rung: INIT, SMI, NMI, IRQ;
+  the *pending* exception,
+* `svm_check_nested_events` loses the exception rung: INIT, SMI, NMI, IRQ,
 * new `svm_deliver_nested_exception`, wired as nested_ops->deliver_exception:
   1 without a pending exception, -EBUSY while a nested run is pending, 1 if
   L1 does not intercept the vector, else the exception #VMEXIT and 0.

@@ -3,7 +3,7 @@ overrides mixed in front of it, the RFC's state layout, and the new nested
 op `deliver_exception` in the nested_ops tables.
 
 Every function the four patches change is overridden in the module named
-after its kernel file (`x86`, `svm`, `svm_nested`, `vmx`, `vmx_nested`;
+after its kernel file (`x86`, `svm`, `svm_nested`, `vmx`, `vmx_nested`,
 `paging_tmpl` says why patch 2/4 needs nothing); everything else is the
 pre-patch port's, shared.  The ops tables are built per instance from
 method names, so an override reaches callers that go through an op too.

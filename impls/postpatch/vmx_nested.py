@@ -12,11 +12,11 @@ Patch 4/4 hunks, in the order of the diff:
 * `nested_vmx_check_exception` reads the *pending* exception (vector,
   payload, nested_apf, the error code for the #PF mask/match);
 * `vmcs12_save_pending_event` reports the *injected* exception in
-  IDT-vectoring info (it does not clear it; the VM exit clears the queue);
+  IDT-vectoring info (it does not clear it; the VM exit clears the queue),
 * `nested_vmx_inject_exception_vmexit`, `vmx_pending_dbg_trap` and
-  `nested_vmx_update_pending_dbg` read the *pending* exception;
+  `nested_vmx_update_pending_dbg` read the *pending* exception,
 * `vmx_check_nested_events` loses its exception rungs *and* its MTF rung
-  (and the local copy of mtf_pending): INIT, preemption timer, SMI, NMI, IRQ;
+  (and the local copy of mtf_pending): INIT, preemption timer, SMI, NMI, IRQ,
 * new `nested_vmx_deliver_nested_exception`, wired as
   nested_ops->deliver_exception: 1 with neither a pending exception nor a
   pending MTF; -EBUSY while a nested run is pending; then, in the old

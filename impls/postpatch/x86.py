@@ -4,7 +4,7 @@ Patch 1/4, "determine if an exception has an error code only when injecting
 it":
 
 * `kvm_multiple_exception` no longer drops the error code of an exception
-  queued outside protected mode;
+  queued outside protected mode,
 * new `kvm_inject_exception`, called by `inject_pending_event` where it used
   to call the vendor's queue_exception, strips it instead -- with the known
   slip: it tests the *error code* where it means has_error_code, so in real
@@ -14,7 +14,7 @@ it":
 Patch 4/4, "WIP separation of injected and pending exception", every x86.c /
 x86.h user of the old `vcpu->arch.exception`, in the order of the diff:
 
-* `kvm_deliver_exception_payload` reads `pending_exception`;
+* `kvm_deliver_exception_payload` reads `pending_exception`,
 * new `kvm_deliver_pending_exception`: while an exception is pending, offer
   it to L1 (nested op `deliver_exception`: 0 = VM exit done, 1 = not
   intercepted, <0 = -EBUSY); with nothing injected, commit it (RF, payload,
@@ -23,9 +23,9 @@ x86.h user of the old `vcpu->arch.exception`, in the order of the diff:
 * `kvm_multiple_exception` only records: a re-injected exception goes to
   `injected_exception`, a new one to `pending_exception`, each refused with
   WARN_ON_ONCE when its slot (or, for a reinjection, the pending slot) is
-  taken -- no merging, no payload delivery at queue time;
+  taken -- no merging, no payload delivery at queue time,
 * `kvm_inject_page_fault` sets `pending_exception.nested_apf` (before a
-  queue that may be refused);
+  queue that may be refused),
 * KVM_GET_VCPU_EVENTS: without the new cap, a pending *and* an injected
   exception are resolved on the spot by `kvm_deliver_pending_exception`
   (which may exit to L1 or request a triple fault from inside a read
@@ -33,20 +33,20 @@ x86.h user of the old `vcpu->arch.exception`, in the order of the diff:
   that checks `valid` twice (known slip, harmless); pending and injected
   reported separately, the pending one in the new struct with the cap; the
   ABI conflation of pending into injected moved out of the soft-exception
-  test;
+  test,
 * new `is_valid_exception`; KVM_SET_VCPU_EVENTS sets the slots that the
-  events name and never clears the others;
+  events name and never clears the others,
 * KVM_ENABLE_CAP(KVM_CAP_EXCEPTION_INJECTED_PENDING) sets the VM flag (no
-  check_extension hunk: the cap is not advertised);
-* `kvm_inject_exception` loses its strip again;
+  check_extension hunk: the cap is not advertised),
+* `kvm_inject_exception` loses its strip again,
 * `inject_pending_event` starts with `kvm_deliver_pending_exception` (-EBUSY
   -> immediate exit), re-injects an injected exception or else NMI / IRQ
   (the "elif not pending" is gone), and no longer commits a pending
-  exception itself;
+  exception itself,
 * `__set_regs`, set_guest_debug, `kvm_vcpu_has_events` (now also true for
   an injected exception) and `kvm_can_do_async_pf`: renames; none is
   reached by the scenarios (no KVM_SET_REGS, guest debugging, HLT or async
-  page faults: impls.hw.environment), so none is ported;
+  page faults: impls.hw.environment), so none is ported,
 * x86.h: `kvm_clear_exception_queue` clears both `valid` flags,
   `kvm_event_needs_reinjection` looks at `injected_exception.valid`.
 
@@ -288,7 +288,7 @@ class X86Rfc:
 
     @origin(X86_C, "kvm_vcpu_ioctl_x86_set_vcpu_events", tree=PATCH4)
     def kvm_vcpu_ioctl_x86_set_vcpu_events(vcpu, events: KvmVcpuEvents) -> int:
-        """The exception part after 4/4: each slot the events name is set;
+        """The exception part after 4/4: each slot the events name is set,
         neither is ever cleared (no else branches), and the unchanged
         payload normalisation still forbids pending and injected together."""
         a = vcpu.arch

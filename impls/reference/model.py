@@ -336,7 +336,7 @@ class Machine:
         return False
 
     def _shadow_blocks(self, lv: LevelState, rule: str) -> bool:
-        """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3);
+        """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3),
         after STI, NMIs may or may not be held (STI in SDM2: IMPL-SPECIFIC)."""
         if lv.shadow == "movss":
             return True
@@ -498,7 +498,7 @@ class Machine:
     def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
         """VM-entry checks on the injected event.  VMX (SDM 26.3.1.5): an
         external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI
-        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC);
+        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC),
         such failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
         EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
         VMEXIT_INVALID."""

@@ -11,7 +11,7 @@ It is the pre-patch port (`impls.prepatch`, Linux 5.11) with every function
 mixins `x86` (x86.c, x86.h), `vmx` / `vmx_nested` (vmx/vmx.c,
 vmx/nested.c), `svm` / `svm_nested` (svm/svm.c, svm/nested.c), on the 6.1
 state of `state`.  Each module's docstring lists which 5.11 functions of its
-file are reused unchanged (checked against the 6.1 source) and which differ;
+file are reused unchanged (checked against the 6.1 source) and which differ,
 every function ported here names its 6.1 origin (`tree="6.1"`).  The
 simulated CPU (`impls.hw`) and the scenario driver are shared; `driver`
 extends the driver with what 6.1 adds (exception_vmexit in flight, the

@@ -2,7 +2,7 @@
 6.1 adds to what a VMM and the driver must see:
 
 * KVM holds an event in flight also while an exception waits in
-  `exception_vmexit` to become a nested VM exit (kvm_is_exception_pending);
+  `exception_vmexit` to become a nested VM exit (kvm_is_exception_pending),
   the driver keeps running the vCPU until it has.
 * Each KVM_RUN enters through `kvm_arch_vcpu_ioctl_run`, which morphs an
   exception userspace set as pending in L2 into a nested VM exit.

@@ -5,7 +5,7 @@ from 5.11 (`impls.prepatch.svm_nested`).
 Differs:
 
 * `nested_svm_is_exception_vmexit` (nested_ops->is_exception_vmexit): L1's
-  exception intercepts in the cached vmcb12 controls, error code ignored;
+  exception intercepts in the cached vmcb12 controls, error code ignored,
   `nested_svm_inject_exception_vmexit` turns `exception_vmexit` into the
   #VMEXIT (EXITINFO2 of a #PF from the payload, else CR2).
 * `svm_check_nested_events`: exceptions are blocked only by a pending

@@ -2,7 +2,7 @@
 7709aba8), where they differ from 5.11 (`impls.prepatch.vmx`).
 
 Differs: the kvm_x86_ops hooks are called inject_exception / inject_irq /
-inject_nmi (5.11: queue_exception / set_irq / set_nmi);
+inject_nmi (5.11: queue_exception / set_irq / set_nmi),
 `vmx_inject_exception` delivers the payload of the exception it is handed
 and keeps only bits 15:0 of the error code; `vmx_inject_irq` takes
 `reinjected` (for tracing only).

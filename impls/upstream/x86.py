@@ -15,7 +15,7 @@ Differs from 5.11 (each method below names its 6.1 origin):
   patch 1/4, merged for 5.12 and still there in 6.1).
 * `kvm_is_exception_pending` (x86.h) counts `exception_vmexit` and a pending
   KVM_REQ_TRIPLE_FAULT ("Treat pending TRIPLE_FAULT requests as pending
-  exceptions"; at 7709aba8 it did not yet include the request);
+  exceptions"; at 7709aba8 it did not yet include the request),
   `kvm_clear_exception_queue` also drops `exception_vmexit.pending`.
 * `kvm_inject_page_fault` sends an async #PF in L2 straight to
   `exception_vmexit`; `kvm_inject_emulated_page_fault` returns nothing.

@@ -8,12 +8,12 @@ It is registered because its differences change outcomes
 
 * KVM_SET_VCPU_EVENTS clears both exception slots and never sets the named
   one valid: an exception set by userspace (or carried by a migration) is
-  dropped;
+  dropped,
 * a second pending exception overwrites the first (February refuses the
-  second);
+  second),
 * vmx_inject_page_fault_nested is gone, so with EPT off an L2 #PF that L1
   intercepts goes through the new delivery path (and its merge with an
-  in-flight exception) instead of exiting at once;
+  in-flight exception) instead of exiting at once,
 * the pending exception is delivered after every exit handler, so
   userspace never sees both exceptions, and the new uapi / cap are dropped.
 

@@ -2,10 +2,10 @@
 patches 2/4 and 3/4).
 
 * `pending_exception` and `injected_exception` share one type,
-  struct kvm_queued_exception {valid, nr, has_error_code, error_code};
+  struct kvm_queued_exception {valid, nr, has_error_code, error_code},
 * the payload lives apart, in `exception_payload` {valid, value,
-  nested_apf}, and belongs to "the" exception being raised;
-* nested_ops gains `deliver_exception_as_vmexit` (after check_events);
+  nested_apf}, and belongs to "the" exception being raised,
+* nested_ops gains `deliver_exception_as_vmexit` (after check_events),
 * no uapi change and no new capability: struct kvm_vcpu_events keeps the
   pre-patch layout (`impls.prepatch.state.KvmVcpuEvents`).
 """

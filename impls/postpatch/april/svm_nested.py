@@ -2,12 +2,12 @@
 relative to the February port (`impls.postpatch.svm_nested`).
 
 * `nested_save_pending_event_to_vmcb12` does not clear the injected
-  exception (February did; the VM exit clears the queue anyway);
-* `nested_svm_inject_exception_vmexit` reads the payload slot;
+  exception (February did; the VM exit clears the queue anyway),
+* `nested_svm_inject_exception_vmexit` reads the payload slot,
 * `svm_deliver_nested_exception_as_vmexit` (wired as
   nested_ops->deliver_exception_as_vmexit): -EBUSY while a nested run is
   pending, else the exception #VMEXIT if L1 intercepts the vector; always 0
-  otherwise (the caller sees the exit as the pending exception gone);
+  otherwise (the caller sees the exit as the pending exception gone),
 * its 4/4 removes `svm_inject_page_fault_nested`, which the February base
   (5.11) does not have: nothing to do here.
 """

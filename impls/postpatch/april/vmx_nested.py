@@ -2,15 +2,15 @@
 relative to the February port (`impls.postpatch.vmx_nested`).
 
 * `nested_vmx_check_exception`, `vmx_pending_dbg_trap` and
-  `nested_vmx_update_pending_dbg` read the payload slot;
+  `nested_vmx_update_pending_dbg` read the payload slot,
 * `vmx_check_nested_events` keeps its MTF rung (February removed it); MTF
   is not modelled (impls.hw.environment), so the ported ladder is the
-  February one;
+  February one,
 * `nested_vmx_deliver_exception_as_vmexit` (wired as
   nested_ops->deliver_exception_as_vmexit): -EBUSY while a nested run is
   pending; an MTF with a pending #DB trap exits for MTF (and clears
   mtf_pending); else a pending exception L1 wants exits; always 0
-  otherwise;
+  otherwise,
 * its 4/4 removes `vmx_inject_page_fault_nested` and its installation in
   `prepare_vmcs02`: with EPT off, a #PF of L2 found by KVM's walk is now an
   ordinary pending exception, offered to L1 at delivery time.

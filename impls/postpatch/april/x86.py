@@ -3,26 +3,26 @@
 not part of it), relative to the February port (`impls.postpatch.x86`).
 
 * `kvm_deliver_exception_payload` reads the vector of the pending exception
-  and the separate payload slot;
+  and the separate payload slot,
 * `kvm_multiple_exception` warns (pending exception already there; a
   reinjection over an injected one) but does not refuse: the slot is
   *overwritten* with the new exception, and the payload slot is always
-  rewritten, even by a reinjection;
+  rewritten, even by a reinjection,
 * `kvm_do_deliver_pending_exception` / `kvm_deliver_pending_exception`: one
   round asks L1 (`deliver_exception_as_vmexit`; "exited" is seen as the
   pending exception having gone), commits with RF / payload / DR7.GD / the
   slipped real-mode strip, turns an injected #DF into a triple fault,
   makes a contributory / #PF pair a pending #DF (the wrapper then runs a
   second round, warning unless it is a #DF), and otherwise jumps to the
-  commit, replacing the injected exception *without* asking L1 again;
-* `kvm_inject_page_fault` sets the payload slot's nested_apf;
+  commit, replacing the injected exception *without* asking L1 again,
+* `kvm_inject_page_fault` sets the payload slot's nested_apf,
 * KVM_GET_VCPU_EVENTS: no cap, no merging: it warns if both exceptions are
   there and reports the pending one if any, else the injected one, with
-  the legacy conflation (inside the soft-exception test, as before);
+  the legacy conflation (inside the soft-exception test, as before),
 * KVM_SET_VCPU_EVENTS: clears both slots (before the -EINVAL checks), then
   copies vector and error code into the slot the events name -- and never
-  sets it valid (slip: every exception set by userspace is dropped);
-* `inject_pending_event`: as in February (resolve first, then re-inject);
+  sets it valid (slip: every exception set by userspace is dropped),
+* `inject_pending_event`: as in February (resolve first, then re-inject),
 * `vcpu_enter_guest` delivers the pending exception right after the exit
   handler (result ignored), so userspace never sees both exceptions.
 """
