@@ -39,7 +39,7 @@ from fuzz import targetenv
 #: and failure reporting run only on divergences, and their branches are no
 #: coverage of the implementations.
 NOT_INSTRUMENTED = ["fuzz.findings", "fuzz.failures", "fuzz.text", "fuzz.explain", "fuzz.targetenv",
-                    "fuzz.evdiff_fuzzer"]
+                    "fuzz.evdiff_fuzzer", "fuzz.mutator", "fuzz.seeds"]
 INSTALL = targetenv.INSTALL
 
 _instrument = atheris is not None and not targetenv.flag(targetenv.NO_INSTRUMENT)
@@ -56,7 +56,7 @@ with (atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
     for _name in NAMES:
         api.load(_name)
 
-from fuzz import failures, findings  # noqa: E402 -- after the instrumented block, on purpose
+from fuzz import failures, findings, mutator  # noqa: E402 -- after the instrumented block, on purpose
 
 _findings_dir = os.environ.get(targetenv.FINDINGS)
 STORE = findings.FindingStore(_findings_dir) if _findings_dir else None
@@ -152,6 +152,11 @@ def startup_report(out=sys.stderr) -> bool:
     return not no
 
 
+def _custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """Record-level mutations half of the time (`fuzz.mutator`)."""
+    return mutator.mutate(data, max_size, seed, atheris.Mutate)
+
+
 def main(argv: list[str] | None = None) -> int:
     if atheris is None:
         print(INSTALL.format(python=sys.executable), file=sys.stderr)
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     startup_report()
     _flush_at_exit()
-    atheris.Setup(argv, TestOneInput)
+    atheris.Setup(argv, TestOneInput, custom_mutator=_custom_mutator)
     atheris.Fuzz()
     return 0
 

@@ -85,6 +85,20 @@ def _variants(param) -> list:
     return []
 
 
+def language_records() -> list[bytes]:
+    """One record per event kind with its default arguments, then with one
+    argument set to each value of `_variants`: the dictionary's entries that
+    come from the language, not from the seeds."""
+    out: list[bytes] = []
+    for spec in SPECS:
+        defaults = tuple(p.default for p in spec.params)
+        out.append(_record(normalise(Event(spec.kind, defaults))))
+        for i, p in enumerate(spec.params):
+            for v in _variants(p):
+                out.append(_record(normalise(Event(spec.kind, defaults[:i] + (v,) + defaults[i + 1:]))))
+    return list(dict.fromkeys(out))
+
+
 def dictionary(seeds: Path | None = None) -> str:
     """libFuzzer dictionary: whole records (so an insertion at a record
     boundary adds one event): each event kind with its default arguments,
