@@ -64,6 +64,7 @@ class Options:
     impls: str | None = None
     status_every: float = 10.0  # plain status lines (not a terminal)
     quiet: bool = False
+    known: dict[str, str] = field(default_factory=dict)  # signature -> reason (fuzz.known)
 
 
 @dataclass
@@ -188,15 +189,17 @@ def bug_class(meta: dict) -> str:
     return f"{meta.get('vendor', '?')} {field} [{' '.join(meta.get('impls', []))}]"
 
 
-def summary(store: fstore.FindingStore, console, title: str = "findings") -> None:
+def summary(store: fstore.FindingStore, console, title: str = "findings", known: dict[str, str] | None = None) -> None:
     """The table a developer reads in the morning: one row a signature,
-    by hits; with many signatures, first one row a bug class."""
-    from rich.table import Table
-
-    found = sorted(store.findings(), key=lambda f: -f.hits)
-    if not found:
+    by hits; with many signatures, first one row a bug class.  Findings in
+    the known list (`fuzz.known`) come last, apart, with their reason."""
+    everything = sorted(store.findings(), key=lambda f: -f.hits)
+    if not everything:
         console.print(f"no findings in {store.root}", markup=False)
         return
+    known = known or {}
+    found = [f for f in everything if f.signature not in known]
+    listed = [f for f in everything if f.signature in known]
 
     def verdicts(f):
         return ", ".join(f"{p}: {v}" for p, v in f.meta.get("verdicts", {}).items()) or "-"
@@ -216,8 +219,14 @@ def summary(store: fstore.FindingStore, console, title: str = "findings") -> Non
                ("class", "signatures", "verdict(s)", "hits", "smallest", "smallest's dir"), rows)
     rows = [(f.signature, verdicts(f), f"{f.hits:,}", smallest(f.smallest_events), f.path.name + "/smallest.txt")
             for f in found]
-    _table(console, plain, f"{title}: {len(found)} distinct signature(s) in {store.root}",
-           ("signature", "verdict(s)", "hits", "smallest", "path"), rows)
+    if found:
+        _table(console, plain, f"{title}: {len(found)} distinct signature(s) in {store.root}"
+               + (f", besides {len(listed)} known" if listed else ""),
+               ("signature", "verdict(s)", "hits", "smallest", "path"), rows)
+    if listed:
+        rows = [(f.signature, known[f.signature], f"{f.hits:,}", f.path.name + "/smallest.txt") for f in listed]
+        _table(console, plain, f"known: {len(listed)} signature(s) of the known-divergences list",
+               ("signature", "reason", "hits", "path"), rows)
 
 
 def _table(console, plain: bool, title: str, header: tuple, rows: list) -> None:
@@ -436,7 +445,7 @@ def run_atheris(opts: Options, console) -> int:
     if ooms and not opts.quiet:
         mon.note(f"evdiff fuzz: {len(ooms)} oom-* artifact(s): memory grown over hours, usually noise that "
                  "replays clean; not findings", style="yellow")
-    summary(store, console)
+    summary(store, console, known=opts.known)
     if not seen["inited"] and proc.returncode not in (0, None) and not interrupted:
         raise EvdiffError(f"libFuzzer stopped before it started fuzzing (exit {proc.returncode}); "
                           f"last lines of {state / 'libfuzzer.log'}:\n" + "".join(tail[-15:]))

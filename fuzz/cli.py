@@ -141,14 +141,15 @@ def cmd_export_test(args) -> int:
 
 
 def cmd_fuzz(args) -> int:
-    from fuzz import campaign
+    from fuzz import campaign, known
 
     opts = campaign.Options(
         engine=args.engine, time=campaign.parse_duration(args.time) if args.time else 0, jobs=args.jobs,
         parallel=args.parallel,
         findings=Path(args.findings), corpus=Path(args.corpus) if args.corpus else None,
         seeds=None if args.no_seeds else Path(args.seeds) if args.seeds else campaign.seeds.SEEDS,
-        extra=args.libfuzzer, max_examples=args.max_examples, impls=args.impls, quiet=args.quiet)
+        extra=args.libfuzzer, max_examples=args.max_examples, impls=args.impls, quiet=args.quiet,
+        known=known.load(Path(args.known) if args.known else known.KNOWN))
     return campaign.run(opts)
 
 
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-examples", type=int, default=10, help="inputs kept per signature (default: 10)")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
     p.add_argument("--quiet", action="store_true", help="no status line; the summary only")
+    p.add_argument("--known", help="known divergences, listed apart in the summary "
+                                   "(default: corpus/known-divergences.txt)")
     p.add_argument("libfuzzer", nargs="*", metavar="-- LIBFUZZER-FLAG", help="passed to libFuzzer")
     p.set_defaults(fn=cmd_fuzz)
     p = sub.add_parser("bench", help="measure execs/s, scaling and time to first finding")

@@ -208,7 +208,7 @@ def run_campaign(opts, console) -> int:
         mon.update(force=True)
         mon.stop()
         _ctx.monitor = _ctx.store = None
-    campaign.summary(store, console)
+    campaign.summary(store, console, known=opts.known)
     return 0
 
 
