@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fuzz import binary, oracle
 from fuzz.scenario import EvdiffError
-from fuzz.text import format_event, read_scenario
+from fuzz.text import read_scenario
 from impls import api
 
 TEXT_SUFFIXES = (".txt", ".evd")

@@ -9,7 +9,6 @@ divergences with their signatures and verdicts.
 from __future__ import annotations
 
 import io
-from dataclasses import fields
 
 from fuzz.oracle import REFERENCE, Crash, Report, _closest
 from fuzz.text import format_event, format_header

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from impls import arch
-from impls.arch import DF, GP, NP, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
+from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
 from impls.api import Delivered, EntryFailed, FinalState, Outcome, Undefined, VmExit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
@@ -228,7 +228,6 @@ class Machine:
         delivery reports the event being delivered as IDT-vectoring info /
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
         """
-        lv = self.cur
         if self.level == 2 and check_first and ev.type is EvType.HW_EXCEPTION and self._intercepted(ev):
             self._exception_exit(ev, None, None)
             return
