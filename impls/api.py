@@ -116,12 +116,27 @@ class EntryFailed:
         return f"ENTRY FAILED {self.reason}"
 
 
-Observation = Delivered | VmExit | EntryFailed
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """An INIT signal reset the vCPU (SDM 9.1, APM 15.13 and 15.17 for when
+    INIT is held).  Nothing is followed past a reset: the vCPU restarts from
+    its INIT state, which no scenario event describes, so an implementation
+    stops there and reports no final state.  `level` is the level that was
+    running when the INIT was taken."""
+
+    level: int
+
+    def __str__(self):
+        return f"INIT resets the vCPU (L{self.level} running)"
+
+
+Observation = Delivered | VmExit | EntryFailed | Reset
 
 
 @dataclass(frozen=True, slots=True)
 class FinalState:
-    """The vCPU after a last `run`, at its quiescent point."""
+    """The vCPU after a last `run`, at its quiescent point (None after a
+    `Reset`)."""
 
     level: int
     nmi_pending: int  # NMIs not yet delivered
@@ -130,6 +145,7 @@ class FinalState:
     interrupt_shadow: bool
     interrupts_enabled: bool  # RFLAGS.IF of the running level
     cr2: int
+    init_pending: bool = False  # an INIT held (latched), as KVM_GET_VCPU_EVENTS's smi.latched_init
 
 
 @dataclass(frozen=True)

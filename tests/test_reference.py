@@ -165,3 +165,43 @@ def test_user_pending_exception_beside_an_interrupt_in_flight_faults_its_deliver
 def test_two_events_in_flight_leave_the_architecture():
     out = run("evdiff 1\nuser.set_irq 0x20\nuser.set_nmi injected=1\nrun\n")
     assert out.undefined_from == 1
+
+
+# ------------------------------------------------------------------ INIT --
+
+
+def test_vmx_init_is_held_in_root_operation_and_exits_from_l2():
+    """SDM 23.8: blocked in VMX root operation; SDM 25.2: an exit (reason 3)
+    at the first boundary in L2, after the injected event's delivery."""
+    out = run("evdiff 1 vendor=vmx\ninit\nrun\nl1.vmentry inject=#GP(0x0)\nrun\n")
+    assert [s for s, _ in out.l1] == [3]
+    assert obs(out, 1) == [VmExit("INIT")]
+    assert obs(out, 2) == [Delivered(2, exception(13, 0))]
+    assert out.final.init_pending is False
+
+
+def test_vmx_init_held_in_l1_is_in_the_final_state():
+    out = run("evdiff 1 vendor=vmx\ninit\nexception #UD\n")
+    assert obs(out, 1) == [Delivered(1, Ev(EvType.HW_EXCEPTION, 6))]
+    assert out.final.init_pending is True
+
+
+def test_init_comes_before_nmi_and_clears_no_other_event():
+    """Table 6-2: INIT (tier 3) before NMI (tier 5); SDM 25.2: the INIT exit
+    leaves the NMI pending, taken in L1 after the exit."""
+    out = run("evdiff 1 vendor=vmx\nl1.vmentry\nnmi\ninit\nrun\n")
+    assert [str(o) for o in obs(out, 1)] == ["EXIT INIT", "L1 handles NMI"]
+
+
+def test_svm_init_without_intercept_resets_and_ends_the_scenario():
+    out = run("evdiff 1 vendor=svm\nl1.vmentry\ninit\nexception #GP\nrun\n")
+    assert [str(o) for o in obs(out, 1)] == ["INIT resets the vCPU (L2 running)"]
+    assert obs(out, 2) == []  # the #GP after the reset is not followed
+    assert out.final is None
+
+
+def test_svm_init_is_held_by_gif_and_stays_pending_after_its_intercept():
+    """APM 15.17: GIF=0 holds INIT; APM 15.13: an intercepted INIT stays
+    pending, so STGI in L1 lets it reset the vCPU."""
+    out = run("evdiff 1 vendor=svm\nclgi\ninit\nrun\nl1.intercept init=1\nl1.vmentry\nrun\nstgi\n")
+    assert [(s, str(o)) for s, o in out.l1] == [(5, "EXIT INIT"), (7, "INIT resets the vCPU (L1 running)")]

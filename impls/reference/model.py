@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
-from impls.api import Delivered, EntryFailed, FinalState, Outcome, Undefined, VmExit
+from impls.api import Delivered, EntryFailed, FinalState, Outcome, Reset, Undefined, VmExit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -54,6 +54,7 @@ class Intercepts:
     nmi: bool = False
     intr: bool = False
     shutdown: bool = True
+    init: bool = False  # SVM only: VMX has no INIT control, INIT always exits
 
 
 class Machine:
@@ -78,6 +79,7 @@ class Machine:
         self.extint_pending: set[int] = set()  # from the userspace PIC (KVM_INTERRUPT)
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
+        self.init_pending = False
         # From KVM_SET_VCPU_EVENTS: an exception the vCPU raised (pending) and
         # an event it was delivering (in flight: an exception, NMI or IRQ).
         self.user_pending: Ev | None = None
@@ -86,6 +88,7 @@ class Machine:
         self.l1_trace: list = []
         self.l2_trace: list = []
         self.shutdown: int | None = None
+        self.reset = False  # an INIT reset the vCPU: nothing is followed past it
         self.step = 0
         self.notes: list[tuple[int, str]] = []
         self.undefined_from: int | None = None
@@ -108,7 +111,7 @@ class Machine:
 
     @property
     def dead(self) -> bool:
-        return self.shutdown is not None
+        return self.shutdown is not None or self.reset
 
     def nmi_blocked(self, level: int) -> bool:
         return self.svm_nmi_mask if self.svm else self.lv[level].nmi_blocked
@@ -327,12 +330,52 @@ class Machine:
             ev, self.user_pending = self.user_pending, None
             self.deliver(ev, check_first=True)
             return True
+        if self.init_pending and self._init_taken():
+            return True
         lv = self.cur
         if self.nmi_pending and self._nmi_ready(lv):
             return True
         if (self.irq_pending or self.extint_pending) and self._irq_ready(lv):
             return True
         return False
+
+    def _init_taken(self) -> bool:
+        """A pending INIT at a boundary: SDM Table 6-2 puts INIT (tier 3)
+        above NMI and maskable interrupts; neither IF nor an STI/MOV-SS
+        shadow holds it (SDM 6.8.3 and Table 24-3 name interrupts, NMIs and
+        debug exceptions, not INIT).  L1 is a hypervisor from the start.
+
+        VMX: INIT is blocked in VMX root operation, so it stays pending while
+        L1 runs (SDM 23.8); in VMX non-root operation it causes a VM exit,
+        basic reason 3 (SDM 25.2, App. C), with no exit interruption or
+        IDT-vectoring information since it is taken at a boundary; the exit
+        consumes it and clears no other pending event (SDM 25.2).
+
+        SVM: GIF=0 holds INIT pending (APM 15.17).  In L2 with L1's INIT
+        intercept: #VMEXIT(INIT), and the INIT stays pending (APM 15.13),
+        held by the GIF=0 the exit leaves.  Otherwise the INIT does what it
+        does outside SVM: it resets the processor (SDM 9.1; the APM redirects
+        INIT to #SX only when VM_CR.R_INIT is set, APM 15.21.8, which L1
+        does not set)."""
+        if self.svm:
+            if not self.gif:
+                return False
+            if self.level == 2 and self.icpt.init:
+                self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_INIT)))
+                return True
+            self._reset()
+            return True
+        if self.level == 1:
+            return False
+        self.init_pending = False
+        self._vmexit(VmExit(avmx.reason_name(avmx.INIT_SIGNAL)))
+        return True
+
+    def _reset(self) -> None:
+        self.note(f"INIT taken in L{self.level}: the vCPU is reset (SDM 9.1); not followed further")
+        self.init_pending = False
+        self.l1_trace.append((self.step, Reset(self.level)))
+        self.reset = True
 
     def _shadow_blocks(self, lv: LevelState, rule: str) -> bool:
         """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3),
@@ -623,6 +666,12 @@ class Machine:
         elif self.nmi_pending == 1 and self.choose("NMIs held while one is pending (not found)", 2):
             self.nmi_pending = 2
 
+    def ev_init(self, ev):
+        """An INIT signal becomes pending.  Modelling decision: INIT is a
+        signal, pending or not; the manuals count no INITs, so a second one
+        while one is pending changes nothing."""
+        self.init_pending = True
+
     def ev_user_set_exception(self, ev):
         """Userspace says the vCPU raised (pending) or was delivering
         (injected) this exception; the vCPU has one exception, so it replaces
@@ -687,7 +736,7 @@ class Machine:
 
     def outcome(self, livelock: str | None = None) -> Outcome:
         lv = self.cur
-        final = FinalState(
+        final = None if self.reset else FinalState(
             level=self.level,
             nmi_pending=self.nmi_pending,
             irq_pending=tuple(sorted(self.irq_pending | self.extint_pending)),
@@ -695,6 +744,7 @@ class Machine:
             interrupt_shadow=bool(lv.shadow),
             interrupts_enabled=lv.rflags_if,
             cr2=self.cr2(self.level),
+            init_pending=self.init_pending,
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
                        tuple(self.notes), self.undefined_from)
