@@ -17,7 +17,7 @@ Kinds, by who acts (the README has the full table with examples):
   during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
   violation / NPF with npt on), `l0.emulate` (L0 emulates the instruction,
   which may fault), `l0.immediate_exit`,
-* platform: `irq`, `nmi`, `init`,
+* platform: `irq`, `nmi`, `init`, `smi`,
 * userspace: KVM_SET_VCPU_EVENTS (`user.set_exception`, `user.set_nmi`,
   `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
   into a fresh vCPU),
@@ -129,10 +129,10 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("l1.intercept", (_p("exceptions", PType.VECSET, 0), _p("pf_mask", PType.U16, 0),
                                    _p("pf_match", PType.U16, 0), _p("nmi", PType.BOOL, False),
                                    _p("intr", PType.BOOL, False), _p("shutdown", PType.BOOL, True),
-                                   _p("init", PType.BOOL, False)),
+                                   _p("init", PType.BOOL, False), _p("smi", PType.BOOL, False)),
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
-                  "NMI and external-interrupt exiting, shutdown and INIT intercepts (SVM; on VMX "
-                  "INIT always exits)"),
+                  "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
+                  "INIT always exits and SMIs never do)"),
         EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),),
                   "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
@@ -157,6 +157,7 @@ def _specs() -> tuple[EventSpec, ...]:
                   "an external interrupt becomes pending"),
         EventSpec("nmi", (), "an NMI becomes pending"),
         EventSpec("init", (), "an INIT signal (INIT IPI) becomes pending"),
+        EventSpec("smi", (), "an SMI becomes pending; its SMM handler returns with RSM at once"),
         EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
                   "KVM_SET_VCPU_EVENTS with a pending (or injected) exception"),
         EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),

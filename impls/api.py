@@ -130,7 +130,19 @@ class Reset:
         return f"INIT resets the vCPU (L{self.level} running)"
 
 
-Observation = Delivered | VmExit | EntryFailed | Reset
+@dataclass(frozen=True, slots=True)
+class SmiHandled:
+    """An SMI was taken: the vCPU entered SMM, and the SMM handler (firmware,
+    not a guest level) returned to the interrupted level with RSM.  `level`
+    is the level running when the SMI was taken and to which RSM returned."""
+
+    level: int
+
+    def __str__(self):
+        return f"SMI handled in SMM (L{self.level} running)"
+
+
+Observation = Delivered | VmExit | EntryFailed | Reset | SmiHandled
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +158,7 @@ class FinalState:
     interrupts_enabled: bool  # RFLAGS.IF of the running level
     cr2: int
     init_pending: bool = False  # an INIT held (latched), as KVM_GET_VCPU_EVENTS's smi.latched_init
+    smi_pending: bool = False  # an SMI not yet taken, as KVM_GET_VCPU_EVENTS's smi.pending
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,36 @@ def test_svm_init_is_held_by_gif_and_stays_pending_after_its_intercept():
     pending, so STGI in L1 lets it reset the vCPU."""
     out = run("evdiff 1 vendor=svm\nclgi\ninit\nrun\nl1.intercept init=1\nl1.vmentry\nrun\nstgi\n")
     assert [(s, str(o)) for s, o in out.l1] == [(5, "EXIT INIT"), (7, "INIT resets the vCPU (L1 running)")]
+
+
+# ------------------------------------------------------------------- SMI --
+
+
+def test_smi_is_taken_before_nmi_and_returns_to_the_same_level():
+    """Table 6-2: SMI (tier 3) before NMI (tier 5); RSM returns to L2 under
+    VMX's default treatment (SDM 34.14), so the NMI is then L2's."""
+    out = run("evdiff 1 vendor=vmx\nl1.vmentry\nnmi\nsmi\nrun\n")
+    assert [str(o) for o in obs(out, 1)] == ["SMI handled in SMM (L2 running)"]
+    assert [str(o) for o in obs(out, 2)] == ["L2 handles NMI"]
+    assert out.final.smi_pending is False
+
+
+def test_svm_smi_held_by_gif_then_taken_after_stgi():
+    out = run("evdiff 1 vendor=svm\nclgi\nsmi\nrun\nstgi\n")
+    assert [(s, str(o)) for s, o in out.l1] == [(4, "SMI handled in SMM (L1 running)")]
+
+
+def test_svm_intercepted_smi_exits_and_may_stay_pending():
+    """APM 15.13 keeps an intercepted INTR, NMI or INIT pending; for SMI it
+    is not found, so both finals are allowed."""
+    out = run("evdiff 1 vendor=svm\nl1.intercept smi=1\nl1.vmentry\nsmi\nrun\n")
+    assert isinstance(out, Allowed)
+    assert {tuple(str(o) for _, o in x.l1) for x in out.outcomes} == {("EXIT SMI",)}
+    assert {x.final.smi_pending for x in out.outcomes} == {True, False}
+
+
+def test_smi_and_init_together_are_taken_in_either_order():
+    out = run("evdiff 1 vendor=vmx\nl1.vmentry\nsmi\ninit\nrun\n")
+    assert isinstance(out, Allowed)
+    assert {tuple(str(o) for _, o in x.l1) for x in out.outcomes} == {
+        ("SMI handled in SMM (L2 running)", "EXIT INIT"), ("EXIT INIT", "SMI handled in SMM (L1 running)")}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
-from impls.api import Delivered, EntryFailed, FinalState, Outcome, Reset, Undefined, VmExit
+from impls.api import Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -55,6 +55,7 @@ class Intercepts:
     intr: bool = False
     shutdown: bool = True
     init: bool = False  # SVM only: VMX has no INIT control, INIT always exits
+    smi: bool = False  # SVM only: on VMX (default treatment) SMIs never exit
 
 
 class Machine:
@@ -80,6 +81,7 @@ class Machine:
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
         self.init_pending = False
+        self.smi_pending = False
         # From KVM_SET_VCPU_EVENTS: an exception the vCPU raised (pending) and
         # an event it was delivering (in flight: an exception, NMI or IRQ).
         self.user_pending: Ev | None = None
@@ -330,6 +332,12 @@ class Machine:
             ev, self.user_pending = self.user_pending, None
             self.deliver(ev, check_first=True)
             return True
+        if self.smi_pending and self.init_pending and \
+                self.choose("SDM Table 6-2: SMI and INIT are one class, their order IMPL-SPECIFIC", 2) and \
+                self._init_taken():
+            return True
+        if self.smi_pending and self._smi_taken():
+            return True
         if self.init_pending and self._init_taken():
             return True
         lv = self.cur
@@ -369,6 +377,40 @@ class Machine:
             return False
         self.init_pending = False
         self._vmexit(VmExit(avmx.reason_name(avmx.INIT_SIGNAL)))
+        return True
+
+    def _smi_taken(self) -> bool:
+        """A pending SMI at a boundary (SDM Table 6-2 tier 3, above NMI and
+        maskable interrupts).  SVM: GIF=0 holds it (APM 15.17).  Whether
+        STI or MOV-SS blocking holds it is IMPL-SPECIFIC (SDM2 STI: SMI may be
+        blocked after STI; SDM 34.14.1: processors that do not recognise SMIs
+        under STI / MOV-SS blocking need not save it).
+
+        In L2 on SVM with L1's SMI intercept: #VMEXIT(SMI), exit code 62h
+        (APM Table 15-33 via MANUALS 7).  Whether the SMI stays pending after
+        that exit, as APM 15.13 says of INTR, NMI and INIT, is NOT FOUND for
+        SMI: both are allowed.  On VMX, SMIs never exit to L1 under the
+        default treatment: SMI delivery leaves VMX operation and RSM returns
+        to it, restoring the VMX-critical state (STI / MOV-SS blocking,
+        virtual-NMI blocking) and NMI blocking (SDM 34.14.1, 34.14.2).
+
+        Otherwise SMM is entered and, by the scenario's definition of the
+        SMM handler, left at once with RSM, which restores the interrupted
+        state (SDM 34.3.1 and 34.14.2; APM 10.3): nothing changes but the
+        SMI being consumed and the `SmiHandled` observation."""
+        if self.svm and not self.gif:
+            return False
+        lv = self.cur
+        if lv.shadow and self.choose("SDM 34.14.1, SDM2 STI: SMI under STI / MOV-SS blocking", 2):
+            return False
+        if self.svm and self.level == 2 and self.icpt.smi:
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SMI)))
+            if self.choose("APM 15.13: an intercepted SMI stays pending (not found)", 2):
+                self.smi_pending = False
+            return True
+        self.smi_pending = False
+        self.note(f"SMI taken in L{self.level}: SMM entered and left by RSM (SDM 34.3.1, 34.14)")
+        self.l1_trace.append((self.step, SmiHandled(self.level)))
         return True
 
     def _reset(self) -> None:
@@ -672,6 +714,11 @@ class Machine:
         while one is pending changes nothing."""
         self.init_pending = True
 
+    def ev_smi(self, ev):
+        """An SMI becomes pending; like INIT, a signal that is pending or not
+        (modelling decision: the manuals count no SMIs outside SMM)."""
+        self.smi_pending = True
+
     def ev_user_set_exception(self, ev):
         """Userspace says the vCPU raised (pending) or was delivering
         (injected) this exception; the vCPU has one exception, so it replaces
@@ -745,6 +792,7 @@ class Machine:
             interrupts_enabled=lv.rflags_if,
             cr2=self.cr2(self.level),
             init_pending=self.init_pending,
+            smi_pending=self.smi_pending,
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
                        tuple(self.notes), self.undefined_from)
