@@ -50,7 +50,7 @@ class Driver:
         self.shutdown: int | None = None
         self.livelock: str | None = None
         self.held_extint: list[int] = []  # the userspace PIC (split irqchip)
-        self.l1_intercept(0, 0, 0, False, False, True, False)
+        self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
 
@@ -176,7 +176,7 @@ class Driver:
 
     # ------------------------------------------------------------------ L1 --
 
-    def l1_intercept(self, exceptions, pf_mask, pf_match, nmi, intr, shutdown, init) -> None:
+    def l1_intercept(self, exceptions, pf_mask, pf_match, nmi, intr, shutdown, init, smi) -> None:
         """L1 writes its intercepts for L2 into vmcs12 / vmcb12."""
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
