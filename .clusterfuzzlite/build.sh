@@ -9,8 +9,9 @@
 #   evdiff_fuzzer.options         max_len: longer inputs are ignored by decoding
 #   evdiff_fuzzer_seed_corpus.zip corpus/seeds in binary form
 #
-# Without EVDIFF_FINDINGS the target raises each divergence from frames named
-# after its signature, so ClusterFuzz's crash buckets follow signatures.
+# Without EVDIFF_FINDINGS the target raises each divergence that is not in
+# corpus/known-divergences.txt from frames named after its signature, so
+# ClusterFuzz's crash buckets follow signatures.
 set -eu
 cd "$SRC/evdiff"
 
@@ -30,5 +31,8 @@ max_len=$(python3 -c 'from fuzz.binary import RECORD, MAX_EVENTS; print(1 + RECO
 printf '[libfuzzer]\nmax_len = %s\n' "$max_len" > "$OUT/evdiff_fuzzer.options"
 
 # Implementations are loaded by name at run time (impls.api), which PyInstaller
-# cannot see: collect every module of both packages.
-compile_python_fuzzer fuzz/evdiff_fuzzer.py --collect-submodules impls --collect-submodules fuzz
+# cannot see: collect every module of both packages.  The known-divergence list
+# goes inside the frozen target (fuzz.known reads it from there), so a worker
+# does not stop at divergences the project has already explained.
+compile_python_fuzzer fuzz/evdiff_fuzzer.py --collect-submodules impls --collect-submodules fuzz \
+    --add-data corpus/known-divergences.txt:corpus

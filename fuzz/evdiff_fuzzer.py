@@ -14,7 +14,8 @@ A divergence (an implementation's crash included) is a finding, not a crash
 of the target: with `EVDIFF_FINDINGS=DIR` it goes to the findings store under
 its signature and fuzzing goes on; otherwise (ClusterFuzzLite, a plain run)
 it is raised from frames that follow its signature (`fuzz.failures`), so
-libFuzzer stops and ClusterFuzz buckets by signature.  Options are
+libFuzzer stops and ClusterFuzz buckets by signature, unless the signature
+is in the known list (`fuzz.known`; `EVDIFF_RAISE_KNOWN=1` raises those too).  Options are
 environment variables (`fuzz.targetenv`): libFuzzer takes bare words as
 corpus directories.
 
@@ -56,11 +57,13 @@ with (atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
     for _name in NAMES:
         api.load(_name)
 
-from fuzz import failures, findings, mutator  # noqa: E402 -- after the instrumented block, on purpose
+from fuzz import failures, findings, known, mutator  # noqa: E402 -- after the instrumented block, on purpose
 
 _findings_dir = os.environ.get(targetenv.FINDINGS)
 STORE = findings.FindingStore(_findings_dir) if _findings_dir else None
 RAISE = targetenv.flag(targetenv.RAISE) or STORE is None
+#: Signatures not raised (targetenv.RAISE_KNOWN); the store records them all.
+QUIET = frozenset() if targetenv.flag(targetenv.RAISE_KNOWN) else frozenset(known.load())
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
@@ -68,7 +71,7 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
     if report.divergences:
         if STORE is not None:
             STORE.record(report)
-        if RAISE:
+        if RAISE and report.primary.signature not in QUIET:
             failures.raise_divergence(report)
     elif STORE is not None:
         STORE.maybe_flush()
@@ -137,6 +140,8 @@ def startup_report(out=sys.stderr) -> bool:
     """Print what runs and whether coverage can grow; False if it cannot."""
     yes, no = instrumentation()
     mode = f"findings -> {STORE.root}" if STORE is not None else "raise at the first divergence"
+    if STORE is None and QUIET:
+        mode += f" not in the known list ({len(QUIET)} signatures, {targetenv.RAISE_KNOWN}=1 raises them too)"
     print(f"evdiff-target: implementations: {', '.join(NAMES)}; {mode}", file=out)
     print(f"evdiff-target: instrumented {len(yes)} modules: {', '.join(yes)}", file=out)
     if no:

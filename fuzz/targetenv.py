@@ -10,6 +10,11 @@ sets them; a user running the target by hand may too):
   follows its signature (`fuzz.failures`), so that libFuzzer stops and
   ClusterFuzz buckets by signature.  The default when `EVDIFF_FINDINGS` is
   unset, e.g. under ClusterFuzzLite.
+* `EVDIFF_RAISE_KNOWN=1`  in raise mode, raise known divergences too.  By
+  default a divergence whose signature is in the known list
+  (`corpus/known-divergences.txt`, `fuzz.known`, shipped inside the frozen
+  target) is not raised: a ClusterFuzzLite run on a pull request stops at
+  its first crash, and one the project has already explained is no news.
 * `EVDIFF_IMPLS=a,b`  run only these implementations (default: all).
 * `EVDIFF_EXTRA_IMPLS=name=module:Class,...`  register implementations that
   are not (yet) in `impls.api.IMPLEMENTATIONS`: an out-of-tree port, or the
@@ -23,6 +28,7 @@ import os
 
 FINDINGS = "EVDIFF_FINDINGS"
 RAISE = "EVDIFF_RAISE"
+RAISE_KNOWN = "EVDIFF_RAISE_KNOWN"
 IMPLS = "EVDIFF_IMPLS"
 EXTRA_IMPLS = "EVDIFF_EXTRA_IMPLS"
 NO_INSTRUMENT = "EVDIFF_NO_INSTRUMENT"

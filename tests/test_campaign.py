@@ -233,3 +233,20 @@ def test_binary_seeds_are_the_text_seeds(tmp_path):
     assert n == len(texts) > 0
     for p in texts:
         assert binary.decode((tmp_path / f"{p.stem}.bin").read_bytes()) == read_scenario(p)
+
+
+def test_target_does_not_raise_known_divergences_unless_asked(tmp_path):
+    """A ClusterFuzzLite run stops at its first crash: a divergence the known
+    list explains (corpus/known-divergences.txt) is not raised, unless
+    EVDIFF_RAISE_KNOWN=1."""
+    seed = _seed_bins(tmp_path) / "bug-a-lost-first-exception-svm.bin"
+    env = _env(EVDIFF_IMPLS="prepatch")
+    env.pop("EVDIFF_EXTRA_IMPLS")
+    run = lambda **extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "fuzz.evdiff_fuzzer", str(seed)], cwd=tmp_path, env={**env, **extra},
+        capture_output=True, text=True, timeout=60)
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stdout[-2000:] + quiet.stderr[-2000:]
+    assert "not in the known list" in quiet.stderr
+    loud = run(EVDIFF_RAISE_KNOWN="1")
+    assert loud.returncode != 0 and "DivergenceFound" in loud.stdout + loud.stderr

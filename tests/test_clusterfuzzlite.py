@@ -77,7 +77,8 @@ def test_build_installs_the_project_with_every_implementation(built):
         assert (site / module.replace(".", "/")).with_suffix(".py").exists() or \
             (site / module.replace(".", "/") / "__init__.py").exists(), f"{module} is not installed"
     args = (work / "pyinstaller-args").read_text().split()
-    assert args == ["--collect-submodules", "impls", "--collect-submodules", "fuzz"]
+    assert args == ["--collect-submodules", "impls", "--collect-submodules", "fuzz",
+                    "--add-data", "corpus/known-divergences.txt:corpus"]
 
 
 def test_build_ships_seeds_dictionary_and_options(built):
@@ -109,3 +110,17 @@ def test_built_target_runs_like_a_worker_starts_it(built, tmp_path):
                         "-max_len=769", str(corpus)], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("workflow, modes", [
+    ("cflite_pr.yml", ["code-change"]), ("cflite_batch.yml", ["batch"]), ("cflite_cron.yml", ["prune", "coverage"])])
+def test_github_workflows_build_the_python_target_and_run_each_mode(workflow, modes):
+    """The ClusterFuzzLite workflows (no YAML parser is installed: the lines
+    that matter are checked as text)."""
+    lines = [line.strip() for line in (ROOT / ".github" / "workflows" / workflow).read_text().splitlines()]
+    builds = [i for i, line in enumerate(lines) if line == "uses: google/clusterfuzzlite/actions/build_fuzzers@v1"]
+    runs = [i for i, line in enumerate(lines) if line == "uses: google/clusterfuzzlite/actions/run_fuzzers@v1"]
+    assert len(builds) == len(runs) == len(modes)
+    assert sum(line == "language: python" for line in lines) == len(modes)
+    assert [line for line in lines if line.startswith("mode:")] == [f"mode: '{m}'" for m in modes]
+    assert "\t" not in "".join(lines)
