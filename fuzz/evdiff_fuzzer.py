@@ -66,8 +66,24 @@ RAISE = targetenv.flag(targetenv.RAISE) or STORE is None
 QUIET = frozenset() if targetenv.flag(targetenv.RAISE_KNOWN) else frozenset(known.load())
 
 
+#: Reports of recently run scenarios.  Decoding is many-to-one (values are
+#: taken modulo their domain, padding is ignored), so about a fifth of
+#: libFuzzer's mutants decode to a scenario run shortly before (measured:
+#: 21.7% of 19,985 executions in 40 s from the seeds).  Their report is
+#: reused: the implementations are deterministic, so running them again
+#: would give the same outcomes and the same coverage.  Bounded; cleared
+#: when full.
+_RECENT: dict = {}
+RECENT_MAX = 2048
+
+
 def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
-    report = oracle.compare(binary.decode(data), NAMES)
+    scenario = binary.decode(data)
+    report = _RECENT.get(scenario)
+    if report is None:
+        if len(_RECENT) >= RECENT_MAX:
+            _RECENT.clear()
+        report = _RECENT[scenario] = oracle.compare(scenario, NAMES)
     if report.divergences:
         if STORE is not None:
             STORE.record(report)

@@ -250,3 +250,25 @@ def test_target_does_not_raise_known_divergences_unless_asked(tmp_path):
     assert "not in the known list" in quiet.stderr
     loud = run(EVDIFF_RAISE_KNOWN="1")
     assert loud.returncode != 0 and "DivergenceFound" in loud.stdout + loud.stderr
+
+
+def test_target_reuses_the_report_of_a_scenario_it_just_ran(monkeypatch):
+    """Two inputs that decode to one scenario (a kind byte is taken modulo
+    the number of kinds) run the implementations once."""
+    target = pytest.importorskip("fuzz.evdiff_fuzzer")
+    ran = []
+    real = target.oracle.compare
+    monkeypatch.setattr(target, "NAMES", ["reference"])
+    monkeypatch.setattr(target, "_RECENT", {})
+    monkeypatch.setattr(target.oracle, "compare", lambda s, names: ran.append(s) or real(s, names))
+    data = binary.encode(read_scenario(ROOT / "corpus" / "seeds" / "nested-nmi-exit-vmx.txt"))
+    same = bytearray(data)
+    same[1] += len(binary.SPECS)
+    assert bytes(same) != data and binary.decode(bytes(same)) == binary.decode(data)
+    target.TestOneInput(data)
+    target.TestOneInput(bytes(same))
+    assert len(ran) == 1
+    other = bytearray(data)
+    other[1] += 1
+    target.TestOneInput(bytes(other))
+    assert len(ran) == 2
