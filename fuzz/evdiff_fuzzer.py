@@ -178,6 +178,11 @@ def _custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return mutator.mutate(data, max_size, seed, atheris.Mutate)
 
 
+def _custom_crossover(data1: bytes, data2: bytes, max_size: int, seed: int) -> bytes:
+    """Cross-over at record boundaries (`fuzz.mutator.crossover`)."""
+    return mutator.crossover(data1, data2, max_size, seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     if atheris is None:
         print(INSTALL.format(python=sys.executable), file=sys.stderr)
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     startup_report()
     _flush_at_exit()
-    atheris.Setup(argv, TestOneInput, custom_mutator=_custom_mutator)
+    atheris.Setup(argv, TestOneInput, custom_mutator=_custom_mutator, custom_crossover=_custom_crossover)
     atheris.Fuzz()
     return 0
 

@@ -9,6 +9,12 @@ the language (`seeds.language_records`, never the seeds) at a record
 boundary, replaces, deletes, duplicates or swaps records, or changes the
 header byte; the other half it defers to libFuzzer's own byte mutations.
 Every result is a valid input (decoding is total) no longer than max_size.
+
+`crossover` is libFuzzer's cross-over at record boundaries: the header and
+a run of records of one input, then a run of records of the other, so that
+an intercept found by one input and an entry with an injected event found
+by another meet in one scenario; libFuzzer's byte-level cross-over cuts
+records in half.
 """
 from __future__ import annotations
 
@@ -47,3 +53,16 @@ def mutate(data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int
     else:  # another configuration: vendor, nested paging, caps
         head = bytes([head[0] ^ (1 << rng.randrange(5))])
     return (head + b"".join(recs[:room]))[:max_size]
+
+
+def crossover(data1: bytes, data2: bytes, max_size: int, seed: int) -> bytes:
+    """Records [:i] of `data1`, then records [j:k] of `data2` (its header
+    kept), no longer than max_size."""
+    rng = random.Random(seed)
+    head, recs1 = _split(data1)
+    _, recs2 = _split(data2)
+    room = max(0, min(binary.MAX_EVENTS, (max_size - 1) // _R))
+    i = rng.randint(0, len(recs1))
+    j = rng.randint(0, len(recs2))
+    k = rng.randint(j, len(recs2))
+    return (head + b"".join((recs1[:i] + recs2[j:k])[:room]))[:max_size]

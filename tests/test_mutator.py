@@ -40,3 +40,29 @@ def test_inserted_records_come_from_the_language_not_the_seeds():
     assert mutator.RECORDS == seeds.language_records()
     assert all(len(r) == RECORD for r in mutator.RECORDS)
     assert len({decode(b"\0" + r).events[0].kind for r in mutator.RECORDS}) == len(binary.SPECS)
+
+
+def test_crossover_joins_records_of_both_parents_at_record_boundaries():
+    a = bytes([3]) + b"".join(mutator.RECORDS[0:3])
+    b = bytes([0]) + b"".join(mutator.RECORDS[10:14])
+    joined = set()
+    for seed in range(300):
+        out = mutator.crossover(a, b, 4096, seed)
+        assert out[0] == 3 and (len(out) - 1) % RECORD == 0  # the first parent's header, whole records
+        recs = [out[i:i + RECORD] for i in range(1, len(out), RECORD)]
+        ka = [r for r in recs if r in mutator.RECORDS[0:3]]
+        kb = [r for r in recs if r in mutator.RECORDS[10:14]]
+        assert ka + kb == recs and ka == list(mutator.RECORDS[0:len(ka)])  # a prefix of a, then a run of b
+        if ka and kb:
+            joined.add((len(ka), len(kb)))
+    assert len(joined) > 4
+    assert len(mutator.crossover(a, b, 1 + RECORD, 7)) <= 1 + RECORD
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=RECORD * 6), st.binary(max_size=RECORD * 6), st.integers(1, RECORD * 10),
+       st.integers(0, 2**32 - 1))
+def test_crossover_fits_and_decodes(a, b, max_size, seed):
+    out = mutator.crossover(a, b, max_size, seed)
+    assert len(out) <= max_size
+    decode(out)
