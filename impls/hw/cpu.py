@@ -57,7 +57,10 @@ VMXERR_ENTRY_INVALID_CONTROL_FIELD = 7
 
 INTERCEPT_INTR = 96
 INTERCEPT_NMI = 97
+INTERCEPT_SMI = 98
+INTERCEPT_INIT = 99  # word 3 bit 3 (svm.h: INTR, NMI, SMI, INIT, VINTR, ...)
 INTERCEPT_VINTR = 100
+INTERCEPT_RSM = 115
 INTERCEPT_IRET = 116
 INTERCEPT_SHUTDOWN = 127
 INTERCEPT_VMRUN = 128
@@ -68,7 +71,10 @@ INTERCEPT_CLGI = 133
 SVM_EXIT_EXCP_BASE = 0x40
 SVM_EXIT_INTR = 0x60
 SVM_EXIT_NMI = 0x61
+SVM_EXIT_SMI = 0x62
+SVM_EXIT_INIT = 0x63
 SVM_EXIT_VINTR = 0x64
+SVM_EXIT_RSM = 0x73
 SVM_EXIT_IRET = 0x74
 SVM_EXIT_SHUTDOWN = 0x7F
 SVM_EXIT_VMRUN = 0x80
@@ -217,6 +223,12 @@ class Cpu:
         self.ran_noop = False  # this entry executed a no-op (RUN phase)
         self.entered_with_event = False  # this entry injected an event
         self.vmfail = False  # the last VMX entry failed with VMfail
+        # SMM (impls.hw.environment): the state-save area KVM's enter_smm
+        # writes into SMRAM (a dict of what the port saves, or None), and
+        # whether the guest is running the SMM handler, whose first
+        # instruction is RSM.
+        self.smram: dict | None = None
+        self.smm_handler = False
 
     # ----------------------------------------------------------- helpers --
 
@@ -467,7 +479,11 @@ class Cpu:
     # -------------------------------------------------------- instructions --
 
     def _boundary(self, ctl, lv: LevelState) -> None:
-        """The instruction boundary: execute what the driver asked for."""
+        """The instruction boundary: execute what the driver asked for; the
+        SMM handler executes RSM first, whatever the driver asked."""
+        if self.smm_handler:
+            self._op_rsm(ctl, lv)
+            return
         if self.phase == RUN:
             self.ran_noop = True
             self._op_noop(ctl, lv)
@@ -580,6 +596,21 @@ class Cpu:
         else:
             lv.shadow = None
             self._complete(ctl, lv)
+
+    def _op_rsm(self, ctl, lv):
+        """The SMM handler's RSM.  KVM's SMM is not the processor's, so RSM
+        is executed outside SMM: #UD (SDM2 RSM), which L0 intercepts on VMX,
+        and on SVM the RSM intercept (APM 15.9), which L0 sets.  The
+        emulator sees it as RSM (`Origin.RSM`)."""
+        self.env.last_origin = Origin.RSM
+        if self.svm and INTERCEPT_RSM in ctl.intercepts:
+            self._svm_exit(ctl, SVM_EXIT_RSM)
+            return
+        ud = Ev(EvType.HW_EXCEPTION, UD)
+        if self._intercepts(ctl, ud):
+            self._exception_exit(ctl, ud, None, 0)
+            return
+        self._op_exception(ctl, lv, UD, 0, 0)
 
     def _op_emulate(self, ctl, lv):
         """An access L0 must emulate (MMIO): an exit L0 handles by emulation."""

@@ -40,14 +40,45 @@ by the scenario's events instead of being modelled, and every KVM port
 * **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
   `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
   virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the
-  SVM intercepts (always VMRUN and VMMCALL), V_INTR_MASKING off, no MTF, no
+  SVM intercepts (always VMRUN and VMMCALL; INIT if `init=1`), V_INTR_MASKING
+  off, no MTF, no
   preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
   IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
   across exits, as vmcs12 / vmcb12 would carry it; an L1 that injects an NMI
   clears L2's blocking by NMI first (SDM 31.7.1.2).  L1 uses VMLAUNCH for its
-  first entry and VMRESUME after.
-* **Simplifications of the CPU.**  No SMM, no HLT / activity states, no
-  INIT/SIPI, no TSC or timers, no debug registers; the only TF single-step
+  first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
+  EFER.SVME (SVM) from the start, and never leaves VMX operation.
+* **INIT and reset.**  `init` is an INIT IPI the in-kernel LAPIC accepts
+  (`__apic_accept_irq`, APIC_DM_INIT: `apic.pending_events`, KVM_REQ_EVENT,
+  and a kick that is a no-op, the vCPU being outside guest mode between
+  scenario events).  KVM's own code decides when it is latched, when it becomes a
+  nested VM exit and when `kvm_apic_accept_events` resets the vCPU.  The vCPU
+  is the BSP (vcpu_id 0, RUNNABLE from creation), so after a reset it would
+  be RUNNABLE again, never INIT_RECEIVED, and no SIPI is ever sent.  A reset
+  is not followed: `kvm_vcpu_reset(init_event=True)` records
+  `Reset(level)` (level 2 if the vCPU was in guest mode) as L1's
+  observation and raises `VcpuReset`; the driver stops processing events,
+  as after a shutdown, and reports no final state.  What KVM would reset
+  (registers, the VMCS/VMCB, and, in 5.11, a guest mode it does not leave)
+  is not modelled.  The VMM carries `apic.pending_events` over a migration
+  with the rest of the LAPIC.
+* **SMM.**  `smi` is the VMM's KVM_SMI (`kvm_vcpu_ioctl_smi`: KVM_REQ_SMI);
+  KVM's own code decides when the SMI is taken and runs `enter_smm`.  The
+  SMM handler is firmware that executes RSM at once: once KVM's enter_smm
+  has pointed the guest at it (the CPU's `smm_handler`, standing for RIP =
+  0x8000 in SMRAM), the guest's next instruction is RSM, before anything
+  the driver asked for; it reaches KVM as a #UD (VMX) or the RSM intercept
+  (SVM), and KVM emulates it (`em_rsm`).  The SMRAM state-save area is the
+  CPU's `smram`: the port stores there what its enter_smm saves that the
+  event paths can see (RFLAGS.IF; in 6.1 no interrupt shadow either, and
+  NMI blocking is KVM's HF_SMM_INSIDE_NMI_MASK, not SMRAM), and its RSM
+  restores it.  Registers, segments, CR0/CR4/EFER, the IDT limit 0 of SMM
+  and SMBASE are not modelled: nothing is delivered inside SMM (IF=0 and
+  NMIs masked there, and KVM injects nothing into the handler).  The
+  scenario never reaches a boundary in SMM: the driver keeps KVM_RUN going
+  while KVM's HF_SMM_MASK is set.
+* **Simplifications of the CPU.**  No HLT / activity states (so no
+  wait-for-SIPI), no TSC or timers, no debug registers; the only TF single-step
   is the one KVM's SVM NMI window sets, and it traps after the next
   instruction or completed delivery at that level (a delivery does not clear
   it); RIP is an instruction counter per level; CR2 is
@@ -76,12 +107,19 @@ from __future__ import annotations
 import enum
 
 
+class VcpuReset(Exception):
+    """Raised by a port's kvm_vcpu_reset(init_event=True) once it has
+    recorded the `Reset`: the driver catches it and follows the vCPU no
+    further (see the module docstring, "INIT and reset")."""
+
+
 class Origin(enum.Enum):
     """Where a fault the simulated CPU raises comes from (scenario events)."""
 
     GUEST = "guest-visible"  # exception / delivery_fault / faulting stack / gate
     FIXUP = "L0-fixable"  # l0.mmu_fixup
     EMULATE = "emulation"  # l0.emulate: an instruction L0 must emulate
+    RSM = "the SMM handler's RSM"  # the instruction L0 must emulate is RSM
 
 
 class Environment:
@@ -102,6 +140,11 @@ class Environment:
         """The shadow MMU's page walk: True if the #PF L0 intercepted is the
         guest's own fault (KVM must inject it), False if L0 fixes it."""
         return self.last_origin is Origin.GUEST
+
+    def emulator_decodes_rsm(self) -> bool:
+        """The instruction behind the latest exit is the SMM handler's RSM
+        (the emulator decodes it, even under EMULTYPE_TRAP_UD)."""
+        return self.last_origin is Origin.RSM
 
     def emulator_fault(self) -> tuple[int, int, int] | None:
         """What the emulated instruction raises: (vector, ec, cr2) or None."""

@@ -26,7 +26,7 @@ from impls.arch import DB, PF
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.postpatch.state import PATCH4
-from impls.prepatch.state import EBUSY
+from impls.prepatch.state import EBUSY, KVM_APIC_INIT
 from impls.prepatch.svm import SVM_EVTINJ_TYPE_EXEPT, SVM_EVTINJ_TYPE_INTR, SVM_EVTINJ_TYPE_NMI, \
     SVM_EVTINJ_TYPE_SOFT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR
 from impls.prepatch.svm_nested import NESTED_C
@@ -86,11 +86,26 @@ class SvmNestedRfc:
     def svm_check_nested_events(vcpu) -> int:
         """INIT, SMI, NMI, INTR (the exception rung moved to
         svm_deliver_nested_exception); every rung -EBUSY while an event must
-        be re-injected or a nested run is pending."""
+        be re-injected or a nested run is pending.  The INIT rung is the
+        base's."""
         a = vcpu.arch
         block_nested_events = vcpu.kvm_event_needs_reinjection() or vcpu.svm.nested.nested_run_pending
-        # INIT: not modelled.
-        # SMI: not modelled.
+        if vcpu.apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: INIT pending, event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.nested_exit_on_init():
+                return 0
+            vcpu.nested_svm_init()
+            return 0
+        if a.smi_pending and not vcpu.svm_smi_blocked():
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: SMI pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.svm_nested_exit_on_smi():
+                return 0
+            vcpu.nested_svm_smi()
+            return 0
         if a.nmi_pending and not vcpu.svm_nmi_blocked():
             if block_nested_events:
                 return -EBUSY

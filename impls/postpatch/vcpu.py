@@ -11,7 +11,7 @@ method names, so an override reaches callers that go through an op too.
 from __future__ import annotations
 
 from impls.postpatch.state import CAPS, Kvm, KvmVcpuArch
-from impls.prepatch.state import KVM_REQ_TRIPLE_FAULT
+from impls.prepatch.state import HF_SMM_MASK, KVM_REQ_TRIPLE_FAULT
 from impls.postpatch.svm import SvmRfc
 from impls.postpatch.svm_nested import SvmNestedRfc
 from impls.postpatch.vmx import VmxRfc
@@ -45,8 +45,10 @@ class Vcpu(X86Rfc, X86Base, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu
 
     def event_in_flight(vcpu) -> bool:
         """For the driver (not a kernel function): as the pre-patch one, with
-        the two exception slots."""
+        the two exception slots (and SMM, whose handler has not executed
+        RSM yet)."""
         a = vcpu.arch
         nested = vcpu.svm.nested if vcpu.svm is not None else vcpu.vmx.nested
         return bool(a.pending_exception.valid or a.injected_exception.valid or a.nmi_injected
-                    or a.interrupt.injected or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT)
+                    or a.interrupt.injected or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT
+                    or a.hflags & HF_SMM_MASK)

@@ -40,12 +40,14 @@ from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.postpatch.state import PATCH4
-from impls.prepatch.state import DR6_FIXED_1, DR6_RTM, EBUSY
+from impls.prepatch.state import (
+    DR6_FIXED_1, DR6_RTM, EBUSY, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED,
+)
 from impls.prepatch.vmx import (
     INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION,
     INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK,
 )
-from impls.prepatch.vmx_nested import NESTED_C
+from impls.prepatch.vmx_nested import EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, NESTED_C
 from impls.prepatch.x86 import kvm_exception_is_soft
 
 EXIT_REASON_MONITOR_TRAP_FLAG = 37
@@ -138,14 +140,38 @@ class VmxNestedRfc:
     @origin(NESTED_C, "vmx_check_nested_events", tree=PATCH4)
     def vmx_check_nested_events(vcpu) -> int:
         """The ladder without its exception and MTF rungs (they are in
-        nested_vmx_deliver_nested_exception now)."""
+        nested_vmx_deliver_nested_exception now).  The INIT and SIPI rungs
+        are the base's, untouched by the RFC: an injected exception (the
+        committed one) blocks them, a pending one was resolved before."""
         vmx = vcpu.vmx
         a = vcpu.arch
+        apic = vcpu.apic
         block_nested_events = vmx.nested.nested_run_pending or vcpu.kvm_event_needs_reinjection()
         # (The base clears mtf_pending here when nothing blocks: MTF is not
         # modelled, as in the pre-patch port.)
-        # INIT, SIPI: not modelled.
-        # Preemption timer, SMI: not modelled.
+        if apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: INIT pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            vcpu.nested_vmx_update_pending_dbg()
+            apic.pending_events &= ~(1 << KVM_APIC_INIT)
+            if a.mp_state != KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.rec.note("vmx_check_nested_events: INIT in L2: INIT_SIGNAL exit")
+                vcpu.nested_vmx_vmexit(EXIT_REASON_INIT_SIGNAL, 0, 0)
+            return 0
+        if apic.pending_events & (1 << KVM_APIC_SIPI):
+            if block_nested_events:
+                return -EBUSY
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if a.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.nested_vmx_vmexit(EXIT_REASON_SIPI_SIGNAL, 0, apic.sipi_vector & 0xFF)
+            return 0
+        # Preemption timer: not modelled (L1 uses none).
+        if a.smi_pending and not vcpu.is_smm():
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: SMI pending, event in flight: -EBUSY")
+                return -EBUSY
+            return 0  # no_vmexit: the SMI is injected by inject_pending_event
         if a.nmi_pending and not vcpu.vmx_nmi_blocked():
             if block_nested_events:
                 return -EBUSY

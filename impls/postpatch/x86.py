@@ -64,10 +64,12 @@ from impls.postpatch.state import (
 )
 from impls.prepatch.state import (
     DR6_RTM, DR7_GD, EBUSY, EINVAL, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT, EXCPT_PF,
-    KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
+    KVM_APIC_INIT, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_INIT_RECEIVED, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI,
+    KVM_REQ_TRIPLE_FAULT,
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, X86Exception,
 )
+from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK
 from impls.prepatch.x86 import X86_C, X86_H, exception_class, kvm_exception_is_soft
 
 NMI_VECTOR = 2
@@ -231,6 +233,8 @@ class X86Rfc:
         kvm = vcpu.kvm
         events = KvmVcpuEvents()
         vcpu.process_nmi()
+        if vcpu.kvm_check_request(KVM_REQ_SMI):
+            vcpu.process_smi()
         events.exception_injected = 0
         events.exception_pending = 0
         events.pending_exception_has_payload = 0
@@ -281,6 +285,10 @@ class X86Rfc:
         events.nmi_pending = int(a.nmi_pending != 0)
         events.nmi_masked = int(vcpu.kvm_x86_ops.get_nmi_mask(vcpu))
         events.sipi_vector = 0
+        events.smi_smm = int(vcpu.is_smm())
+        events.smi_pending = int(a.smi_pending)
+        events.smi_smm_inside_nmi = int(bool(a.hflags & HF_SMM_INSIDE_NMI_MASK))
+        events.smi_latched_init = int(vcpu.kvm_lapic_latched_init())
         events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
         if kvm.exception_payload_enabled:
             events.flags |= KVM_VCPUEVENT_VALID_PAYLOAD
@@ -314,6 +322,9 @@ class X86Rfc:
         if kvm.exception_separate_injected_pending:
             if events.exception_pending and not is_valid_exception(events.pending_exception_nr):
                 return -EINVAL
+        if events.flags & KVM_VCPUEVENT_VALID_SMM and (events.smi_smm or events.smi_pending) \
+                and vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+            return -EINVAL
         vcpu.process_nmi()
 
         if events.exception_injected:
@@ -345,8 +356,25 @@ class X86Rfc:
         if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
             a.nmi_pending = events.nmi_pending
         vcpu.kvm_x86_ops.set_nmi_mask(vcpu, bool(events.nmi_masked))
+        if events.flags & KVM_VCPUEVENT_VALID_SIPI_VECTOR:
+            vcpu.apic.sipi_vector = events.sipi_vector
         if events.flags & KVM_VCPUEVENT_VALID_SMM:
+            if vcpu.is_smm() != bool(events.smi_smm):
+                if events.smi_smm:
+                    a.hflags |= HF_SMM_MASK
+                else:
+                    a.hflags &= ~HF_SMM_MASK
+                vcpu.kvm_smm_changed()
             a.smi_pending = bool(events.smi_pending)
+            if events.smi_smm:
+                if events.smi_smm_inside_nmi:
+                    a.hflags |= HF_SMM_INSIDE_NMI_MASK
+                else:
+                    a.hflags &= ~HF_SMM_INSIDE_NMI_MASK
+            if events.smi_latched_init:
+                vcpu.apic.pending_events |= 1 << KVM_APIC_INIT
+            else:
+                vcpu.apic.pending_events &= ~(1 << KVM_APIC_INIT)
         vcpu.kvm_make_request(KVM_REQ_EVENT)
         return 0
 
@@ -415,7 +443,16 @@ class X86Rfc:
         # (The pre-patch "commit a pending exception" block is gone.)
 
         if a.smi_pending:
-            pass  # no SMM (impls.hw.environment)
+            r = ops.smi_allowed(vcpu, True) if can_inject else -EBUSY
+            if r < 0:
+                vcpu.rec.note("inject_pending_event: SMI pending but not injectable now (-EBUSY): immediate exit")
+                return True
+            if r:
+                a.smi_pending = False
+                vcpu.enter_smm()
+                can_inject = False
+            else:
+                ops.enable_smi_window(vcpu)
 
         if a.nmi_pending:
             r = ops.nmi_allowed(vcpu, True) if can_inject else -EBUSY
@@ -476,10 +513,13 @@ class X86Base:
                 vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
                 return 0
             if vcpu.kvm_check_request(KVM_REQ_SMI):
-                pass
+                vcpu.process_smi()
             if vcpu.kvm_check_request(KVM_REQ_NMI):
                 vcpu.process_nmi()
         if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            vcpu.kvm_apic_accept_events()
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                return 1
             req_immediate_exit = vcpu.inject_pending_event()
 
         # kvm_vcpu_exit_request(): a signal arrived, or a request is pending.

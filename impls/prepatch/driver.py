@@ -15,7 +15,9 @@
 * `l1.*` events are L1 writing vmcs12 / vmcb12 and executing VMLAUNCH /
   VMRESUME / VMRUN, which KVM emulates; `l1.intercept` and `l1.vmentry` act
   only while L1 runs, `l2.vmcall` only while L2 runs (as in the reference).
-* `irq` / `nmi` are the platform (LAPIC IRR, kvm_inject_nmi); `user.*` are
+* `irq` / `nmi` / `init` are the platform (LAPIC IRR, kvm_inject_nmi, the
+  LAPIC's INIT latch); an INIT that resets the vCPU ends the scenario
+  (`kvm_vcpu_reset` raises `VcpuReset`, no final state); `user.*` are
   KVM_SET_VCPU_EVENTS (after KVM_GET_VCPU_EVENTS), KVM_INTERRUPT, KVM_NMI
   and the migration; see impls.hw.environment for what the VMM does.
 
@@ -28,7 +30,7 @@ from impls.api import FinalState, Outcome
 from impls.arch import Gate, Mode
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
-from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder
+from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
 from impls.prepatch import state as st
 
@@ -48,6 +50,7 @@ class Driver:
         self.vcpu = vcpu_cls(cfg, self.cpu, self.env, self.rec)
         self.dead = False
         self.shutdown: int | None = None
+        self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
         self.held_extint: list[int] = []  # the userspace PIC (split irqchip)
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
@@ -83,7 +86,14 @@ class Driver:
         clean = 0
         for _ in range(BOUND):
             cpu.ran_noop = cpu.entered_with_event = False
-            if vcpu.vcpu_run_once() <= 0:
+            try:
+                r = vcpu.vcpu_run_once()
+            except VcpuReset:
+                # kvm_vcpu_reset recorded the Reset: nothing is followed past it.
+                self.reset = True
+                self.dead = True
+                return
+            if r <= 0:
                 self.userspace_exit()
                 return
             if cpu.phase == INSTR and cpu.consumed:
@@ -125,6 +135,9 @@ class Driver:
             self.ev_run(None)
 
     def outcome(self) -> Outcome:
+        if self.reset:
+            return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, None, tuple(self.rec.alarms),
+                           self.livelock, tuple(self.rec.notes))
         v = self.vcpu
         a = v.arch
         lv = self.cpu.lv[self.level()]
@@ -141,6 +154,8 @@ class Driver:
             interrupt_shadow=bool(lv.shadow),
             interrupts_enabled=lv.rflags_if,
             cr2=lv.cr2,
+            init_pending=bool(v.apic.pending_events & (1 << st.KVM_APIC_INIT)),  # smi.latched_init
+            smi_pending=bool(a.smi_pending or v.requests & st.KVM_REQ_SMI),  # smi.pending after process_smi
         )
         return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, final, tuple(self.rec.alarms),
                        self.livelock, tuple(self.rec.notes))
@@ -191,7 +206,13 @@ class Driver:
             c12.int_ctl = hw.V_INTR_MASKING_MASK if intr else 0
             if shutdown:
                 c12.intercepts.add(hw.INTERCEPT_SHUTDOWN)
+            if init:
+                c12.intercepts.add(hw.INTERCEPT_INIT)
+            if smi:
+                c12.intercepts.add(hw.INTERCEPT_SMI)
         else:
+            # VMX has no INIT control: an INIT in VMX non-root operation
+            # always exits (`init` is ignored).
             vmcs12 = self.vcpu.vmx.nested.vmcs12
             vmcs12.exception_bitmap = exceptions
             vmcs12.page_fault_error_code_mask = pf_mask
@@ -281,6 +302,14 @@ class Driver:
     def ev_nmi(self, ev):
         self.vcpu.kvm_inject_nmi()
 
+    def ev_smi(self, ev):
+        """The VMM's KVM_SMI (impls.hw.environment, SMM)."""
+        self.vcpu.kvm_vcpu_ioctl_smi()
+
+    def ev_init(self, ev):
+        """An INIT IPI (edge, asserted) the in-kernel LAPIC accepts."""
+        self.vcpu._apic_accept_irq(st.APIC_DM_INIT, 0, 1, 0)
+
     # ----------------------------------------------------------- userspace --
 
     def _set_events(self, events) -> None:
@@ -338,6 +367,8 @@ class Driver:
         events = old.kvm_vcpu_ioctl_x86_get_vcpu_events()
         new = type(old)(self.cfg, self.cpu, self.env, self.rec)
         new.apic.irr = set(old.apic.irr)
+        new.apic.pending_events = old.apic.pending_events
+        new.apic.sipi_vector = old.apic.sipi_vector
         new.pending_external_vector = old.pending_external_vector
         new.arch.hflags = old.arch.hflags & (st.HF_GUEST_MASK | st.HF_GIF_MASK)
         new.walk_mmu_inject_page_fault = old.walk_mmu_inject_page_fault

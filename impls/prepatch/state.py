@@ -33,6 +33,24 @@ HF_GIF_MASK = 1 << 0
 HF_NMI_MASK = 1 << 3
 HF_IRET_MASK = 1 << 4
 HF_GUEST_MASK = 1 << 5
+HF_SMM_MASK = 1 << 6
+HF_SMM_INSIDE_NMI_MASK = 1 << 7
+
+# ------------------------------------------------ struct kvm_mp_state values --
+# (uapi linux/kvm.h)
+KVM_MP_STATE_RUNNABLE = 0
+KVM_MP_STATE_UNINITIALIZED = 1
+KVM_MP_STATE_INIT_RECEIVED = 2
+KVM_MP_STATE_HALTED = 3
+KVM_MP_STATE_SIPI_RECEIVED = 4
+
+# ------------------------------------- apic->pending_events bits (lapic.h) --
+KVM_APIC_INIT = 0
+KVM_APIC_SIPI = 1
+
+# Delivery modes of the LAPIC's ICR (apicdef.h), those the port handles.
+APIC_DM_FIXED = 0x000
+APIC_DM_INIT = 0x500
 
 # ------------------------------------------------------ KVM_EXIT_* reasons --
 KVM_EXIT_UNKNOWN = 0
@@ -124,7 +142,7 @@ class KvmVcpuArch:
 
     __slots__ = ("exception", "interrupt", "nmi_pending", "nmi_queued", "nmi_injected", "smi_pending",
                  "hflags", "dr6", "dr7", "event_exit_inst_len", "apf_host_apf_flags",
-                 "apf_nested_apf_token", "exit_qualification")
+                 "apf_nested_apf_token", "exit_qualification", "mp_state")
 
     def __init__(self):
         self.exception = KvmQueuedException()
@@ -140,6 +158,9 @@ class KvmVcpuArch:
         self.apf_host_apf_flags = 0
         self.apf_nested_apf_token = 0
         self.exit_qualification = 0
+        # kvm_arch_vcpu_create: the reset BSP (vcpu_id 0, the only vCPU) starts
+        # RUNNABLE, the others UNINITIALIZED.
+        self.mp_state = KVM_MP_STATE_RUNNABLE
 
 
 class KvmRun:
@@ -154,12 +175,16 @@ class KvmRun:
 
 
 class KvmLapic:
-    """The in-kernel LAPIC, reduced to its IRR (see impls.hw.environment)."""
+    """The in-kernel LAPIC, reduced to its IRR and the INIT/SIPI latch
+    `pending_events` (bits KVM_APIC_INIT, KVM_APIC_SIPI) with `sipi_vector`
+    (see impls.hw.environment)."""
 
-    __slots__ = ("irr",)
+    __slots__ = ("irr", "pending_events", "sipi_vector")
 
     def __init__(self):
         self.irr: set[int] = set()
+        self.pending_events = 0
+        self.sipi_vector = 0
 
 
 # ------------------------------------------------------------- uapi struct --
@@ -207,7 +232,8 @@ VM_EXIT_ACK_INTR_ON_EXIT = 1 << 15
 
 
 class NestedVmx:
-    __slots__ = ("vmxon", "nested_run_pending", "vmcs12", "mtf_pending", "preemption_timer_expired")
+    __slots__ = ("vmxon", "nested_run_pending", "vmcs12", "mtf_pending", "preemption_timer_expired",
+                 "smm_guest_mode", "smm_vmxon")
 
     def __init__(self):
         self.vmxon = True  # L1 has executed VMXON (L1 is a hypervisor)
@@ -215,6 +241,9 @@ class NestedVmx:
         self.vmcs12 = Vmcs12()
         self.mtf_pending = False
         self.preemption_timer_expired = False
+        # vmx->nested.smm: what vmx_pre_enter_smm saved for vmx_pre_leave_smm.
+        self.smm_guest_mode = False
+        self.smm_vmxon = False
 
 
 class LoadedVmcs:

@@ -73,6 +73,10 @@ class Svm:
     def svm_nested_exit_on_nmi(vcpu) -> bool:
         return hw.INTERCEPT_NMI in vcpu.svm.nested.ctl.intercepts
 
+    @origin(SVM_H, "nested_exit_on_smi", tree=TREE)
+    def svm_nested_exit_on_smi(vcpu) -> bool:
+        return hw.INTERCEPT_SMI in vcpu.svm.nested.ctl.intercepts
+
     @origin(SVM_H, "nested_exit_on_intr", tree=TREE)
     def svm_nested_exit_on_intr(vcpu) -> bool:
         return hw.INTERCEPT_INTR in vcpu.svm.nested.ctl.intercepts
@@ -231,6 +235,13 @@ class Svm:
             vcpu.arch.hflags &= ~HF_GIF_MASK
             vcpu.svm_clear_vintr()
 
+    @origin(SVM_C, "svm_apic_init_signal_blocked", tree=TREE)
+    def svm_apic_init_signal_blocked(vcpu) -> bool:
+        """INIT is held while GIF=0, and while the current VMCB intercepts
+        INIT: in guest mode that is the merged vmcb02 (L0 never intercepts
+        INIT), so L1's INIT intercept holds it for svm_check_nested_events."""
+        return not vcpu.gif_set() or vcpu.svm_is_intercept(hw.INTERCEPT_INIT)
+
     @origin(SVM_C, "svm_request_immediate_exit", tree=TREE)
     def svm_request_immediate_exit(vcpu) -> None:
         vcpu.svm.vmcb.pending_intr = True  # smp_send_reschedule(): a self-IPI
@@ -323,6 +334,7 @@ class Svm:
             hw.SVM_EXIT_STGI: Svm.stgi_interception,
             hw.SVM_EXIT_CLGI: Svm.clgi_interception,
             hw.SVM_EXIT_NPF: Svm.npf_interception,
+            hw.SVM_EXIT_RSM: Svm.rsm_interception,
         }.get(exit_code)
         if handler is None:
             return vcpu.internal_error(0, exit_code)  # unexpected exit reason
@@ -401,8 +413,9 @@ class Svm:
 
     @origin(SVM_C, "stgi_interception", tree=TREE)
     def stgi_interception(vcpu) -> int:
+        """Skip STGI and set GIF; KVM_REQ_EVENT comes only from svm_set_gif
+        (an SMI, NMI or interrupt pending -- not an INIT, in 5.11)."""
         ret = vcpu.kvm_skip_emulated_instruction()
-        vcpu.kvm_make_request(KVM_REQ_EVENT)
         vcpu.svm_set_gif(True)
         return ret
 
@@ -411,3 +424,60 @@ class Svm:
         ret = vcpu.kvm_skip_emulated_instruction()
         vcpu.svm_set_gif(False)
         return ret
+
+    @origin(SVM_C, "rsm_interception", tree=TREE)
+    def rsm_interception(vcpu) -> int:
+        """kvm_emulate_instruction_from_buffer with RSM's two bytes."""
+        return vcpu.x86_emulate_instruction(0)
+
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(SVM_C, "svm_smi_blocked", tree=TREE)
+    def svm_smi_blocked(vcpu) -> bool:
+        """GIF=0 holds an SMI (APM 15.22.2), and so does SMM."""
+        if not vcpu.gif_set():
+            return True
+        return vcpu.is_smm()
+
+    @origin(SVM_C, "svm_smi_allowed", tree=TREE)
+    def svm_smi_allowed(vcpu, for_injection: bool) -> int:
+        """-EBUSY while a nested run is pending, and in L2 when L1
+        intercepts SMIs (svm_check_nested_events must exit first)."""
+        if vcpu.svm.nested.nested_run_pending:
+            return -EBUSY
+        if for_injection and vcpu.is_guest_mode() and vcpu.svm_nested_exit_on_smi():
+            return -EBUSY
+        return int(not vcpu.svm_smi_blocked())
+
+    @origin(SVM_C, "svm_pre_enter_smm", tree=TREE)
+    def svm_pre_enter_smm(vcpu, smstate: dict) -> int:
+        """In guest mode: note "SVM guest" and the vmcb12 address in the
+        state-save area, then nested_svm_vmexit with whatever exit code the
+        VMCB holds from the last exit (L1 never sees it: see
+        record_nested_svm_vmexit)."""
+        if vcpu.is_guest_mode():
+            smstate["svm_guest"] = 1  # 0x7ed8
+            smstate["svm_guest_vmcb_gpa"] = vcpu.svm.nested.vmcb12_gpa  # 0x7ee0
+            vcpu.smm_vmexit = True
+            try:
+                ret = vcpu.nested_svm_vmexit()
+            finally:
+                vcpu.smm_vmexit = False
+            if ret:
+                return ret
+        return 0
+
+    @origin(SVM_C, "svm_pre_leave_smm", tree=TREE)
+    def svm_pre_leave_smm(vcpu, smstate: dict) -> int:
+        """If the SMI came in guest mode (the guest has long mode and SVM,
+        EFER.SVME was set): map vmcb12 and enter_svm_guest_mode from it --
+        not nested_svm_vmrun, so no nested run is pending, hsave is not
+        saved again and the event L1 injected is not re-checked."""
+        if smstate.get("svm_guest"):
+            return vcpu.enter_svm_guest_mode(vcpu.svm.nested.vmcb12)
+        return 0
+
+    @origin(SVM_C, "enable_smi_window", tree=TREE)
+    def svm_enable_smi_window(vcpu) -> None:
+        """GIF=0: STGI will exit (no vGIF to intercept it with), else SMM,
+        which RSM leaves with an exit: nothing to do."""

@@ -2,7 +2,10 @@
 5.11-rc).  This tree has no svm_inject_page_fault_nested, no nested
 triple_fault hook and builds EXITINTINFO in nested_vmcb_save_pending_event.
 L1 sets in vmcb12 only what impls.hw.environment lists (no NPT for L2, no
-V_INTR_MASKING, VMRUN and VMMCALL always intercepted).
+V_INTR_MASKING, VMRUN and VMMCALL always intercepted, INIT when asked).
+VMRUN and the emulated #VMEXIT load RFLAGS through kvm_set_rflags, which
+makes KVM_REQ_EVENT (kept: it is what gets a pending INIT evaluated after
+VMRUN sets GIF).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from impls.arch import DB, PF, Ev, EvType
 from impls.arch import svm as asvm
 from impls.hw import cpu as hw
 from impls.origin import origin
-from impls.prepatch.state import EBUSY, TREE
+from impls.prepatch.state import EBUSY, KVM_APIC_INIT, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, TREE
 from impls.prepatch.svm import (
     NESTED_EXIT_CONTINUE, NESTED_EXIT_DONE, NESTED_EXIT_HOST, SVM_EVTINJ_TYPE_EXEPT, SVM_EVTINJ_TYPE_INTR,
     SVM_EVTINJ_TYPE_NMI, SVM_EVTINJ_TYPE_SOFT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, V_GIF_ENABLE_MASK,
@@ -83,9 +86,17 @@ class SvmNested:
     @origin(NESTED_C, "enter_svm_guest_mode", tree=TREE)
     def enter_svm_guest_mode(vcpu, vmcb12) -> int:
         vcpu.svm.nested.ctl.copy_control_from(vmcb12.control)  # load_nested_vmcb_control
+        vcpu.nested_prepare_vmcb_save(vmcb12)
         vcpu.nested_prepare_vmcb_control()
         vcpu.svm_set_gif(True)
         return 0
+
+    @origin(NESTED_C, "nested_prepare_vmcb_save", tree=TREE)
+    def nested_prepare_vmcb_save(vcpu, vmcb12) -> None:
+        """L2's save area lives in the simulated CPU; what matters here is
+        that loading vmcb12's RFLAGS goes through kvm_set_rflags, which makes
+        KVM_REQ_EVENT: every VMRUN evaluates events on the next entry."""
+        vcpu.kvm_make_request(KVM_REQ_EVENT)  # kvm_set_rflags(vmcb12 RFLAGS)
 
     @origin(NESTED_C, "nested_prepare_vmcb_control", tree=TREE)
     def nested_prepare_vmcb_control(vcpu) -> None:
@@ -129,6 +140,7 @@ class SvmNested:
         vmcb12 = svm.nested.vmcb12
         vcpu.leave_guest_mode()
         vcpu.warn_on_once(svm.nested.nested_run_pending, "nested_svm_vmexit: nested_run_pending")
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         c12 = vmcb12.control
         c12.exit_code = vmcb.exit_code
         c12.exit_info_1 = vmcb.exit_info_1
@@ -140,6 +152,8 @@ class SvmNested:
         vmcb.copy_control_from(svm.nested.hsave)  # back to L1's control area
         vmcb.level = 1
         vcpu.svm_set_gif(False)
+        vcpu.cpu.lv[1].rflags_if = svm.nested.hsave_rflags_if  # L1's RFLAGS from hsave (SMM may have changed them)
+        vcpu.kvm_make_request(KVM_REQ_EVENT)  # kvm_set_rflags(hsave RFLAGS)
         vmcb.exit_int_info = 0
         vcpu.arch.nmi_injected = False
         vcpu.kvm_clear_exception_queue()
@@ -149,7 +163,13 @@ class SvmNested:
 
     def record_nested_svm_vmexit(vcpu) -> None:
         """What L1 reads in vmcb12 after the #VMEXIT KVM emulated.  An NMI in
-        EXITINTINFO carries no vector (APM 15.20: ignored for NMIs)."""
+        EXITINTINFO carries no vector (APM 15.20: ignored for NMIs).  The
+        #VMEXIT of svm_pre_enter_smm is never seen: RSM re-enters L2 before
+        L1 runs, and the next #VMEXIT rewrites every field it wrote."""
+        if getattr(vcpu, "smm_vmexit", False):
+            vcpu.rec.note(f"nested_svm_vmexit for SMM: vmcb12 exit code {vcpu.svm.nested.vmcb12.control.exit_code:#x},"
+                          " not seen by L1")
+            return
         c12 = vcpu.svm.nested.vmcb12.control
         code = c12.exit_code
         if code == hw.SVM_EXIT_ERR:
@@ -222,6 +242,16 @@ class SvmNested:
         vcpu.rec.note(f"nested_svm_inject_exception_vmexit: pending vector {nr} to L1")
         vcpu.nested_svm_vmexit()
 
+    @origin(NESTED_C, "nested_svm_smi", tree=TREE)
+    def nested_svm_smi(vcpu) -> None:
+        """#VMEXIT(SMI).  The SMI stays pending, held by the GIF=0 the exit
+        leaves."""
+        vmcb = vcpu.svm.vmcb
+        vmcb.exit_code = hw.SVM_EXIT_SMI
+        vmcb.exit_info_1 = vmcb.exit_info_2 = 0
+        vcpu.rec.note("nested_svm_smi: SMI intercepted by L1: #VMEXIT(SMI), SMI left pending")
+        vcpu.nested_svm_vmexit()
+
     @origin(NESTED_C, "nested_svm_nmi", tree=TREE)
     def nested_svm_nmi(vcpu) -> None:
         vmcb = vcpu.svm.vmcb
@@ -236,13 +266,35 @@ class SvmNested:
         vmcb.exit_info_1 = vmcb.exit_info_2 = 0
         vcpu.nested_svm_vmexit()
 
+    @origin(NESTED_C, "nested_exit_on_init", tree=TREE)
+    def nested_exit_on_init(vcpu) -> bool:
+        return hw.INTERCEPT_INIT in vcpu.svm.nested.ctl.intercepts
+
+    @origin(NESTED_C, "nested_svm_init", tree=TREE)
+    def nested_svm_init(vcpu) -> None:
+        """#VMEXIT(INIT).  The INIT stays in apic.pending_events, held by
+        the GIF=0 the exit leaves."""
+        vmcb = vcpu.svm.vmcb
+        vmcb.exit_code = hw.SVM_EXIT_INIT
+        vmcb.exit_info_1 = vmcb.exit_info_2 = 0
+        vcpu.rec.note("nested_svm_init: INIT intercepted by L1: #VMEXIT(INIT), INIT left pending")
+        vcpu.nested_svm_vmexit()
+
     @origin(NESTED_C, "svm_check_nested_events", tree=TREE)
     def svm_check_nested_events(vcpu) -> int:
         """INIT, exception, SMI, NMI, INTR; every rung -EBUSY while an event
-        must be re-injected or a nested run is pending."""
+        must be re-injected or a nested run is pending.  An INIT L1 does not
+        intercept ends the ladder (0) without looking at the other rungs."""
         a = vcpu.arch
         block_nested_events = vcpu.kvm_event_needs_reinjection() or vcpu.svm.nested.nested_run_pending
-        # INIT: not modelled.
+        if vcpu.apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: INIT pending, event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.nested_exit_on_init():
+                return 0
+            vcpu.nested_svm_init()
+            return 0
         if a.exception.pending:
             if block_nested_events:
                 return -EBUSY
@@ -250,7 +302,14 @@ class SvmNested:
                 return 0
             vcpu.nested_svm_inject_exception_vmexit()
             return 0
-        # SMI: not modelled.
+        if a.smi_pending and not vcpu.svm_smi_blocked():
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: SMI pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.svm_nested_exit_on_smi():
+                return 0
+            vcpu.nested_svm_smi()
+            return 0
         if a.nmi_pending and not vcpu.svm_nmi_blocked():
             if block_nested_events:
                 return -EBUSY

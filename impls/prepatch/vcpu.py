@@ -13,7 +13,7 @@ from impls.arch import AC, DB, MC, PF, UD
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.state import (
-    HF_GIF_MASK, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, TREE, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm, VcpuVmx,
+    HF_GIF_MASK, HF_SMM_MASK, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, TREE, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm, VcpuVmx,
 )
 from impls.prepatch.svm import Svm
 from impls.prepatch.svm_nested import SvmNested
@@ -39,6 +39,11 @@ VMX_X86_OPS = {
     "handle_exit": "vmx_handle_exit",
     "request_immediate_exit": "vmx_request_immediate_exit",
     "skip_emulated_instruction": "vmx_skip_emulated_instruction",
+    "smi_allowed": "vmx_smi_allowed",
+    "pre_enter_smm": "vmx_pre_enter_smm",
+    "pre_leave_smm": "vmx_pre_leave_smm",
+    "enable_smi_window": "vmx_enable_smi_window",
+    "apic_init_signal_blocked": "vmx_apic_init_signal_blocked",
 }
 VMX_NESTED_OPS = {
     "check_events": "vmx_check_nested_events",
@@ -61,6 +66,11 @@ SVM_X86_OPS = {
     "handle_exit": "svm_handle_exit",
     "request_immediate_exit": "svm_request_immediate_exit",
     "skip_emulated_instruction": "svm_skip_emulated_instruction",
+    "smi_allowed": "svm_smi_allowed",
+    "pre_enter_smm": "svm_pre_enter_smm",
+    "pre_leave_smm": "svm_pre_leave_smm",
+    "enable_smi_window": "svm_enable_smi_window",
+    "apic_init_signal_blocked": "svm_apic_init_signal_blocked",
 }
 SVM_NESTED_OPS = {
     "check_events": "svm_check_nested_events",
@@ -112,11 +122,13 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
     def event_in_flight(vcpu) -> bool:
         """For the driver (not a kernel function): KVM holds an event it must
         still deliver -- an exception pending or injected, an NMI or
-        interrupt injected, a nested run pending, a triple fault requested."""
+        interrupt injected, a nested run pending, a triple fault requested --
+        or the vCPU is in SMM (its handler has not executed RSM yet)."""
         a = vcpu.arch
         nested = vcpu.svm.nested if vcpu.svm is not None else vcpu.vmx.nested
         return bool(a.exception.pending or a.exception.injected or a.nmi_injected or a.interrupt.injected
-                    or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT)
+                    or nested.nested_run_pending or vcpu.requests & KVM_REQ_TRIPLE_FAULT
+                    or a.hflags & HF_SMM_MASK)
 
     @origin("arch/x86/kvm/vmx/vmx.c", "vmx_vcpu_reset", tree=TREE)
     def vmx_vcpu_reset(vcpu) -> None:
@@ -124,12 +136,13 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
 
     @origin("arch/x86/kvm/svm/svm.c", "init_vmcb", tree=TREE)
     def init_vmcb(vcpu) -> None:
-        """L0's intercepts for L1: INTR, NMI, SHUTDOWN, VMRUN, VMMCALL,
+        """L0's intercepts for L1: INTR, NMI, SHUTDOWN, RSM, VMRUN, VMMCALL,
         STGI/CLGI (no vGIF), #UD, #MC, #AC, #DB, and #PF with shadow paging;
-        GIF set."""
+        GIF set.  (L0's SMI intercept, for physical SMIs, is left out: the
+        simulated CPU has none.)"""
         vmcb = vcpu.svm.vmcb
         vmcb.intercepts = {hw.INTERCEPT_INTR, hw.INTERCEPT_NMI, hw.INTERCEPT_SHUTDOWN, hw.INTERCEPT_VMRUN,
-                           hw.INTERCEPT_VMMCALL, hw.INTERCEPT_STGI, hw.INTERCEPT_CLGI}
+                           hw.INTERCEPT_VMMCALL, hw.INTERCEPT_STGI, hw.INTERCEPT_CLGI, hw.INTERCEPT_RSM}
         vmcb.intercept_exceptions = (1 << UD) | (1 << MC) | (1 << AC) | (1 << DB)
         if not vcpu.npt_enabled:
             vmcb.intercept_exceptions |= 1 << PF

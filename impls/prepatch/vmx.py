@@ -203,6 +203,12 @@ class Vmx:
             return
         vcpu.vmcs().nmi_window_exiting = True
 
+    @origin(VMX_C, "vmx_apic_init_signal_blocked", tree=TREE)
+    def vmx_apic_init_signal_blocked(vcpu) -> bool:
+        """INIT is held in VMX root operation only; in non-root operation
+        vmx_check_nested_events turns it into a VM exit."""
+        return vcpu.vmx.nested.vmxon and not vcpu.is_guest_mode()
+
     @origin(VMX_C, "vmx_request_immediate_exit", tree=TREE)
     def vmx_request_immediate_exit(vcpu) -> None:
         vcpu.vmx.req_immediate_exit = True
@@ -405,3 +411,47 @@ class Vmx:
     @origin(VMX_C, "handle_vmresume", tree=TREE)
     def handle_vmresume(vcpu) -> int:
         return vcpu.nested_vmx_run(False)
+
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(VMX_C, "vmx_smi_allowed", tree=TREE)
+    def vmx_smi_allowed(vcpu, for_injection: bool) -> int:
+        """Only a pending nested run (-EBUSY) or SMM itself holds an SMI: no
+        interrupt shadow, no blocking by NMI."""
+        if vcpu.vmx.nested.nested_run_pending:
+            return -EBUSY
+        return int(not vcpu.is_smm())
+
+    @origin(VMX_C, "vmx_pre_enter_smm", tree=TREE)
+    def vmx_pre_enter_smm(vcpu, smstate: dict) -> int:
+        """In guest mode, leave it with the exit reason -1 (nothing is
+        written into vmcs12, L1 sees nothing) and remember it, as well as
+        VMXON, which SMM leaves off."""
+        nested = vcpu.vmx.nested
+        nested.smm_guest_mode = vcpu.is_guest_mode()
+        if nested.smm_guest_mode:
+            vcpu.nested_vmx_vmexit(-1, 0, 0)
+        nested.smm_vmxon = nested.vmxon
+        nested.vmxon = False
+        # vmx_clear_hv_timer: no LAPIC timer (impls.hw.environment).
+        return 0
+
+    @origin(VMX_C, "vmx_pre_leave_smm", tree=TREE)
+    def vmx_pre_leave_smm(vcpu, smstate: dict) -> int:
+        """VMXON back on; if the SMI came in guest mode, re-enter it from
+        vmcs12 (nested_vmx_enter_non_root_mode without a VM entry: no event
+        injection, vmcs02's guest state kept)."""
+        nested = vcpu.vmx.nested
+        if nested.smm_vmxon:
+            nested.vmxon = True
+            nested.smm_vmxon = False
+        if nested.smm_guest_mode:
+            ret = vcpu.nested_vmx_enter_non_root_mode(False)
+            if ret:
+                return ret
+            nested.smm_guest_mode = False
+        return 0
+
+    @origin(VMX_C, "enable_smi_window", tree=TREE)
+    def vmx_enable_smi_window(vcpu) -> None:
+        """Nothing: the SMI is held only in SMM, and RSM exits anyway."""

@@ -2,10 +2,11 @@
 5.11-rc) and the nested.h helpers.
 
 L1 is a hypervisor that sets, in vmcs12, only what impls.hw.environment
-lists: so there is no MTF, no preemption timer, no INIT/SIPI, no posted
-interrupts, no acknowledge-interrupt-on-exit, no EPT12, no shadow VMCS or
-eVMCS.  The rungs of vmx_check_nested_events for those stay, in KVM's order,
-as comments.
+lists: so there is no MTF, no preemption timer, no posted interrupts, no
+acknowledge-interrupt-on-exit, no EPT12, no shadow VMCS or eVMCS.  The rungs
+of vmx_check_nested_events for those stay, in KVM's order, as comments.
+INIT and SIPI (this tree has bf0cd88c, wait-for-SIPI and the SIPI exit) have
+their rungs; a SIPI is never sent (the vCPU is the BSP).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.state import (
     CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
-    KVM_REQ_EVENT, KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, TREE,
-    X86Exception,
+    KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
+    KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, TREE, X86Exception,
 )
 from impls.prepatch.vmx import (
     INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
@@ -33,6 +34,9 @@ VMXERR_VMLAUNCH_NONCLEAR_VMCS = 4
 VMXERR_VMRESUME_NONLAUNCHED_VMCS = 5
 VMXERR_ENTRY_INVALID_CONTROL_FIELD = 7
 VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS = 26
+
+EXIT_REASON_INIT_SIGNAL = 3
+EXIT_REASON_SIPI_SIGNAL = 4
 
 INTR_TYPE_RESERVED = 1 << 8
 INTR_TYPE_OTHER_EVENT = 7 << 8
@@ -237,6 +241,7 @@ class VmxNested:
         vmx = vcpu.vmx
         vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
         vcpu.leave_guest_mode()
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
@@ -362,15 +367,42 @@ class VmxNested:
         ex = vcpu.arch.exception
         return ex.pending and ex.nr == DB and ex.payload != 0
 
+    @origin(NESTED_C, "nested_vmx_update_pending_dbg", tree=TREE)
+    def nested_vmx_update_pending_dbg(vcpu) -> None:
+        """A pending #DB trap goes into vmcs02's pending-debug-exceptions
+        field (not modelled: no debug registers, impls.hw.environment)."""
+        if vcpu.vmx_pending_dbg_trap():
+            vcpu.rec.note("nested_vmx_update_pending_dbg: #DB trap stashed in GUEST_PENDING_DBG_EXCEPTIONS")
+
     @origin(NESTED_C, "vmx_check_nested_events", tree=TREE)
     def vmx_check_nested_events(vcpu) -> int:
         """The priority ladder for events while L2 runs.  Nothing can become
         a nested VM exit while a nested run is pending or an event must be
-        re-injected: that is -EBUSY."""
+        re-injected: that is -EBUSY.  INIT comes first and always exits (the
+        vCPU is never INIT_RECEIVED here); a pending exception is not an
+        event in flight, so it does not hold INIT back."""
         vmx = vcpu.vmx
         a = vcpu.arch
+        apic = vcpu.apic
         block_nested_events = vmx.nested.nested_run_pending or vcpu.kvm_event_needs_reinjection()
-        # INIT, SIPI: not modelled.
+        # (mtf_pending is cleared here when nothing blocks: MTF is not modelled.)
+        if apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: INIT pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            vcpu.nested_vmx_update_pending_dbg()
+            apic.pending_events &= ~(1 << KVM_APIC_INIT)
+            if a.mp_state != KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.rec.note("vmx_check_nested_events: INIT in L2: INIT_SIGNAL exit")
+                vcpu.nested_vmx_vmexit(EXIT_REASON_INIT_SIGNAL, 0, 0)
+            return 0
+        if apic.pending_events & (1 << KVM_APIC_SIPI):
+            if block_nested_events:
+                return -EBUSY
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if a.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.nested_vmx_vmexit(EXIT_REASON_SIPI_SIGNAL, 0, apic.sipi_vector & 0xFF)
+            return 0
         if a.exception.pending and not vcpu.vmx_pending_dbg_trap():
             if block_nested_events:
                 return -EBUSY
@@ -388,7 +420,12 @@ class VmxNested:
                 return 0
             vcpu.nested_vmx_inject_exception_vmexit(exit_qual)
             return 0
-        # Preemption timer, SMI: not modelled.
+        # Preemption timer: not modelled (L1 uses none).
+        if a.smi_pending and not vcpu.is_smm():
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: SMI pending, event in flight: -EBUSY")
+                return -EBUSY
+            return 0  # no_vmexit: the SMI is injected by inject_pending_event
         if a.nmi_pending and not vcpu.vmx_nmi_blocked():
             if block_nested_events:
                 return -EBUSY

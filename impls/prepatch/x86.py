@@ -9,18 +9,30 @@ versions of x86.c differ (5.11-rc7 and the RFC base b97f0745), this follows
 kvm_multiple_exception, and KVM_REQ_TRIPLE_FAULT is always a
 KVM_EXIT_SHUTDOWN (there is no nested triple_fault hook).
 
-Simplifications (impls.hw.environment names them for every port): no SMM,
-no HLT / mp_state changes, no async page faults, no guest debugging, RFLAGS.RF
-and DR7.GD are not modelled, the LAPIC is its IRR.
+INIT (lapic.c of 5.11, which already has 1c96dcce "fix apic_accept_events
+vs check_nested_events": nested events are checked first in guest mode,
+and VMX blocks INIT only in root operation): `_apic_accept_irq` latches it
+in apic.pending_events, `kvm_apic_accept_events` (from vcpu_enter_guest on
+KVM_REQ_EVENT) leaves it pending while `kvm_vcpu_latch_init`, else calls
+`kvm_vcpu_reset`, which the port does not follow (it records the Reset and
+stops); the nested ladders turn it into VM exits.
+
+Simplifications (impls.hw.environment names them for every port): SMM only
+as far as the event paths see it (RFLAGS in SMRAM, HF_SMM_*; RSM at once),
+no HLT (mp_state is RUNNABLE: the vCPU is the BSP), no async page faults, no
+guest debugging, RFLAGS.RF and DR7.GD are not modelled, the LAPIC is its IRR
+and its INIT/SIPI latch.
 """
 from __future__ import annotations
 
+from impls.api import Reset, SmiHandled
 from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
-from impls.hw.environment import Origin
+from impls.hw.environment import Origin, VcpuReset
 from impls.origin import origin
 from impls.prepatch.state import (
-    DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
-    EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN,
+    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
+    EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK, KVM_APIC_INIT, KVM_APIC_SIPI,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_INTERNAL_ERROR_EMULATION, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
     KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, TREE,
@@ -30,7 +42,15 @@ from impls.prepatch.state import (
 X86_C = "arch/x86/kvm/x86.c"
 X86_H = "arch/x86/kvm/x86.h"
 IRQ_C = "arch/x86/kvm/irq.c"
+LAPIC_C = "arch/x86/kvm/lapic.c"
+LAPIC_H = "arch/x86/kvm/lapic.h"
 MMU_C = "arch/x86/kvm/mmu/mmu.c"
+EMULATE_C = "arch/x86/kvm/emulate.c"
+
+# x86_emulate_insn / emulate.c results (kvm_emulate.h).
+X86EMUL_CONTINUE = 0
+X86EMUL_UNHANDLEABLE = 1
+X86EMUL_PROPAGATE_FAULT = 2
 
 EMULTYPE_TRAP_UD = 1 << 1
 
@@ -51,6 +71,17 @@ def exception_class(vector: int) -> int:
 @origin(X86_H, "kvm_exception_is_soft", tree=TREE)
 def kvm_exception_is_soft(nr: int) -> bool:
     return nr in (BP, OF)
+
+
+class EmulateCtxt:
+    """The part of struct x86_emulate_ctxt RSM uses: the RFLAGS it loads
+    (IF, TF) and the interruptibility it leaves (none)."""
+
+    __slots__ = ("eflags_if", "eflags_tf", "interruptibility")
+
+    def __init__(self, eflags_if: bool, eflags_tf: bool):
+        self.eflags_if, self.eflags_tf = eflags_if, eflags_tf
+        self.interruptibility = 0
 
 
 class X86:
@@ -289,6 +320,87 @@ class X86:
         vcpu.apic.irr.add(vector)
         vcpu.kvm_make_request(KVM_REQ_EVENT)
 
+    # ------------------------------------------------------ INIT and reset --
+
+    @origin("arch/x86/kvm/kvm_cache_regs.h", "is_smm", tree=TREE)
+    def is_smm(vcpu) -> bool:
+        return bool(vcpu.arch.hflags & HF_SMM_MASK)
+
+    @origin(LAPIC_C, "__apic_accept_irq", tree=TREE)
+    def _apic_accept_irq(vcpu, delivery_mode: int, vector: int, level: int, trig_mode: int) -> int:
+        """The INIT delivery mode (a fixed interrupt is `kvm_apic_set_irq`):
+        an asserted or edge INIT replaces pending_events with the INIT bit
+        alone (a pending SIPI is dropped), then KVM_REQ_EVENT and a kick (a
+        no-op: the vCPU is outside guest mode between scenario events)."""
+        result = 0
+        if delivery_mode == APIC_DM_INIT:
+            if not trig_mode or level:
+                result = 1
+                vcpu.apic.pending_events = 1 << KVM_APIC_INIT
+                vcpu.kvm_make_request(KVM_REQ_EVENT)
+        return result
+
+    @origin(LAPIC_H, "kvm_lapic_latched_init", tree=TREE)
+    def kvm_lapic_latched_init(vcpu) -> bool:
+        return bool(vcpu.apic.pending_events & (1 << KVM_APIC_INIT))  # lapic_in_kernel: always
+
+    @origin(X86_H, "kvm_vcpu_latch_init", tree=TREE)
+    def kvm_vcpu_latch_init(vcpu) -> bool:
+        """INIT is held in SMM and wherever the vendor says so (VMX root
+        operation, SVM with GIF=0 or, in 5.11, an INIT intercept in the
+        current VMCB)."""
+        return vcpu.is_smm() or vcpu.kvm_x86_ops.apic_init_signal_blocked(vcpu)
+
+    @origin(X86_C, "kvm_vcpu_is_bsp", tree=TREE)
+    def kvm_vcpu_is_bsp(vcpu) -> bool:
+        return True  # apic_base has the BSP bit: vcpu_id 0 is the reset BSP
+
+    @origin(LAPIC_C, "kvm_apic_accept_events", tree=TREE)
+    def kvm_apic_accept_events(vcpu) -> None:
+        """Take a snapshot of pending_events; in guest mode let nested code
+        turn INIT into a VM exit first (a negative answer postpones
+        everything); while INIT is latched, drop SIPIs and keep INIT
+        pending; else INIT resets the vCPU (the BSP is RUNNABLE after it)
+        and a SIPI wakes an INIT_RECEIVED vCPU."""
+        apic = vcpu.apic
+        pe = apic.pending_events
+        if not pe:
+            return
+        if vcpu.is_guest_mode():
+            r = vcpu.nested_ops.check_events(vcpu)
+            if r < 0:
+                vcpu.rec.note("kvm_apic_accept_events: check_events -EBUSY: INIT/SIPI left for later")
+                return
+        if vcpu.kvm_vcpu_latch_init():
+            vcpu.warn_on_once(vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED,
+                              "kvm_apic_accept_events: INIT latched in INIT_RECEIVED")
+            if pe & (1 << KVM_APIC_SIPI):
+                apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if pe & (1 << KVM_APIC_INIT):
+                vcpu.rec.note("kvm_apic_accept_events: INIT latched (kvm_vcpu_latch_init)")
+            return
+        if pe & (1 << KVM_APIC_INIT):
+            apic.pending_events &= ~(1 << KVM_APIC_INIT)
+            vcpu.kvm_vcpu_reset(True)
+            vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE if vcpu.kvm_vcpu_is_bsp() else KVM_MP_STATE_INIT_RECEIVED
+        if pe & (1 << KVM_APIC_SIPI):
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                # vcpu_deliver_sipi_vector(apic.sipi_vector): CS:IP, not modelled
+                vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
+
+    @origin(X86_C, "kvm_vcpu_reset", tree=TREE)
+    def kvm_vcpu_reset(vcpu, init_event: bool) -> None:
+        """Reached only for an INIT (vCPU creation is the constructor).  The
+        port does not follow the reset vCPU (impls.hw.environment): it
+        records L1's `Reset` with the level that was running and stops.  (In
+        5.11 the reset clears hflags, guest mode included, without leaving
+        nested operation: nothing after it is compared.)"""
+        level = 2 if vcpu.is_guest_mode() else 1
+        vcpu.rec.note(f"kvm_vcpu_reset(init_event={init_event}): INIT resets the vCPU (L{level} running)")
+        vcpu.rec.observe(1, Reset(level))
+        raise VcpuReset()
+
     @origin(IRQ_C, "kvm_cpu_has_extint", tree=TREE)
     def kvm_cpu_has_extint(vcpu) -> bool:
         return vcpu.pending_external_vector != -1
@@ -367,7 +479,16 @@ class X86:
             can_inject = False
 
         if a.smi_pending:
-            pass  # no SMM (impls.hw.environment)
+            r = ops.smi_allowed(vcpu, True) if can_inject else -EBUSY
+            if r < 0:
+                vcpu.rec.note("inject_pending_event: SMI pending but not injectable now (-EBUSY): immediate exit")
+                return True
+            if r:
+                a.smi_pending = False
+                vcpu.enter_smm()
+                can_inject = False
+            else:
+                ops.enable_smi_window(vcpu)
 
         if a.nmi_pending:
             r = ops.nmi_allowed(vcpu, True) if can_inject else -EBUSY
@@ -403,8 +524,9 @@ class X86:
     @origin(X86_C, "vcpu_enter_guest", tree=TREE)
     def vcpu_enter_guest(vcpu) -> int:
         """The event part of one entry: requests (a triple fault is always a
-        KVM_EXIT_SHUTDOWN), the injection ladder on KVM_REQ_EVENT, a late
-        exit request cancels the injection, else run and handle the exit."""
+        KVM_EXIT_SHUTDOWN), on KVM_REQ_EVENT the LAPIC's INIT/SIPI
+        (kvm_apic_accept_events) then the injection ladder, a late exit
+        request cancels the injection, else run and handle the exit."""
         ops = vcpu.kvm_x86_ops
         req_immediate_exit = False
         if vcpu.requests:
@@ -412,10 +534,13 @@ class X86:
                 vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
                 return 0
             if vcpu.kvm_check_request(KVM_REQ_SMI):
-                pass
+                vcpu.process_smi()
             if vcpu.kvm_check_request(KVM_REQ_NMI):
                 vcpu.process_nmi()
         if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            vcpu.kvm_apic_accept_events()
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                return 1
             req_immediate_exit = vcpu.inject_pending_event()
 
         if vcpu.env.take_kick():  # kvm_vcpu_exit_request(): a signal arrived
@@ -434,15 +559,16 @@ class X86:
     @origin(X86_C, "kvm_vcpu_running", tree=TREE)
     def kvm_vcpu_running(vcpu) -> bool:
         """Asks nested code for events (ignoring the result) before every
-        entry: a nested VM exit can happen here."""
+        entry: a nested VM exit can happen here.  Runnable while mp_state is
+        RUNNABLE (always, for the BSP; apf.halted: no async page faults)."""
         if vcpu.is_guest_mode():
             vcpu.nested_ops.check_events(vcpu)
-        return True  # mp_state is always RUNNABLE here
+        return vcpu.arch.mp_state == KVM_MP_STATE_RUNNABLE
 
     @origin(X86_C, "vcpu_run", tree=TREE)
     def vcpu_run_once(vcpu) -> int:
-        """One pass of vcpu_run's loop: enter the guest (the vCPU never
-        blocks here)."""
+        """One pass of vcpu_run's loop: enter the guest (vcpu_block is never
+        reached: the BSP stays RUNNABLE, there is no HLT)."""
         if vcpu.kvm_vcpu_running():
             return vcpu.vcpu_enter_guest()
         return 1
@@ -481,6 +607,9 @@ class X86:
         which is queued; on completion the interrupt shadow is toggled and
         RIP moves."""
         vcpu.kvm_clear_exception_queue()
+        if vcpu.env.emulator_decodes_rsm():
+            # RSM decodes even under EMULTYPE_TRAP_UD (EmulateOnUD).
+            return vcpu.x86_emulate_rsm(emulation_type)
         if emulation_type & EMULTYPE_TRAP_UD:
             # The decoder fails on a real #UD: queue it.
             vcpu.kvm_queue_exception(UD)
@@ -497,6 +626,139 @@ class X86:
         if fault is None or vcpu.exception_type(fault.vector) == EXCPT_TRAP:
             vcpu.guest().rip += 1  # kvm_rip_write(ctxt->eip)
         return 1
+
+    @origin(X86_C, "x86_emulate_instruction", tree=TREE)
+    def x86_emulate_rsm(vcpu, emulation_type: int) -> int:
+        """x86_emulate_instruction's path for the SMM handler's RSM: decode
+        (init_emulate_ctxt), x86_emulate_insn runs em_rsm, then the
+        writeback: the interrupt shadow is toggled with the emulator's
+        interruptibility (0: a shadow the vCPU had is dropped), RIP and
+        RFLAGS come from the emulator's context, KVM_REQ_EVENT if IF went
+        from 0 to 1."""
+        lv = vcpu.guest()
+        ctxt = EmulateCtxt(lv.rflags_if, lv.tf)
+        r = vcpu.em_rsm(ctxt)
+        if r == X86EMUL_PROPAGATE_FAULT:
+            vcpu.kvm_queue_exception(UD)  # inject_emulated_exception
+            return 1
+        if r != X86EMUL_CONTINUE:
+            return vcpu.handle_emulation_failure(emulation_type)
+        rflags_if = vcpu.guest().rflags_if  # kvm_x86_ops.get_rflags, after em_rsm
+        vcpu.toggle_interruptibility(ctxt.interruptibility)
+        vcpu.cpu.smm_handler = False  # kvm_rip_write(ctxt->eip): the RIP saved in SMRAM
+        lv = vcpu.guest()
+        lv.rflags_if, lv.tf = ctxt.eflags_if, ctxt.eflags_tf  # __kvm_set_rflags(ctxt->eflags)
+        if ctxt.eflags_if and not rflags_if:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+        return 1
+
+    @origin(X86_C, "handle_emulation_failure", tree=TREE)
+    def handle_emulation_failure(vcpu, emulation_type: int) -> int:
+        vcpu.kvm_queue_exception(UD)
+        if not vcpu.is_guest_mode():  # and CPL 0: the SMM handler's
+            return vcpu.internal_error(KVM_INTERNAL_ERROR_EMULATION)
+        return 1
+
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(X86_C, "kvm_vcpu_ioctl_smi", tree=TREE)
+    def kvm_vcpu_ioctl_smi(vcpu) -> int:
+        """KVM_SMI: the VMM raises an SMI."""
+        vcpu.kvm_make_request(KVM_REQ_SMI)
+        return 0
+
+    @origin(X86_C, "process_smi", tree=TREE)
+    def process_smi(vcpu) -> None:
+        vcpu.arch.smi_pending = True
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+
+    @origin(X86_C, "enter_smm_save_state_64", tree=TREE)
+    def enter_smm_save_state_64(vcpu) -> dict:
+        """The state-save area (the guest has long mode in its CPUID),
+        reduced to what the event paths can see: RFLAGS (IF, and TF).  5.11
+        saves no interrupt shadow, and NMI blocking is not in SMRAM."""
+        lv = vcpu.guest()
+        return {"rflags_if": lv.rflags_if, "rflags_tf": lv.tf}
+
+    @origin(X86_C, "enter_smm", tree=TREE)
+    def enter_smm(vcpu) -> None:
+        """Save the state into SMRAM, let the vendor leave guest mode, set
+        HF_SMM_MASK, mask NMIs (remembering in HF_SMM_INSIDE_NMI_MASK that
+        they already were), IF=0 and RIP at the handler.  The handler
+        executes RSM at once (impls.hw.environment), so the port records
+        `SmiHandled` here, with the level that was running."""
+        ops = vcpu.kvm_x86_ops
+        level = 2 if vcpu.is_guest_mode() else 1
+        vcpu.rec.note(f"enter_smm: SMI taken in L{level}")
+        vcpu.rec.observe(1, SmiHandled(level))
+        buf = vcpu.enter_smm_save_state_64()
+        ops.pre_enter_smm(vcpu, buf)
+        vcpu.arch.hflags |= HF_SMM_MASK
+        vcpu.cpu.smram = buf  # kvm_vcpu_write_guest(smbase + 0xfe00)
+        if ops.get_nmi_mask(vcpu):
+            vcpu.arch.hflags |= HF_SMM_INSIDE_NMI_MASK
+        else:
+            ops.set_nmi_mask(vcpu, True)
+        lv = vcpu.guest()
+        lv.rflags_if = lv.tf = False  # kvm_set_rflags(X86_EFLAGS_FIXED)
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+        vcpu.cpu.smm_handler = True  # kvm_rip_write(0x8000)
+        # CR0 (real mode), CR4, IDT limit 0, DR7, segments, EFER: not modelled.
+
+    @origin(X86_C, "kvm_smm_changed", tree=TREE)
+    def kvm_smm_changed(vcpu) -> None:
+        """Leaving SMM: KVM_REQ_EVENT for a latched INIT or a pending SMI
+        (the MMU context reset is not modelled)."""
+        if not vcpu.arch.hflags & HF_SMM_MASK:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+
+    @origin(X86_C, "emulator_get_hflags", tree=TREE)
+    def emulator_get_hflags(vcpu) -> int:
+        return vcpu.arch.hflags
+
+    @origin(X86_C, "emulator_set_hflags", tree=TREE)
+    def emulator_set_hflags(vcpu, emul_flags: int) -> None:
+        vcpu.arch.hflags = emul_flags
+
+    @origin(X86_C, "emulator_set_nmi_mask", tree=TREE)
+    def emulator_set_nmi_mask(vcpu, masked: bool) -> None:
+        vcpu.kvm_x86_ops.set_nmi_mask(vcpu, masked)
+
+    @origin(X86_C, "emulator_pre_leave_smm", tree=TREE)
+    def emulator_pre_leave_smm(vcpu, smstate: dict) -> int:
+        return vcpu.kvm_x86_ops.pre_leave_smm(vcpu, smstate)
+
+    @origin(X86_C, "emulator_post_leave_smm", tree=TREE)
+    def emulator_post_leave_smm(vcpu) -> None:
+        vcpu.kvm_smm_changed()
+
+    @origin(EMULATE_C, "rsm_load_state_64", tree=TREE)
+    def rsm_load_state_64(vcpu, ctxt: "EmulateCtxt", smstate: dict) -> int:
+        """RFLAGS into the emulator's context (written back by
+        x86_emulate_instruction), the rest not modelled."""
+        ctxt.eflags_if = smstate["rflags_if"]
+        ctxt.eflags_tf = smstate["rflags_tf"]
+        return X86EMUL_CONTINUE
+
+    @origin(EMULATE_C, "em_rsm", tree=TREE)
+    def em_rsm(vcpu, ctxt: "EmulateCtxt") -> int:
+        """Outside SMM: #UD.  Read the state-save area, unmask NMIs unless
+        SMM was entered with them masked, clear HF_SMM_MASK and
+        HF_SMM_INSIDE_NMI_MASK, let the vendor re-enter guest mode, load the
+        saved state, then kvm_smm_changed."""
+        if not vcpu.emulator_get_hflags() & HF_SMM_MASK:
+            return X86EMUL_PROPAGATE_FAULT  # emulate_ud
+        smstate = vcpu.cpu.smram  # read_phys(smbase + 0xfe00)
+        if not vcpu.emulator_get_hflags() & HF_SMM_INSIDE_NMI_MASK:
+            vcpu.emulator_set_nmi_mask(False)
+        vcpu.emulator_set_hflags(vcpu.emulator_get_hflags() & ~(HF_SMM_INSIDE_NMI_MASK | HF_SMM_MASK))
+        # Back to real mode before loading CR0/CR3/CR4/EFER: not modelled.
+        if vcpu.emulator_pre_leave_smm(smstate):
+            return X86EMUL_UNHANDLEABLE
+        if vcpu.rsm_load_state_64(ctxt, smstate) != X86EMUL_CONTINUE:
+            return X86EMUL_UNHANDLEABLE
+        vcpu.emulator_post_leave_smm()
+        return X86EMUL_CONTINUE
 
     @origin(MMU_C, "kvm_handle_page_fault", tree=TREE)
     def kvm_handle_page_fault(vcpu, error_code: int, fault_address: int) -> int:
@@ -525,6 +787,8 @@ class X86:
         ex = a.exception
         events = KvmVcpuEvents()
         vcpu.process_nmi()
+        if vcpu.kvm_check_request(KVM_REQ_SMI):
+            vcpu.process_smi()
         if not vcpu.kvm.exception_payload_enabled and ex.pending and ex.has_payload:
             vcpu.kvm_deliver_exception_payload()
         if kvm_exception_is_soft(ex.nr):
@@ -548,6 +812,10 @@ class X86:
         events.nmi_pending = int(a.nmi_pending != 0)
         events.nmi_masked = int(vcpu.kvm_x86_ops.get_nmi_mask(vcpu))
         events.sipi_vector = 0
+        events.smi_smm = int(vcpu.is_smm())
+        events.smi_pending = int(a.smi_pending)
+        events.smi_smm_inside_nmi = int(bool(a.hflags & HF_SMM_INSIDE_NMI_MASK))
+        events.smi_latched_init = int(vcpu.kvm_lapic_latched_init())
         events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
         if vcpu.kvm.exception_payload_enabled:
             events.flags |= KVM_VCPUEVENT_VALID_PAYLOAD
@@ -574,6 +842,9 @@ class X86:
         if (events.exception_injected or events.exception_pending) and (
                 events.exception_nr > 31 or events.exception_nr == 2):
             return -EINVAL
+        if events.flags & KVM_VCPUEVENT_VALID_SMM and (events.smi_smm or events.smi_pending) \
+                and vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+            return -EINVAL
         vcpu.process_nmi()
         ex.injected = bool(events.exception_injected)
         ex.pending = bool(events.exception_pending)
@@ -591,8 +862,25 @@ class X86:
         if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
             a.nmi_pending = events.nmi_pending
         vcpu.kvm_x86_ops.set_nmi_mask(vcpu, bool(events.nmi_masked))
+        if events.flags & KVM_VCPUEVENT_VALID_SIPI_VECTOR:
+            vcpu.apic.sipi_vector = events.sipi_vector
         if events.flags & KVM_VCPUEVENT_VALID_SMM:
+            if vcpu.is_smm() != bool(events.smi_smm):
+                if events.smi_smm:
+                    a.hflags |= HF_SMM_MASK
+                else:
+                    a.hflags &= ~HF_SMM_MASK
+                vcpu.kvm_smm_changed()
             a.smi_pending = bool(events.smi_pending)
+            if events.smi_smm:
+                if events.smi_smm_inside_nmi:
+                    a.hflags |= HF_SMM_INSIDE_NMI_MASK
+                else:
+                    a.hflags &= ~HF_SMM_INSIDE_NMI_MASK
+            if events.smi_latched_init:
+                vcpu.apic.pending_events |= 1 << KVM_APIC_INIT
+            else:
+                vcpu.apic.pending_events &= ~(1 << KVM_APIC_INIT)
         vcpu.kvm_make_request(KVM_REQ_EVENT)
         return 0
 

@@ -63,10 +63,10 @@ class KvmVcpuArch:
 
     __slots__ = ("exception", "exception_vmexit", "exception_from_userspace", "interrupt", "nmi_pending",
                  "nmi_queued", "nmi_injected", "smi_pending", "hflags", "dr6", "dr7", "event_exit_inst_len",
-                 "apf_host_apf_flags", "exit_qualification")
+                 "apf_host_apf_flags", "exit_qualification", "mp_state")
 
     def __init__(self):
-        from impls.prepatch.state import DR6_INIT, DR7_FIXED_1
+        from impls.prepatch.state import DR6_INIT, DR7_FIXED_1, KVM_MP_STATE_RUNNABLE
 
         self.exception = KvmQueuedException()
         self.exception_vmexit = KvmQueuedException()
@@ -82,6 +82,7 @@ class KvmVcpuArch:
         self.event_exit_inst_len = 0
         self.apf_host_apf_flags = 0
         self.exit_qualification = 0
+        self.mp_state = KVM_MP_STATE_RUNNABLE  # the reset BSP
 
 
 class Kvm:

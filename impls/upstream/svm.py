@@ -20,12 +20,15 @@ Differs:
 * `svm_complete_interrupts` re-queues INT3 / INTO as exceptions (5.11 dropped
   them for re-execution) and INTn as soft interrupts (5.11 dropped them),
   never re-injects #VC, and carries `nmi_l1_to_l2` over to the re-injection.
+* `svm_set_gif` also makes KVM_REQ_EVENT for a pending INIT or SIPI
+  (0bba8fc2), and `svm_apic_init_signal_blocked` is GIF=0 only (db25eb87:
+  5.11 also held INIT while the current VMCB intercepted it).
 
 Reused unchanged (compared with d4963e31, host features as in
 `impls.prepatch.svm`): the svm.h intercept helpers, gif_set,
 nested_exit_on_nmi / _intr, the shadow and NMI-mask accessors,
 svm_nmi_blocked, svm_interrupt_blocked, svm_set_vintr / svm_clear_vintr,
-the window hooks, svm_set_gif, svm_cancel_injection, svm_vcpu_run,
+the window hooks, svm_cancel_injection, svm_vcpu_run,
 svm_handle_exit and the exit handlers (shutdown_interception's INIT of the
 vCPU ends the scenario either way; db_interception's payload only reaches
 DR6, which nothing observes).
@@ -39,9 +42,10 @@ from impls.prepatch.svm import (
 )
 from impls.hw import cpu as hw
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import EBUSY, HF_IRET_MASK, HF_NMI_MASK, KVM_REQ_EVENT, TREE, X86_TRAP_VC
+from impls.upstream.state import EBUSY, HF_GIF_MASK, HF_IRET_MASK, HF_NMI_MASK, KVM_REQ_EVENT, TREE, X86_TRAP_VC
 
 SVM_C = "arch/x86/kvm/svm/svm.c"
+SVM_EXIT_SW = 0xF0000000  # uapi svm.h: an exit KVM makes up
 
 
 class Svm61:
@@ -110,6 +114,30 @@ class Svm61:
             return -EBUSY
         return 1
 
+    # ----------------------------------------------------------------- GIF --
+
+    @origin(SVM_C, "svm_set_gif", tree=TREE)
+    def svm_set_gif(vcpu, value: bool) -> None:
+        """As 5.11's, and setting GIF also makes KVM_REQ_EVENT for a pending
+        INIT or SIPI (0bba8fc2, 6.1), which GIF=0 held."""
+        if value:
+            if vcpu.svm_is_intercept(hw.INTERCEPT_VINTR):
+                vcpu.svm_clear_vintr()
+            vcpu.arch.hflags |= HF_GIF_MASK
+            if vcpu.arch.smi_pending or vcpu.arch.nmi_pending or vcpu.kvm_cpu_has_injectable_intr() \
+                    or vcpu.kvm_apic_has_pending_init_or_sipi():
+                vcpu.kvm_make_request(KVM_REQ_EVENT)
+        else:
+            vcpu.arch.hflags &= ~HF_GIF_MASK
+            vcpu.svm_clear_vintr()
+
+    @origin(SVM_C, "svm_apic_init_signal_blocked", tree=TREE)
+    def svm_apic_init_signal_blocked(vcpu) -> bool:
+        """Only GIF=0 holds INIT (db25eb87, 6.1): L1's INIT intercept is
+        svm_check_nested_events' business, which kvm_apic_accept_events
+        consults first."""
+        return not vcpu.gif_set()
+
     # ------------------------------------------------- after the hardware exit --
 
     @origin(SVM_C, "svm_complete_soft_interrupt", tree=TREE)
@@ -153,3 +181,56 @@ class Svm61:
             vcpu.kvm_queue_interrupt(vector, False)
         elif type_ == SVM_EVTINJ_TYPE_SOFT:
             vcpu.kvm_queue_interrupt(vector, True)
+
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(SVM_C, "svm_smi_allowed", tree=TREE)
+    def svm_smi_allowed(vcpu, for_injection: bool) -> int:
+        """6.1 asks svm_smi_blocked before L1's SMI intercept: a blocked SMI
+        is 0 (wait), not -EBUSY, even in L2 with the intercept."""
+        if vcpu.svm.nested.nested_run_pending:
+            return -EBUSY
+        if vcpu.svm_smi_blocked():
+            return 0
+        if for_injection and vcpu.is_guest_mode() and vcpu.svm_nested_exit_on_smi():
+            return -EBUSY
+        return 1
+
+    @origin(SVM_C, "svm_enter_smm", tree=TREE)
+    def svm_enter_smm(vcpu, smstate: dict) -> int:
+        """In guest mode: "SVM guest" and the vmcb12 address into the
+        state-save area, a #VMEXIT with exit code SVM_EXIT_SW that L1
+        never sees (see record_nested_svm_vmexit), then vmcb01's save area
+        (L1's state, which SMM is about to use) copied to L1's host-save
+        area (svm_copy_vmrun_state)."""
+        if not vcpu.is_guest_mode():
+            return 0
+        svm = vcpu.svm
+        smstate["svm_guest"] = 1  # 0x7ed8
+        smstate["svm_guest_vmcb_gpa"] = svm.nested.vmcb12_gpa  # 0x7ee0
+        vcpu.smm_vmexit = True
+        try:
+            ret = vcpu.nested_svm_simple_vmexit(SVM_EXIT_SW)
+        finally:
+            vcpu.smm_vmexit = False
+        if ret:
+            return ret
+        lv1 = vcpu.cpu.lv[1]
+        vcpu.smm_hsave_area = {"rflags_if": lv1.rflags_if, "rflags_tf": lv1.tf}
+        return 0
+
+    @origin(SVM_C, "svm_leave_smm", tree=TREE)
+    def svm_leave_smm(vcpu, smstate: dict) -> int:
+        """If the SMI came in guest mode: vmcb01's save area back from the
+        host-save area, enter_svm_guest_mode from vmcb12 (not from VMRUN),
+        and then nested_run_pending = 1, as if L1 had just executed VMRUN."""
+        if not smstate.get("svm_guest"):
+            return 0
+        area = vcpu.smm_hsave_area
+        lv1 = vcpu.cpu.lv[1]
+        lv1.rflags_if, lv1.tf = area["rflags_if"], area["rflags_tf"]
+        ret = vcpu.enter_svm_guest_mode(vcpu.svm.nested.vmcb12)
+        if ret:
+            return ret
+        vcpu.svm.nested.nested_run_pending = True
+        return ret

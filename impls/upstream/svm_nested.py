@@ -20,13 +20,16 @@ Differs:
 * `nested_svm_vmexit` queues #DB for L1 if L1 single-stepped its VMRUN.
 * `nested_save_pending_event_to_vmcb12` is 5.11's
   nested_vmcb_save_pending_event under its new name (same body).
+* The INIT rung of `svm_check_nested_events` exits through
+  nested_svm_simple_vmexit (5.11: nested_svm_init); nested_exit_on_init is
+  5.11's.
 
 Reused unchanged (compared with 7709aba8): recalc_intercepts,
 sync_nested_vmcb_control (6.1: nested_sync_control_from_vmcb02),
 nested_vmcb_checks (no EVENTINJ check in either tree),
 nested_svm_exit_special, nested_svm_intercept, nested_svm_exit_handled.
-Not modelled: INIT, SMI, nested NPT (nested_svm_inject_npf_exit), the
-vmcb12 mapping failing.
+Not modelled: SMI, nested NPT (nested_svm_inject_npf_exit), the vmcb12
+mapping failing.
 """
 from __future__ import annotations
 
@@ -40,7 +43,9 @@ from impls.prepatch.svm import (
     SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR, SVM_EVTINJ_VEC_MASK, V_GIF_ENABLE_MASK, V_GIF_MASK,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import DR7_GD, EBUSY, KVM_REQ_EVENT, SVM_EXIT_SHUTDOWN, TREE
+from impls.upstream.state import (
+    DR7_GD, EBUSY, KVM_APIC_INIT, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, SVM_EXIT_SHUTDOWN, TREE,
+)
 
 NESTED_C = "arch/x86/kvm/svm/nested.c"
 SVM_H = "arch/x86/kvm/svm/svm.h"
@@ -156,6 +161,7 @@ class SvmNested61:
         vmcb12 = svm.nested.vmcb12
         vcpu.leave_guest_mode()
         vcpu.warn_on_once(svm.nested.nested_run_pending, "nested_svm_vmexit: nested_run_pending")
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         c12 = vmcb12.control
         c12.exit_code = vmcb.exit_code
         c12.exit_info_1 = vmcb.exit_info_1
@@ -216,11 +222,20 @@ class SvmNested61:
     @origin(NESTED_C, "svm_check_nested_events", tree=TREE)
     def svm_check_nested_events(vcpu) -> int:
         """INIT, exception VM exit, exception for L2, SMI, NMI, INTR.  Only a
-        pending nested run blocks exceptions; re-injection blocks the rest."""
+        pending nested run blocks exceptions; re-injection blocks the rest,
+        INIT included.  An INIT L1 does not intercept ends the ladder (0)."""
         a = vcpu.arch
         block_nested_exceptions = vcpu.svm.nested.nested_run_pending
         block_nested_events = block_nested_exceptions or vcpu.kvm_event_needs_reinjection()
-        # INIT: not modelled.
+        if vcpu.apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: INIT pending, event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.nested_exit_on_init():
+                return 0
+            vcpu.rec.note("svm_check_nested_events: INIT intercepted by L1: #VMEXIT(INIT), INIT left pending")
+            vcpu.nested_svm_simple_vmexit(hw.SVM_EXIT_INIT)
+            return 0
         if a.exception_vmexit.pending:
             if block_nested_exceptions:
                 return -EBUSY
@@ -230,7 +245,15 @@ class SvmNested61:
             if block_nested_exceptions:
                 return -EBUSY
             return 0
-        # SMI: not modelled.
+        if a.smi_pending and not vcpu.svm_smi_blocked():
+            if block_nested_events:
+                vcpu.rec.note("svm_check_nested_events: SMI pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            if not vcpu.svm_nested_exit_on_smi():
+                return 0
+            vcpu.rec.note("svm_check_nested_events: SMI intercepted by L1: #VMEXIT(SMI), SMI left pending")
+            vcpu.nested_svm_simple_vmexit(hw.SVM_EXIT_SMI)
+            return 0
         if a.nmi_pending and not vcpu.svm_nmi_blocked():
             if block_nested_events:
                 return -EBUSY

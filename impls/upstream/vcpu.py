@@ -25,17 +25,19 @@ from impls.upstream.x86 import X86_61
 
 def _renamed(ops: dict, **new: str) -> dict:
     """A 5.11 ops table with the hooks 6.1 renamed."""
-    table = {k: v for k, v in ops.items() if k not in ("queue_exception", "set_irq", "set_nmi")}
+    table = {k: v for k, v in ops.items()
+             if k not in ("queue_exception", "set_irq", "set_nmi", "pre_enter_smm", "pre_leave_smm")}
     table.update(new)
     return table
 
 
 #: vmx_x86_ops / svm_x86_ops of 6.1: queue_exception, set_irq and set_nmi
-#: became inject_exception, inject_irq and inject_nmi.
+#: became inject_exception, inject_irq and inject_nmi, pre_enter_smm and
+#: pre_leave_smm became enter_smm and leave_smm.
 VMX_X86_OPS_61 = _renamed(VMX_X86_OPS, inject_exception="vmx_inject_exception", inject_irq="vmx_inject_irq",
-                          inject_nmi="vmx_inject_nmi")
+                          inject_nmi="vmx_inject_nmi", enter_smm="vmx_enter_smm", leave_smm="vmx_leave_smm")
 SVM_X86_OPS_61 = _renamed(SVM_X86_OPS, inject_exception="svm_inject_exception", inject_irq="svm_inject_irq",
-                          inject_nmi="svm_inject_nmi")
+                          inject_nmi="svm_inject_nmi", enter_smm="svm_enter_smm", leave_smm="svm_leave_smm")
 #: vmx_nested_ops / svm_nested_ops of 6.1 (the hooks used here).
 VMX_NESTED_OPS_61 = {
     "is_exception_vmexit": "nested_vmx_is_exception_vmexit",
@@ -84,7 +86,17 @@ class Vcpu(X86_61, Vmx61, VmxNested61, Svm61, SvmNested61, Vcpu511):
     nested_vmcb_save_pending_event = RemovedIn61("nested_save_pending_event_to_vmcb12")
     nested_prepare_vmcb_control = RemovedIn61("nested_vmcb02_prepare_control")
     nested_svm_nmi = RemovedIn61("nested_svm_simple_vmexit")
+    nested_svm_smi = RemovedIn61("nested_svm_simple_vmexit")
+    vmx_pre_enter_smm = RemovedIn61("vmx_enter_smm")
+    vmx_pre_leave_smm = RemovedIn61("vmx_leave_smm")
+    svm_pre_enter_smm = RemovedIn61("svm_enter_smm")
+    svm_pre_leave_smm = RemovedIn61("svm_leave_smm")
+    emulator_set_hflags = RemovedIn61("emulator_exiting_smm")
+    emulator_pre_leave_smm = RemovedIn61("emulator_leave_smm")
+    emulator_post_leave_smm = RemovedIn61("emulator_exiting_smm")
     nested_svm_intr = RemovedIn61("nested_svm_simple_vmexit")
+    nested_svm_init = RemovedIn61("nested_svm_simple_vmexit")
+    kvm_vcpu_latch_init = RemovedIn61("kvm_apic_init_sipi_allowed")
 
     def __init__(self, config, cpu: hw.Cpu, env, rec):
         self.vendor = config.vendor

@@ -58,3 +58,32 @@ class Vmx61:
         intr = irq | INTR_INFO_VALID
         intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
         vcpu.vmcs().entry_intr_info = intr
+
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(VMX_C, "vmx_enter_smm", tree=TREE)
+    def vmx_enter_smm(vcpu, smstate: dict) -> int:
+        """5.11's vmx_pre_enter_smm, renamed: leave guest mode with exit
+        reason -1 (nothing for L1), remember it and VMXON."""
+        nested = vcpu.vmx.nested
+        nested.smm_guest_mode = vcpu.is_guest_mode()
+        if nested.smm_guest_mode:
+            vcpu.nested_vmx_vmexit(-1, 0, 0)
+        nested.smm_vmxon = nested.vmxon
+        nested.vmxon = False
+        return 0
+
+    @origin(VMX_C, "vmx_leave_smm", tree=TREE)
+    def vmx_leave_smm(vcpu, smstate: dict) -> int:
+        """5.11's vmx_pre_leave_smm, renamed, plus KVM_REQ_EVENT for a
+        pending MTF (not modelled: L1 uses no MTF)."""
+        nested = vcpu.vmx.nested
+        if nested.smm_vmxon:
+            nested.vmxon = True
+            nested.smm_vmxon = False
+        if nested.smm_guest_mode:
+            ret = vcpu.nested_vmx_enter_non_root_mode(False)
+            if ret:
+                return ret
+            nested.smm_guest_mode = False
+        return 0

@@ -24,14 +24,19 @@ Differs:
 
 Reused unchanged (compared with 7709aba8): nested_exit_on_nmi /
 nested_exit_on_intr, nested_vmx_failValid / nested_vmx_fail,
-nested_check_vm_entry_controls, nested_vmx_run,
-nested_vmx_enter_non_root_mode, prepare_vmcs02_early,
+nested_check_vm_entry_controls, nested_vmx_run, prepare_vmcs02_early,
 load_vmcs12_host_state (6.1 resets the MMU instead of naming the #PF
 injector, the same injector here), nested_vmx_l0_wants_exit,
 nested_vmx_l1_wants_exit, nested_vmx_reflect_vmexit,
-nested_vmx_preemption_timer_pending.  Not modelled, as for 5.11: INIT,
-SIPI, MTF (mtf_pending stays 0), the preemption timer, SMI, posted
-interrupts, GUEST_PENDING_DBG_EXCEPTIONS, eVMCS / shadow VMCS.
+nested_vmx_preemption_timer_pending.  Not modelled, as for 5.11: MTF
+(mtf_pending stays 0), the preemption timer, SMI, posted interrupts,
+GUEST_PENDING_DBG_EXCEPTIONS, eVMCS / shadow VMCS.
+
+INIT and SIPI (read at 7709aba8 and in the 6.1 INIT/SIPI patches merged
+after it): the INIT rung is 5.11's plus clearing mtf_pending; a SIPI the
+vCPU cannot take (not in wait-for-SIPI) falls through to the lower rungs
+instead of ending the ladder; `nested_vmx_enter_non_root_mode` makes
+KVM_REQ_EVENT for a pending INIT or SIPI (a56953e9).
 """
 from __future__ import annotations
 
@@ -43,9 +48,14 @@ from impls.prepatch.vmx import (
     INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION,
     INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
 )
-from impls.prepatch.vmx_nested import VMXERR_ENTRY_INVALID_CONTROL_FIELD
+from impls.prepatch.vmx_nested import (
+    EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
+)
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY, TREE, KvmQueuedException
+from impls.upstream.state import (
+    DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, TREE, KvmQueuedException,
+)
 
 NESTED_C = "arch/x86/kvm/vmx/nested.c"
 NESTED_H = "arch/x86/kvm/vmx/nested.h"
@@ -129,10 +139,30 @@ class VmxNested61:
         it."""
         vmx = vcpu.vmx
         a = vcpu.arch
+        apic = vcpu.apic
         block_nested_exceptions = vmx.nested.nested_run_pending
         block_nested_events = block_nested_exceptions or vcpu.kvm_event_needs_reinjection()
 
-        # INIT, SIPI: not modelled.
+        if apic.pending_events & (1 << KVM_APIC_INIT):
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: INIT pending, nested run or event in flight: -EBUSY")
+                return -EBUSY
+            vcpu.nested_vmx_update_pending_dbg()
+            apic.pending_events &= ~(1 << KVM_APIC_INIT)
+            if a.mp_state != KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.rec.note("vmx_check_nested_events: INIT in L2: INIT_SIGNAL exit")
+                vcpu.nested_vmx_vmexit(EXIT_REASON_INIT_SIGNAL, 0, 0)
+            vmx.nested.mtf_pending = False  # MTF is dropped in wait-for-SIPI
+            return 0
+
+        if apic.pending_events & (1 << KVM_APIC_SIPI):
+            if block_nested_events:
+                return -EBUSY
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if a.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                vcpu.nested_vmx_vmexit(EXIT_REASON_SIPI_SIGNAL, 0, apic.sipi_vector & 0xFF)
+                return 0
+            # Otherwise the SIPI is ignored and the ladder goes on.
 
         if a.exception_vmexit.pending and not vcpu.vmx_is_low_priority_db_trap(a.exception_vmexit):
             if block_nested_exceptions:
@@ -169,7 +199,11 @@ class VmxNested61:
             vcpu.nested_vmx_vmexit(hw.EXIT_REASON_PREEMPTION_TIMER, 0, 0)
             return 0
 
-        # SMI: not modelled (smi_pending stays 0).
+        if a.smi_pending and not vcpu.is_smm():
+            if block_nested_events:
+                vcpu.rec.note("vmx_check_nested_events: SMI pending, event in flight: -EBUSY")
+                return -EBUSY
+            return 0  # no_vmexit: the SMI is injected by kvm_check_and_inject_events
 
         if a.nmi_pending and not vcpu.vmx_nmi_blocked():
             if block_nested_events:
@@ -193,6 +227,25 @@ class VmxNested61:
         return 0  # no_vmexit: vmx_complete_nested_posted_interrupt, no posted interrupts
 
     # ------------------------------------------------------------- VM entry --
+
+    @origin(NESTED_C, "nested_vmx_enter_non_root_mode", tree=TREE)
+    def nested_vmx_enter_non_root_mode(vcpu, from_vmentry: bool) -> int:
+        """As 5.11's, and a pending INIT or SIPI also makes KVM_REQ_EVENT
+        after the switch to vmcs02 (a56953e9, 6.1), so that it is evaluated
+        for L2 at once."""
+        vmx = vcpu.vmx
+        vmcs01 = vmx.vmcs01.vmcs
+        evaluate_pending_interrupts = vmcs01.intr_window_exiting or vmcs01.nmi_window_exiting
+        # (apicv: vmx_has_apicv_interrupt, no APICv here)
+        if not evaluate_pending_interrupts:
+            evaluate_pending_interrupts = vcpu.kvm_apic_has_pending_init_or_sipi()
+        vmx.loaded_vmcs = vmx.vmcs02  # vmx_switch_vmcs
+        vcpu.prepare_vmcs02_early()
+        vcpu.enter_guest_mode()
+        vcpu.prepare_vmcs02()
+        if evaluate_pending_interrupts:
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+        return 0
 
     @origin(NESTED_C, "prepare_vmcs02", tree=TREE)
     def prepare_vmcs02(vcpu) -> None:
@@ -267,6 +320,7 @@ class VmxNested61:
         vmx.nested.mtf_pending = False
         vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
         vcpu.leave_guest_mode()
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)

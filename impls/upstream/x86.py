@@ -30,6 +30,12 @@ Differs from 5.11 (each method below names its 6.1 origin):
   exception, and carry `triple_fault.pending` with
   KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
   an exception userspace set as pending into `exception_vmexit`.
+* INIT (lapic.c / lapic.h as 6.1 merged them, after e746c1f1): no snapshot
+  of pending_events, `kvm_apic_accept_events` returns an error code and
+  asks `kvm_check_nested_events` first (a triple fault included; -EBUSY is
+  not an error), `kvm_apic_init_sipi_allowed` replaces kvm_vcpu_latch_init,
+  `vcpu_enter_guest` stops on its error; `kvm_vcpu_reset` leaves guest mode
+  first (not followed here either: it records the Reset).
 
 Reused unchanged from 5.11 (compared with e746c1f1): exception_class,
 kvm_exception_is_soft, the kvm_queue_exception / _e / _p / _e_p and
@@ -47,11 +53,17 @@ posted interrupts (kvm_check_nested_events never returns -ENXIO).
 from __future__ import annotations
 
 from impls.arch import BP, DB, DF, MC, NMI_VECTOR, OF, PF, UD
+from impls.api import Reset, SmiHandled
+from impls.hw.environment import VcpuReset
 from impls.origin import origin
-from impls.prepatch.x86 import EMULTYPE_TRAP_UD, exception_class, kvm_exception_is_soft
+from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK
+from impls.prepatch.x86 import (
+    EMULTYPE_TRAP_UD, X86EMUL_CONTINUE, X86EMUL_PROPAGATE_FAULT, exception_class, kvm_exception_is_soft,
+)
 from impls.upstream.state import (
     DR6_ACTIVE_LOW, DR7_GD, DR_TRAP_BITS, EBUSY, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY,
     EXCPT_DB, EXCPT_FAULT, EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_REQ_NMI,
+    KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
     KVM_VCPUEVENT_VALID_TRIPLE_FAULT, TREE, KvmQueuedException, KvmVcpuEvents, X86Exception,
@@ -59,6 +71,8 @@ from impls.upstream.state import (
 
 X86_C = "arch/x86/kvm/x86.c"
 X86_H = "arch/x86/kvm/x86.h"
+LAPIC_C = "arch/x86/kvm/lapic.c"
+LAPIC_H = "arch/x86/kvm/lapic.h"
 
 
 class X86_61:
@@ -215,6 +229,61 @@ class X86_61:
             return 1
         return vcpu.nested_ops.check_events(vcpu)
 
+    # ------------------------------------------------------ INIT and reset --
+
+    @origin(LAPIC_H, "kvm_apic_has_pending_init_or_sipi", tree=TREE)
+    def kvm_apic_has_pending_init_or_sipi(vcpu) -> bool:
+        return bool(vcpu.apic.pending_events)  # lapic_in_kernel: always
+
+    @origin(LAPIC_H, "kvm_apic_init_sipi_allowed", tree=TREE)
+    def kvm_apic_init_sipi_allowed(vcpu) -> bool:
+        """5.11's kvm_vcpu_latch_init, inverted and renamed."""
+        return not vcpu.is_smm() and not vcpu.kvm_x86_ops.apic_init_signal_blocked(vcpu)
+
+    @origin(LAPIC_C, "kvm_apic_accept_events", tree=TREE)
+    def kvm_apic_accept_events(vcpu) -> int:
+        """No snapshot any more: in guest mode nested events go first
+        (kvm_check_nested_events; -EBUSY postpones INIT/SIPI and is not an
+        error), then, with INIT/SIPI blocked, SIPIs are dropped and INIT
+        stays pending; else INIT resets the vCPU and a SIPI wakes an
+        INIT_RECEIVED vCPU."""
+        apic = vcpu.apic
+        if not vcpu.kvm_apic_has_pending_init_or_sipi():
+            return 0
+        if vcpu.is_guest_mode():
+            r = vcpu.kvm_check_nested_events()
+            if r < 0:
+                if r == -EBUSY:
+                    vcpu.rec.note("kvm_apic_accept_events: kvm_check_nested_events -EBUSY: INIT/SIPI left for later")
+                return 0 if r == -EBUSY else r
+        if not vcpu.kvm_apic_init_sipi_allowed():
+            vcpu.warn_on_once(vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED,
+                              "kvm_apic_accept_events: INIT blocked in INIT_RECEIVED")
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if apic.pending_events & (1 << KVM_APIC_INIT):
+                vcpu.rec.note("kvm_apic_accept_events: INIT blocked (kvm_apic_init_sipi_allowed)")
+            return 0
+        if apic.pending_events & (1 << KVM_APIC_INIT):
+            apic.pending_events &= ~(1 << KVM_APIC_INIT)
+            vcpu.kvm_vcpu_reset(True)
+            vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE if vcpu.kvm_vcpu_is_bsp() else KVM_MP_STATE_INIT_RECEIVED
+        if apic.pending_events & (1 << KVM_APIC_SIPI):
+            apic.pending_events &= ~(1 << KVM_APIC_SIPI)
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                # vcpu_deliver_sipi_vector(apic.sipi_vector): CS:IP, not modelled
+                vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
+        return 0
+
+    @origin(X86_C, "kvm_vcpu_reset", tree=TREE)
+    def kvm_vcpu_reset(vcpu, init_event: bool) -> None:
+        """6.1 first leaves guest mode (kvm_leave_nested, 5.16) and then
+        resets; the port records L1's `Reset` with the level that was running
+        and follows the vCPU no further (impls.hw.environment)."""
+        level = 2 if vcpu.is_guest_mode() else 1
+        vcpu.rec.note(f"kvm_vcpu_reset(init_event={init_event}): INIT resets the vCPU (L{level} running)")
+        vcpu.rec.observe(1, Reset(level))
+        raise VcpuReset()
+
     # -------------------------------------------------- the injection ladder --
 
     @origin(X86_C, "kvm_check_and_inject_events", tree=TREE)
@@ -265,7 +334,15 @@ class X86_61:
         # KVM_GUESTDBG_BLOCKIRQ: no guest debugging.
 
         if a.smi_pending:
-            pass  # no SMM (impls.hw.environment)
+            r = ops.smi_allowed(vcpu, True) if can_inject else -EBUSY
+            if r < 0:
+                return vcpu._check_and_inject_out(r)
+            if r:
+                a.smi_pending = False
+                vcpu.enter_smm()
+                can_inject = False
+            else:
+                ops.enable_smi_window(vcpu)
 
         if a.nmi_pending:
             r = ops.nmi_allowed(vcpu, True) if can_inject else -EBUSY
@@ -324,10 +401,15 @@ class X86_61:
                     vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
                     return 0
             if vcpu.kvm_check_request(KVM_REQ_SMI):
-                pass
+                vcpu.process_smi()
             if vcpu.kvm_check_request(KVM_REQ_NMI):
                 vcpu.process_nmi()
         if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            r = vcpu.kvm_apic_accept_events()
+            if r < 0:
+                return 0
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                return 1
             r, req_immediate_exit = vcpu.kvm_check_and_inject_events()
             if r < 0:
                 return 0
@@ -348,10 +430,11 @@ class X86_61:
     @origin(X86_C, "kvm_vcpu_running", tree=TREE)
     def kvm_vcpu_running(vcpu) -> bool:
         """Nested events (a triple fault included) before every entry; the
-        result is ignored."""
+        result is ignored.  Runnable while mp_state is RUNNABLE (always, for
+        the BSP)."""
         if vcpu.is_guest_mode():
             vcpu.kvm_check_nested_events()
-        return True  # mp_state is always RUNNABLE here
+        return vcpu.arch.mp_state == KVM_MP_STATE_RUNNABLE
 
     @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
     def kvm_arch_vcpu_ioctl_run(vcpu) -> None:
@@ -384,6 +467,9 @@ class X86_61:
         writeback toggles the shadow, and RIP moves only without a fault or
         for a trap (a #DB is EXCPT_DB now, so it does not move RIP)."""
         vcpu.kvm_clear_exception_queue()
+        if vcpu.env.emulator_decodes_rsm():
+            # RSM decodes even under EMULTYPE_TRAP_UD (EmulateOnUD).
+            return vcpu.x86_emulate_rsm(emulation_type)
         if emulation_type & EMULTYPE_TRAP_UD:
             vcpu.kvm_queue_exception(UD)
             return 1
@@ -400,6 +486,66 @@ class X86_61:
             vcpu.guest().rip += 1  # kvm_rip_write(ctxt->eip)
         return 1
 
+    # ------------------------------------------------------------------ SMM --
+
+    @origin(X86_C, "enter_smm", tree=TREE)
+    def enter_smm(vcpu) -> None:
+        """As in 5.11, with the vendor hook renamed enter_smm and HF_SMM_MASK
+        set through kvm_smm_changed(true); still no interrupt shadow in the
+        state-save area (that came in 6.2)."""
+        ops = vcpu.kvm_x86_ops
+        level = 2 if vcpu.is_guest_mode() else 1
+        vcpu.rec.note(f"enter_smm: SMI taken in L{level}")
+        vcpu.rec.observe(1, SmiHandled(level))
+        buf = vcpu.enter_smm_save_state_64()
+        ops.enter_smm(vcpu, buf)
+        vcpu.kvm_smm_changed(True)
+        vcpu.cpu.smram = buf  # kvm_vcpu_write_guest(smbase + 0xfe00)
+        if ops.get_nmi_mask(vcpu):
+            vcpu.arch.hflags |= HF_SMM_INSIDE_NMI_MASK
+        else:
+            ops.set_nmi_mask(vcpu, True)
+        lv = vcpu.guest()
+        lv.rflags_if = lv.tf = False  # kvm_set_rflags(X86_EFLAGS_FIXED)
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+        vcpu.cpu.smm_handler = True  # kvm_rip_write(0x8000)
+
+    @origin(X86_C, "kvm_smm_changed", tree=TREE)
+    def kvm_smm_changed(vcpu, entering_smm: bool) -> None:
+        """Now the one place that sets or clears HF_SMM_MASK (and, leaving,
+        HF_SMM_INSIDE_NMI_MASK), with KVM_REQ_EVENT on the way out."""
+        if entering_smm:
+            vcpu.arch.hflags |= HF_SMM_MASK
+        else:
+            vcpu.arch.hflags &= ~(HF_SMM_MASK | HF_SMM_INSIDE_NMI_MASK)
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+
+    @origin(X86_C, "emulator_exiting_smm", tree=TREE)
+    def emulator_exiting_smm(vcpu) -> None:
+        vcpu.kvm_smm_changed(False)
+
+    @origin(X86_C, "emulator_leave_smm", tree=TREE)
+    def emulator_leave_smm(vcpu, smstate: dict) -> int:
+        return vcpu.kvm_x86_ops.leave_smm(vcpu, smstate)
+
+    @origin("arch/x86/kvm/emulate.c", "em_rsm", tree=TREE)
+    def em_rsm(vcpu, ctxt) -> int:
+        """Outside SMM: #UD.  Unmask NMIs unless SMM was entered with them
+        masked, leave SMM (kvm_smm_changed(false), before the vendor
+        re-enters guest mode), the vendor's leave_smm, the saved state; a
+        failure of either is a triple fault, no longer an emulation
+        failure."""
+        if not vcpu.emulator_get_hflags() & HF_SMM_MASK:
+            return X86EMUL_PROPAGATE_FAULT  # emulate_ud
+        smstate = vcpu.cpu.smram  # read_phys(smbase + 0xfe00)
+        if not vcpu.emulator_get_hflags() & HF_SMM_INSIDE_NMI_MASK:
+            vcpu.emulator_set_nmi_mask(False)
+        vcpu.emulator_exiting_smm()
+        # Back to real mode before loading CR0/CR3/CR4/EFER: not modelled.
+        if vcpu.emulator_leave_smm(smstate) or vcpu.rsm_load_state_64(ctxt, smstate) != X86EMUL_CONTINUE:
+            vcpu.kvm_make_request(KVM_REQ_TRIPLE_FAULT)  # emulator_triple_fault
+        return X86EMUL_CONTINUE
+
     # ------------------------------------------------ KVM_GET/SET_VCPU_EVENTS --
 
     @origin(X86_C, "kvm_vcpu_ioctl_x86_get_vcpu_events", tree=TREE)
@@ -412,7 +558,8 @@ class X86_61:
         a = vcpu.arch
         events = KvmVcpuEvents()
         vcpu.process_nmi()
-        # KVM_REQ_SMI / process_smi: no SMM.
+        if vcpu.kvm_check_request(KVM_REQ_SMI):
+            vcpu.process_smi()
         if a.exception_vmexit.pending and not a.exception.pending and not a.exception.injected:
             ex = a.exception_vmexit
         else:
@@ -440,6 +587,10 @@ class X86_61:
         events.nmi_pending = int(a.nmi_pending != 0)
         events.nmi_masked = int(vcpu.kvm_x86_ops.get_nmi_mask(vcpu))
         events.sipi_vector = 0
+        events.smi_smm = int(vcpu.is_smm())
+        events.smi_pending = int(a.smi_pending)
+        events.smi_smm_inside_nmi = int(bool(a.hflags & HF_SMM_INSIDE_NMI_MASK))
+        events.smi_latched_init = int(vcpu.kvm_lapic_latched_init())
         events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
         if vcpu.kvm.exception_payload_enabled:
             events.flags |= KVM_VCPUEVENT_VALID_PAYLOAD
@@ -473,7 +624,9 @@ class X86_61:
         if (events.exception_injected or events.exception_pending) and (
                 events.exception_nr > 31 or events.exception_nr == NMI_VECTOR):
             return -EINVAL
-        # The SMM / INIT_RECEIVED check: no SMM, never INIT_RECEIVED.
+        if events.flags & KVM_VCPUEVENT_VALID_SMM and (events.smi_smm or events.smi_pending) \
+                and a.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+            return -EINVAL
         vcpu.process_nmi()
         a.exception_from_userspace = bool(events.exception_pending)
         a.exception_vmexit.pending = False
@@ -493,8 +646,21 @@ class X86_61:
         if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
             a.nmi_pending = events.nmi_pending
         vcpu.kvm_x86_ops.set_nmi_mask(vcpu, bool(events.nmi_masked))
+        if events.flags & KVM_VCPUEVENT_VALID_SIPI_VECTOR:
+            vcpu.apic.sipi_vector = events.sipi_vector
         if events.flags & KVM_VCPUEVENT_VALID_SMM:
-            a.smi_pending = bool(events.smi_pending)  # SMM state itself: not modelled
+            if vcpu.is_smm() != bool(events.smi_smm):
+                vcpu.kvm_smm_changed(bool(events.smi_smm))
+            a.smi_pending = bool(events.smi_pending)
+            if events.smi_smm:
+                if events.smi_smm_inside_nmi:
+                    a.hflags |= HF_SMM_INSIDE_NMI_MASK
+                else:
+                    a.hflags &= ~HF_SMM_INSIDE_NMI_MASK
+            if events.smi_latched_init:
+                vcpu.apic.pending_events |= 1 << KVM_APIC_INIT
+            else:
+                vcpu.apic.pending_events &= ~(1 << KVM_APIC_INIT)
         if events.flags & KVM_VCPUEVENT_VALID_TRIPLE_FAULT:
             if not vcpu.kvm.triple_fault_event:
                 return -EINVAL

@@ -34,10 +34,12 @@ from impls.postpatch.april.state import PATCH2, PATCH3
 from impls.postpatch.state import KVM_CAP_EXCEPTION_PAYLOAD
 from impls.prepatch.state import (
     DR6_RTM, DR7_GD, EINVAL, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT, EXCPT_PF, KVM_EXIT_SHUTDOWN,
-    KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING,
+    KVM_APIC_INIT, KVM_MP_STATE_INIT_RECEIVED, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
+    KVM_VCPUEVENT_VALID_NMI_PENDING,
     KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR,
     KVM_VCPUEVENT_VALID_SMM, KvmVcpuEvents, X86Exception,
 )
+from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK
 from impls.prepatch.x86 import X86_C, exception_class, kvm_exception_is_soft
 
 
@@ -166,6 +168,8 @@ class X86April:
         p, i, pl = a.pending_exception, a.injected_exception, a.exception_payload
         events = KvmVcpuEvents()
         vcpu.process_nmi()
+        if vcpu.kvm_check_request(KVM_REQ_SMI):
+            vcpu.process_smi()
         if not vcpu.kvm.exception_payload_enabled and p.valid and pl.valid:
             vcpu.kvm_deliver_exception_payload()
         vcpu.warn_on_once(p.valid and i.valid, "get_vcpu_events: pending and injected exception")
@@ -191,6 +195,10 @@ class X86April:
         events.nmi_pending = int(a.nmi_pending != 0)
         events.nmi_masked = int(vcpu.kvm_x86_ops.get_nmi_mask(vcpu))
         events.sipi_vector = 0
+        events.smi_smm = int(vcpu.is_smm())
+        events.smi_pending = int(a.smi_pending)
+        events.smi_smm_inside_nmi = int(bool(a.hflags & HF_SMM_INSIDE_NMI_MASK))
+        events.smi_latched_init = int(vcpu.kvm_lapic_latched_init())
         events.flags = KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM
         if vcpu.kvm.exception_payload_enabled:
             events.flags |= KVM_VCPUEVENT_VALID_PAYLOAD
@@ -222,6 +230,9 @@ class X86April:
         if (events.exception_injected or events.exception_pending) and (
                 events.exception_nr > 31 or events.exception_nr == 2):
             return -EINVAL
+        if events.flags & KVM_VCPUEVENT_VALID_SMM and (events.smi_smm or events.smi_pending) \
+                and a.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+            return -EINVAL
         vcpu.process_nmi()
         exc.nr = events.exception_nr
         exc.has_error_code = bool(events.exception_has_error_code)
@@ -239,8 +250,25 @@ class X86April:
         if events.flags & KVM_VCPUEVENT_VALID_NMI_PENDING:
             a.nmi_pending = events.nmi_pending
         vcpu.kvm_x86_ops.set_nmi_mask(vcpu, bool(events.nmi_masked))
+        if events.flags & KVM_VCPUEVENT_VALID_SIPI_VECTOR:
+            vcpu.apic.sipi_vector = events.sipi_vector
         if events.flags & KVM_VCPUEVENT_VALID_SMM:
+            if vcpu.is_smm() != bool(events.smi_smm):
+                if events.smi_smm:
+                    a.hflags |= HF_SMM_MASK
+                else:
+                    a.hflags &= ~HF_SMM_MASK
+                vcpu.kvm_smm_changed()
             a.smi_pending = bool(events.smi_pending)
+            if events.smi_smm:
+                if events.smi_smm_inside_nmi:
+                    a.hflags |= HF_SMM_INSIDE_NMI_MASK
+                else:
+                    a.hflags &= ~HF_SMM_INSIDE_NMI_MASK
+            if events.smi_latched_init:
+                vcpu.apic.pending_events |= 1 << KVM_APIC_INIT
+            else:
+                vcpu.apic.pending_events &= ~(1 << KVM_APIC_INIT)
         vcpu.kvm_make_request(KVM_REQ_EVENT)
         return 0
 
@@ -264,10 +292,13 @@ class X86April:
                 vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
                 return 0
             if vcpu.kvm_check_request(KVM_REQ_SMI):
-                pass
+                vcpu.process_smi()
             if vcpu.kvm_check_request(KVM_REQ_NMI):
                 vcpu.process_nmi()
         if vcpu.kvm_check_request(KVM_REQ_EVENT):
+            vcpu.kvm_apic_accept_events()
+            if vcpu.arch.mp_state == KVM_MP_STATE_INIT_RECEIVED:
+                return 1
             req_immediate_exit = vcpu.inject_pending_event()
 
         if vcpu.env.take_kick() or vcpu.requests:  # kvm_vcpu_exit_request()
