@@ -5,9 +5,9 @@ What every port must do, as the reference does:
 * VMX: INIT is held in VMX root operation (L1 is a hypervisor), so it is
   latched while L1 runs (no reset, `init_pending` in the final state, also
   across KVM_GET/SET_VCPU_EVENTS and a migration) and becomes an exit with
-  reason INIT and no IDT-vectoring information once L1 has entered L2;
+  reason INIT and no IDT-vectoring information once L1 has entered L2,
 * an INIT that arrives while an event must be re-injected is deferred
-  (check_events returns -EBUSY) until that event has been delivered;
+  (check_events returns -EBUSY) until that event has been delivered,
 * SVM: with GIF=1 an INIT L1 does not intercept resets the vCPU (the
   scenario ends); GIF=0 holds it; with L1's INIT intercept an INIT in L2 is
   #VMEXIT(INIT) and stays pending, held by the GIF=0 the exit leaves.
@@ -172,7 +172,7 @@ def test_svm_init_held_at_vmrun_resets_in_l2(name):
 
 @pytest.mark.parametrize("name", PORTS)
 def test_svm_intercepted_init_in_l2_exits_and_stays_pending(name):
-    """svm_check_nested_events' INIT rung: #VMEXIT(INIT) with no EXITINTINFO;
+    """svm_check_nested_events' INIT rung: #VMEXIT(INIT) with no EXITINTINFO,
     the INIT stays in apic.pending_events, held by GIF=0 after the exit (and
     again exits on the next VMRUN)."""
     s = scenario("vendor=svm", "l1.intercept init=1\nl1.vmentry\ninit\nrun\nl1.vmentry\nrun\n")
