@@ -88,3 +88,18 @@ def test_nothing_compared_after_the_reference_leaves_the_architecture(fake_impl)
     assert oracle.compare(sc, ["reference", "prepatch"]).agree
     fake_impl("prepatch", lambda o, s: Outcome(before(o), o.l2, 1, None, o.alarms, o.livelock))
     assert [d.field for d in oracle.compare(sc, ["reference", "prepatch"]).divergences] == ["shutdown"]
+
+
+def test_final_state_is_not_compared_when_both_shut_down(fake_impl):
+    from dataclasses import replace
+
+    sc = parse_scenario("evdiff 1 vendor=svm\nl1.stack #PF\nnmi\nrun\n")
+    ref = api.load("reference").run(sc)
+    assert ref.shutdown is not None and ref.final.nmi_blocked
+    unmasked = lambda o, s: replace(o, final=replace(o.final, nmi_blocked=False))  # noqa: E731
+    fake_impl("prepatch", unmasked)
+    assert oracle.compare(sc, ["reference", "prepatch"]).agree
+    # Without the shutdown on both sides the final state counts again.
+    fake_impl("prepatch", lambda o, s: replace(unmasked(o, s), shutdown=None))
+    assert {d.field for d in oracle.compare(sc, ["reference", "prepatch"]).divergences} == \
+        {"shutdown", "final.nmi_blocked"}
