@@ -90,7 +90,7 @@ def test_nothing_compared_after_the_reference_leaves_the_architecture(fake_impl)
     assert [d.field for d in oracle.compare(sc, ["reference", "prepatch"]).divergences] == ["shutdown"]
 
 
-def test_final_state_is_not_compared_when_both_shut_down(fake_impl):
+def test_final_state_is_not_compared_when_both_shut_down_on_svm(fake_impl):
     from dataclasses import replace
 
     sc = parse_scenario("evdiff 1 vendor=svm\nl1.stack #PF\nnmi\nrun\n")
@@ -103,3 +103,8 @@ def test_final_state_is_not_compared_when_both_shut_down(fake_impl):
     fake_impl("prepatch", lambda o, s: replace(unmasked(o, s), shutdown=None))
     assert {d.field for d in oracle.compare(sc, ["reference", "prepatch"]).divergences} == \
         {"shutdown", "final.nmi_blocked"}
+
+    # On VMX a triple-fault exit saves the guest state: it is compared.
+    vmx = parse_scenario("evdiff 1 vendor=vmx\nl1.stack #PF\nnmi\nrun\n")
+    fake_impl("prepatch", unmasked)
+    assert [d.field for d in oracle.compare(vmx, ["reference", "prepatch"]).divergences] == ["final.nmi_blocked"]
