@@ -62,7 +62,7 @@ by the scenario's events instead of being modelled, and every KVM port
   (registers, the VMCS/VMCB, and, in 5.11, a guest mode it does not leave)
   is not modelled.  The VMM carries `apic.pending_events` over a migration
   with the rest of the LAPIC.
-* **SMM.**  `smi` is the VMM's KVM_SMI (`kvm_vcpu_ioctl_smi`: KVM_REQ_SMI);
+* **SMM.**  `smi` is the VMM's KVM_SMI (`kvm_vcpu_ioctl_smi`: KVM_REQ_SMI),
   KVM's own code decides when the SMI is taken and runs `enter_smm`.  The
   SMM handler is firmware that executes RSM at once: once KVM's enter_smm
   has pointed the guest at it (the CPU's `smm_handler`, standing for RIP =
