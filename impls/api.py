@@ -218,6 +218,18 @@ class Allowed:
 # --------------------------------------------------------- implementations --
 
 
+class _HandlerNames(dict):
+    """Event kind -> the name of its handler method in an implementation:
+    `l1.vmentry` -> `ev_l1_vmentry`, computed once a kind."""
+
+    def __missing__(self, kind: str) -> str:
+        name = self[kind] = "ev_" + kind.replace(".", "_")
+        return name
+
+
+HANDLER = _HandlerNames()
+
+
 class Implementation(abc.ABC):
     """One implementation under comparison.
 

@@ -26,7 +26,7 @@ Shared by every KVM port: a port passes its `Vcpu` class.
 from __future__ import annotations
 
 from impls import arch
-from impls.api import FinalState, Outcome
+from impls.api import HANDLER, FinalState, Outcome
 from impls.arch import Gate, Mode
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
@@ -129,7 +129,7 @@ class Driver:
             if self.dead:
                 break
             self.rec.step = step
-            getattr(self, "ev_" + ev.kind.replace(".", "_"))(ev)
+            getattr(self, HANDLER[ev.kind])(ev)
         self.rec.step = len(self.events)
         if not self.dead:
             self.ev_run(None)

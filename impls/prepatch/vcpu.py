@@ -78,6 +78,10 @@ SVM_NESTED_OPS = {
 }
 
 
+#: (Vcpu class, vendor) -> (kvm_x86_ops, nested_ops), see Vcpu._ops.
+_OPS: dict = {}
+
+
 class Kvm:
     """struct kvm_arch, the one VM-wide flag used here."""
 
@@ -104,11 +108,7 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
         self.run = KvmRun()
         self.enable_ept = self.npt_enabled = config.npt
         self.walk_mmu_inject_page_fault = "kvm_inject_page_fault"
-        cls = type(self)
-        self.kvm_x86_ops = SimpleNamespace(
-            **{hook: getattr(cls, name) for hook, name in self.X86_OPS[self.vendor].items()})
-        self.nested_ops = SimpleNamespace(
-            **{hook: getattr(cls, name) for hook, name in self.NESTED_OPS[self.vendor].items()})
+        self.kvm_x86_ops, self.nested_ops = self._ops(self.vendor)
         if self.vendor == "vmx":
             self.vmx, self.svm = VcpuVmx(), None
             self.guest = self.vmx_guest
@@ -118,6 +118,19 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
             self.guest = self.svm_guest
             self.init_vmcb()
         self.kvm_make_request(KVM_REQ_EVENT)  # kvm_vcpu_reset
+
+    @classmethod
+    def _ops(cls, vendor: str) -> tuple[SimpleNamespace, SimpleNamespace]:
+        """kvm_x86_ops and nested_ops for this class and vendor, built once
+        (KVM's are static too): one hook a method name of `X86_OPS` /
+        `NESTED_OPS`, so a port's override is what the table holds."""
+        key = (cls, vendor)
+        ops = _OPS.get(key)
+        if ops is None:
+            ops = _OPS[key] = (
+                SimpleNamespace(**{hook: getattr(cls, name) for hook, name in cls.X86_OPS[vendor].items()}),
+                SimpleNamespace(**{hook: getattr(cls, name) for hook, name in cls.NESTED_OPS[vendor].items()}))
+        return ops
 
     def event_in_flight(vcpu) -> bool:
         """For the driver (not a kernel function): KVM holds an event it must

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
-from impls.api import Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
+from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -332,7 +332,10 @@ class Machine:
             ev, self.user_pending = self.user_pending, None
             self.deliver(ev, check_first=True)
             return True
-        if self.smi_pending and self.init_pending and \
+        # The order of SMI and INIT matters only where both could be taken:
+        # neither is held by GIF=0 (APM 15.17), nor INIT by VMX root (SDM 23.8).
+        if self.smi_pending and self.init_pending and (self.gif or not self.svm) and \
+                (self.svm or self.level == 2) and \
                 self.choose("SDM Table 6-2: SMI and INIT are one class, their order IMPL-SPECIFIC", 2) and \
                 self._init_taken():
             return True
@@ -501,7 +504,7 @@ class Machine:
         for self.step, ev in enumerate(self.events):
             if self.dead:
                 break
-            handler = getattr(self, "ev_" + ev.kind.replace(".", "_"))
+            handler = getattr(self, HANDLER[ev.kind])
             handler(ev)
         self.step = len(self.events)
         if not self.dead:
