@@ -3,11 +3,13 @@
 libFuzzer mutates bytes: its dictionary insertions land at any offset, so a
 whole event record from the dictionary rarely lines up with a record
 boundary, and a scenario that needs three particular events (an intercept,
-an unusable stack, an entry with an injected event) is found slowly.  Half
-of the time this mutator works on records instead: it inserts a record of
-the language (`seeds.language_records`, never the seeds) at a record
-boundary, replaces, deletes, duplicates or swaps records, or changes the
-header byte; the other half it defers to libFuzzer's own byte mutations.
+an unusable stack, an entry with an injected event) is found slowly.  About
+half of the time (7 in 13) this mutator works on records instead: it
+inserts a record of the language (`seeds.language_records`, never the
+seeds) at a record boundary, replaces, deletes, duplicates or swaps
+records, inserts the nested prologue (an `l1.intercept` record, then an
+`l1.vmentry` one: every nested scenario starts so), or changes the header
+byte; otherwise it defers to libFuzzer's own byte mutations.
 Every result is a valid input (decoding is total) no longer than max_size.
 
 `crossover` is libFuzzer's cross-over at record boundaries: the header and
@@ -25,6 +27,10 @@ from fuzz import binary, seeds
 
 RECORDS = seeds.language_records()
 _R = binary.RECORD
+#: The records of the nested prologue: L1 sets its intercepts, then enters L2.
+_KIND = {s.kind: i for i, s in enumerate(binary.SPECS)}
+INTERCEPTS = [r for r in RECORDS if r[0] == _KIND["l1.intercept"]]
+ENTRIES = [r for r in RECORDS if r[0] == _KIND["l1.vmentry"]]
 
 
 def _split(data: bytes) -> tuple[bytes, list[bytes]]:
@@ -34,7 +40,7 @@ def _split(data: bytes) -> tuple[bytes, list[bytes]]:
 
 def mutate(data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int], bytes]) -> bytes:
     rng = random.Random(seed)
-    op = rng.randrange(12)
+    op = rng.randrange(13)
     if op < 6:
         return fallback(data, max_size)
     head, recs = _split(data)
@@ -50,6 +56,9 @@ def mutate(data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int
     elif op == 10 and len(recs) > 1:  # swap two
         i, j = rng.sample(range(len(recs)), 2)
         recs[i], recs[j] = recs[j], recs[i]
+    elif op == 11 and len(recs) + 1 < room:  # the nested prologue: intercepts, then VM entry
+        i = rng.randint(0, len(recs))
+        recs[i:i] = [rng.choice(INTERCEPTS), rng.choice(ENTRIES)]
     else:  # another configuration: vendor, nested paging, caps
         head = bytes([head[0] ^ (1 << rng.randrange(5))])
     return (head + b"".join(recs[:room]))[:max_size]

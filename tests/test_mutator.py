@@ -31,7 +31,7 @@ def test_record_operations_keep_record_boundaries():
         body = out[1:]
         for i in range(0, len(body), RECORD):
             assert body[i:i + RECORD] in set(mutator.RECORDS) | {data[1:1 + RECORD], data[1 + RECORD:]}
-    assert seen_ops == {-1, 0, 1}
+    assert seen_ops == {-1, 0, 1, 2}  # delete; replace, swap, header; insert, duplicate; the prologue
 
 
 def test_inserted_records_come_from_the_language_not_the_seeds():
@@ -66,3 +66,14 @@ def test_crossover_fits_and_decodes(a, b, max_size, seed):
     out = mutator.crossover(a, b, max_size, seed)
     assert len(out) <= max_size
     decode(out)
+
+
+def test_prologue_inserts_intercepts_then_a_vm_entry():
+    data = bytes([0]) + mutator.RECORDS[0]
+    grown = [decode(out) for seed in range(400)
+             if len(out := mutator.mutate(data, 4096, seed, lambda d, m: d)) == len(data) + 2 * RECORD]
+    assert grown
+    for s in grown:
+        kinds = s.kinds()
+        i = kinds.index("l1.intercept")
+        assert kinds[i + 1] == "l1.vmentry" and len(kinds) == 3
