@@ -205,17 +205,12 @@ def _truncate(exp: dict, act: dict, step: int) -> None:
             vals[f] = tuple(x for x in vals[f] if x[0] < step)
         if vals["shutdown"] is not None and vals["shutdown"] >= step:
             vals["shutdown"] = None
-        for k in [k for k in vals if k.startswith("final.")]:
-            del vals[k]
+    _drop_final(exp, act)
 
 
 def _drop_final(exp: dict, act: dict) -> None:
-    """SVM, both shut down: the final state is not compared.  L0 sees its
-    guest's shutdown through the shutdown intercept, after which the VMCB
-    state is undefined (APM 15.14.3), so the state a VMM could read is
-    undefined too.  The shutdown itself and everything before it are
-    compared.  On VMX a triple-fault exit saves the guest state like any
-    exit (SDM 27.3), so it is compared there."""
+    """Leave the final state out of the comparison (past `undefined_from`,
+    and where both shut down on SVM: see `divergences`)."""
     for vals in (exp, act):
         for k in [k for k in vals if k.startswith("final.")]:
             del vals[k]
@@ -257,6 +252,11 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
         if best.undefined_from is not None:
             _truncate(exp_vals, act_vals, best.undefined_from)
         if vendor == "svm" and best.shutdown is not None and res.shutdown is not None:
+            # L0 sees its guest's shutdown through the shutdown intercept,
+            # after which the VMCB state is undefined (APM 15.14.3): so is the
+            # state a VMM reads.  The shutdown and all before it are compared;
+            # on VMX a triple-fault exit saves guest state (SDM 27.3), so the
+            # final state is compared there.
             _drop_final(exp_vals, act_vals)
         for fname in exp_vals.keys() | act_vals.keys():
             e, a = exp_vals.get(fname), act_vals.get(fname)

@@ -334,8 +334,7 @@ class Machine:
             return True
         # The order of SMI and INIT matters only where both could be taken:
         # neither is held by GIF=0 (APM 15.17), nor INIT by VMX root (SDM 23.8).
-        if self.smi_pending and self.init_pending and (self.gif or not self.svm) and \
-                (self.svm or self.level == 2) and \
+        if self.smi_pending and self.init_pending and self.gif and (self.svm or self.level == 2) and \
                 self.choose("SDM Table 6-2: SMI and INIT are one class, their order IMPL-SPECIFIC", 2) and \
                 self._init_taken():
             return True
