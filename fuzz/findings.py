@@ -137,6 +137,7 @@ class FindingStore:
         self._last_flush = time.monotonic()
         #: what this process knows of each signature on disk: smallest size, example names
         self._known: dict[str, tuple[tuple[int, int], set[str]]] = {}
+        self._impls: dict[str, set[str]] = {}  # signature -> implementations seen with it
         self.new_this_process: list[str] = []
 
     # ---------------------------------------------------------- locking --
@@ -156,23 +157,24 @@ class FindingStore:
     # -------------------------------------------------------- recording --
 
     def record(self, report) -> list[str]:
-        """Record the primary divergence of an oracle report
-        (`oracle.Report.primary`; the others are most often its
-        consequences -- a lost exit also changes the final level -- and
-        would multiply the findings of one bug); returns the signatures this
-        call wrote as new findings."""
+        """Record each root cause of an oracle report (`report.causes`: what
+        each differing implementation did wrong first, grouped; the rest of
+        what it does differently is most often a consequence); returns the
+        signatures this call wrote as new findings."""
         new = []
         scenario = report.scenario
         size = None
-        for d in report.divergences[:1]:
-            sig = d.signature
+        for cause in report.causes:
+            sig = cause.signature
             known = self._known.get(sig)
             if known is None:
-                if self._write_new_or_load(sig, d, scenario):  # written with its first hit
+                if self._write_new_or_load(sig, cause, scenario):  # written with its first hit
                     new.append(sig)
                     continue
                 known = self._known[sig]
             self._pending[sig] = self._pending.get(sig, 0) + 1
+            if not set(cause.impls) <= self._impls[sig]:
+                self._add_impls(sig, cause)
             smallest, examples = known
             size = size or scenario_size(scenario)
             if size < smallest:
@@ -197,8 +199,10 @@ class FindingStore:
         ex = d / "examples"
         names = {p.stem for p in ex.glob("*.txt")} if ex.is_dir() else set()
         self._known[sig] = ((sm.get("events", 1 << 30), sm.get("extra", 1 << 30)), names)
+        self._impls[sig] = set(meta.get("impls", ()))
 
     def _write_new_or_load(self, sig: str, div, scenario: Scenario) -> bool:
+        """`div`: a `fuzz.causes.Cause`."""
         d = self.dir_for(sig)
         with self.lock():
             meta = self._read_meta(d)
@@ -212,6 +216,7 @@ class FindingStore:
                     "signature": sig,
                     "hash": signature_hash(sig),
                     "field": div.field,
+                    "function": div.function,
                     "impls": list(div.impls),
                     "vendor": scenario.config.vendor,
                     "expected": div.expected,
@@ -237,6 +242,20 @@ class FindingStore:
         if new:
             self.new_this_process.append(sig)
         return new
+
+    def _add_impls(self, sig: str, cause) -> None:
+        """An implementation seen with this cause for the first time: add it,
+        with its verdicts (first seen wins for a pair already there)."""
+        d = self.dir_for(sig)
+        with self.lock():
+            meta = self._read_meta(d)
+            if meta is None:
+                return
+            meta["impls"] = sorted(set(meta.get("impls", ())) | set(cause.impls))
+            meta["got"] = {**cause.got, **meta.get("got", {})}
+            meta["verdicts"] = {**cause.verdicts, **meta.get("verdicts", {})}
+            write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+            self._impls[sig] = set(meta["impls"])
 
     def _update_smallest(self, sig: str, scenario: Scenario, size) -> None:
         d = self.dir_for(sig)

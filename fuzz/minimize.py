@@ -1,4 +1,4 @@
-"""Reduce a scenario to a 1-minimal one that keeps one divergence's signature.
+"""Reduce a scenario to a 1-minimal one that keeps one root cause's signature.
 
 Three passes, repeated until none changes anything:
 
@@ -9,9 +9,10 @@ Three passes, repeated until none changes anything:
    error code ...), one at a time, only ever lowering `cost`,
 3. configuration: drop each cap; nested paging back on.
 
-A candidate is kept only if the oracle still reports the **same signature**
-(for an implementation's crash: the same exception type and raising line,
-which its signature names), so the minimiser never jumps to another bug.
+A candidate is kept only if the oracle still reports a root cause with the
+**same signature** (`fuzz.causes`: the same blamed branch of a KVM function;
+for an implementation's crash, the same exception type and raising line), so
+the minimiser never jumps to another bug.
 At the end no single event can be removed and no single field simplified
 without losing it: the result is 1-minimal.  Results of the oracle are cached
 by scenario.
@@ -37,7 +38,8 @@ class Result:
 
 
 def signatures(scenario: Scenario, names: list[str] | None) -> set[str]:
-    return {d.signature for d in oracle.compare(scenario, names).divergences}
+    """The signatures of the scenario's root causes (`fuzz.causes`)."""
+    return {c.signature for c in oracle.compare(scenario, names).causes}
 
 
 # --------------------------------------------------------------- fields --
@@ -157,18 +159,21 @@ class Minimizer:
 
 
 def minimize(scenario: Scenario, signature: str | None = None, names: list[str] | None = None) -> Result:
-    """Minimise `scenario` keeping `signature` (default: its primary
-    divergence's, `oracle.Report.primary`).  Raises ValueError if the scenario shows no divergence or
+    """Minimise `scenario` keeping the root cause `signature` (default: its
+    first, `oracle.Report.causes`), running only the reference and the
+    implementations that show it (unless `names` says otherwise).  Raises ValueError if the scenario shows no divergence or
     not that one."""
     start = time.perf_counter()
     report = oracle.compare(scenario, names)
-    found = {d.signature for d in report.divergences}
+    found = {c.signature: c for c in report.causes}
     if not found:
         raise ValueError("the scenario shows no divergence: nothing to keep while minimising")
     if signature is None:
-        signature = report.primary.signature
+        signature = report.causes[0].signature
     elif signature not in found:
         raise ValueError(f"the scenario does not show the signature {signature!r}")
+    if names is None:  # a cause depends on its implementations and the reference only
+        names = [oracle.REFERENCE, *found[signature].impls]
     m = Minimizer(signature, names)
     out = m.run(scenario)
     desc = f"minimised from {len(scenario.events)} events, keeping: {signature}"

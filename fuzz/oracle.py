@@ -54,6 +54,9 @@ class Divergence:
     expected: str  # the reference's value (shape), for people
     got: dict[str, str]  # each differing implementation's value (shape)
     verdicts: dict[str, str] = field(default_factory=dict)  # "prepatch->postpatch": "fixed"
+    #: implementation -> (its own first diverging step, expected, got), the
+    #: last two as signatures see them (`abstract`); what `causes` reads
+    per_impl: dict[str, tuple] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict:
         return {
@@ -72,6 +75,7 @@ class Report:
     scenario: object
     results: dict[str, Result]
     divergences: list[Divergence]
+    _causes: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def agree(self) -> bool:
@@ -82,6 +86,16 @@ class Report:
         """The divergence that names this scenario's bug (`_significance`),
         the others are usually its consequences."""
         return self.divergences[0] if self.divergences else None
+
+    @property
+    def causes(self) -> list:
+        """What each differing implementation did wrong first, grouped
+        (`fuzz.causes`): what findings are filed under."""
+        if self._causes is None:
+            from fuzz.causes import causes
+
+            self._causes = causes(self)
+        return self._causes
 
     def to_json(self) -> dict:
         def res(r):
@@ -193,6 +207,8 @@ def _describe(name: str, exp, act) -> tuple:
         step = exp if exp is not None else act
         e, a = ("no shutdown" if exp is None else "shutdown"), ("no shutdown" if act is None else "shutdown")
         return step, e, a, e, a
+    if name.startswith("final.") and isinstance(act, bool):
+        return None, str(exp), str(act), str(exp), str(act)
     return None, str(exp), str(act), "", ""
 
 
@@ -284,7 +300,8 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
                     verdicts[f"{before}->{after}"] = (
                         "fixed" if b and not a else "regression" if a and not b else "still-wrong"
                     )
-        out.append(Divergence(fname, differing, sig, step, expected, got, verdicts))
+        detail = {n: (v[0], v[3], v[4]) for n, v in sorted(per_impl.items())}
+        out.append(Divergence(fname, differing, sig, step, expected, got, verdicts, detail))
     out.sort(key=_significance)
     return out
 

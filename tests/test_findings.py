@@ -42,7 +42,7 @@ def _report(scenario, names):
 def test_one_directory_per_signature_with_everything_a_reader_needs(tmp_path, dropping):
     store = findings.FindingStore(tmp_path)
     report = _report(LONG, dropping)
-    (d,) = report.divergences
+    (d,) = report.causes
     assert store.record(report) == [d.signature]
     (f,) = store.findings()
     assert f.path == tmp_path / findings.signature_hash(d.signature)
@@ -166,20 +166,20 @@ def test_distinct_signatures_raise_from_distinct_places(dropping):
     a = _report(SHORT, dropping)
     b = _report(parse_scenario("evdiff 1 vendor=svm npt=off\nl1.intercept exceptions=#PF\nl2.stack #PF\n"
                                "l1.vmentry inject=nmi\n"), dropping)
-    assert a.divergences[0].signature != b.divergences[0].signature
-    exc_a, origin_a, tb_a = _origin(a, a.divergences[0])
-    exc_b, origin_b, tb_b = _origin(b, b.divergences[0])
+    assert a.causes[0].signature != b.causes[0].signature
+    exc_a, origin_a, tb_a = _origin(a, a.causes[0])
+    exc_b, origin_b, tb_b = _origin(b, b.causes[0])
     assert origin_a != origin_b  # Hypothesis: two failures
     assert [(f.filename, f.name) for f in tb_a[-3:]] != [(f.filename, f.name) for f in tb_b[-3:]]  # ClusterFuzz
-    h = findings.signature_hash(a.divergences[0].signature)
+    h = findings.signature_hash(a.causes[0].signature)
     assert all(h in f.name and h in f.filename for f in tb_a[-3:])
     again = _report(parse_scenario(HEAD + "cli\nl1.vmentry inject=intr(0x20)\n"), dropping)
-    assert again.divergences[0].signature == a.divergences[0].signature
-    assert _origin(again, again.divergences[0])[1] == origin_a  # Hypothesis: the same failure
+    assert again.causes[0].signature == a.causes[0].signature
+    assert _origin(again, again.causes[0])[1] == origin_a  # Hypothesis: the same failure
 
 
 def test_the_raised_divergence_carries_a_replayable_scenario(dropping):
     report = _report(SHORT, dropping)
-    exc = _origin(report, report.divergences[0])[0]
+    exc = _origin(report, report.causes[0])[0]
     assert exc.signature in str(exc) and "evdiff replay" in str(exc)
     assert parse_scenario(exc.text) == SHORT

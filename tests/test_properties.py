@@ -82,7 +82,7 @@ def test_distinct_signatures_are_distinct_failures(fake_impl):
     assert len(sigs) == len(errors) >= 2
     for e in errors:  # shrunk: the minimal scenario shows its bug in a few events
         assert len(e.report.scenario.events) <= 4
-        assert e.signature in {d.signature for d in e.report.divergences}
+        assert e.signature in {c.signature for c in e.report.causes}
 
 
 def test_state_machine_agrees_where_implementations_agree(fake_impl):
