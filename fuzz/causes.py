@@ -105,6 +105,16 @@ def function_of(note: str | None) -> str:
     return m.group(0) if m else UNATTRIBUTED
 
 
+def symptom(report: Report, impl: str) -> tuple | None:
+    """How `impl` deviates first: (field, got, expected), the last two as
+    signatures see them; None where it agrees."""
+    for d in report.divergences:  # most significant first
+        if impl in d.impls:
+            step, expected, got = d.per_impl.get(impl, (d.step, "", ""))
+            return d.field, got, expected
+    return None
+
+
 def causes(report: Report) -> list[Cause]:
     """One cause per distinct signature among the implementations that
     differ, the most significant first."""

@@ -95,17 +95,22 @@ def _config_variants(sc: Scenario):
 
 
 class Minimizer:
+    """Keeps a root cause's signature; `SymptomMinimizer` a symptom."""
+
     def __init__(self, signature: str, names: list[str] | None = None):
         self.signature = signature
         self.names = names
         self.cache: dict[tuple, bool] = {}
         self.checks = 0
 
+    def holds(self, sc: Scenario) -> bool:
+        return self.signature in signatures(sc, self.names)
+
     def keeps(self, sc: Scenario) -> bool:
         key = (sc.config, sc.events)
         if key not in self.cache:
             self.checks += 1
-            self.cache[key] = self.signature in signatures(sc, self.names)
+            self.cache[key] = self.holds(sc)
         return self.cache[key]
 
     def ddmin(self, sc: Scenario) -> Scenario:
@@ -156,6 +161,31 @@ class Minimizer:
             sc = self.simplify_config(self.simplify_fields(self.ddmin(sc)))
             if (sc.config, sc.events) == before:
                 return sc
+
+
+class SymptomMinimizer(Minimizer):
+    """Keeps what one implementation did wrong first (`causes.symptom`: the
+    field and the shapes of its first divergence), not the note it was
+    blamed on: a note made by an event the minimiser removes then gives way
+    to the note of the branch that really went wrong."""
+
+    def __init__(self, impl: str, symptom: tuple):
+        super().__init__(f"{impl}: {symptom}", [oracle.REFERENCE, impl])
+        self.impl, self.symptom = impl, symptom
+
+    def holds(self, sc: Scenario) -> bool:
+        from fuzz.causes import symptom
+
+        return symptom(oracle.compare(sc, self.names), self.impl) == self.symptom
+
+
+def minimize_symptom(scenario: Scenario, impl: str) -> Scenario:
+    """The 1-minimal scenario in which `impl` still deviates first the way
+    it does in `scenario` (`SymptomMinimizer`); what a new finding is keyed
+    on (`fuzz.findings`)."""
+    from fuzz.causes import symptom
+
+    return SymptomMinimizer(impl, symptom(oracle.compare(scenario, [oracle.REFERENCE, impl]), impl)).run(scenario)
 
 
 def minimize(scenario: Scenario, signature: str | None = None, names: list[str] | None = None) -> Result:

@@ -149,7 +149,9 @@ def run_campaign(opts, console) -> int:
     names = targetenv.impl_names(api, {targetenv.IMPLS: opts.impls or ""})
     for n in names:
         api.load(n)
-    store = FindingStore(opts.findings, opts.max_examples, engine="hypothesis")
+    # Hypothesis shrinks each new signature itself (and marks it "shrunk"),
+    # so the store does not minimise on top of it.
+    store = FindingStore(opts.findings, opts.max_examples, engine="hypothesis", minimise=False)
     store.clean_stale()
     mon = campaign.Monitor(opts, store, "hypothesis", console)
     mon.stats.implementations = names

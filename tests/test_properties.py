@@ -126,8 +126,8 @@ def _env():
 
 def test_hypothesis_campaign_records_shrunk_findings_and_resumes(tmp_path):
     out = tmp_path / "findings"
-    cmd = [sys.executable, "-m", "fuzz.cli", "fuzz", "--engine", "hypothesis", "--time", "8", "--findings",
-           str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "fuzz.cli", "fuzz", "--engine", "hypothesis",
+           "--time", "8", "--findings", str(out), "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     store = findings.FindingStore(out)
