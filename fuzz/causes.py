@@ -87,17 +87,24 @@ def branch(text: str) -> str:
     return _NUMBER.sub("N", text)
 
 
+#: Notes that record progress, not a choice: a pending exception with nothing
+#: to merge with becomes the injected one; a pending request cancels the
+#: entry.  They come first in a chain of steps (#PF, then #DF, then a triple
+#: fault) and would name the chain instead of its deciding branch, so the
+#: blame passes over them where another note was made at the step.
+PROGRESS = ("kvm_deliver_pending_exception: vector N committed as the injected exception",
+            "vcpu_enter_guest: a request is pending after injection: entry cancelled")
+
+
 def blame(notes: tuple[tuple[int, str], ...], step: int | None) -> str | None:
     """The note behind a divergence at `step` (None: at the end): the first
-    note made at that step, else the last one before it; None without one."""
-    text = None
-    for s, t in notes:
-        if step is not None and s > step:
-            break
-        if s == step:
-            return t
-        text = t
-    return text
+    note made at that step that is not `PROGRESS`, else the first made at
+    it, else the last one before it; None without one."""
+    at = [t for s, t in notes if s == step] if step is not None else []
+    if at:
+        return next((t for t in at if branch(t) not in PROGRESS), at[0])
+    before = [t for s, t in notes if step is None or s < step]
+    return before[-1] if before else None
 
 
 def function_of(note: str | None) -> str:

@@ -23,6 +23,14 @@ def test_blame_takes_the_first_note_at_the_step_else_the_last_before():
     assert causes.branch("vector 14 replaces vector 0x1f in L2") == "vector N replaces vector N in LN"
 
 
+def test_blame_passes_over_progress_notes_to_the_deciding_branch():
+    notes = ((1, "kvm_deliver_pending_exception: vector 14 committed as the injected exception"),
+             (1, "kvm_deliver_pending_exception: vector 14 on top of injected #DF: KVM_REQ_TRIPLE_FAULT"),
+             (1, "vcpu_enter_guest: a request is pending after injection: entry cancelled"))
+    assert "KVM_REQ_TRIPLE_FAULT" in causes.blame(notes, 1)
+    assert causes.blame(notes[:1], 1) == notes[0][1]  # nothing else at the step: progress it is
+
+
 def test_two_ports_with_two_causes_in_one_scenario_are_two_causes():
     """Userspace sets an injected #DF and a pending #PF: the February RFC
     keeps both slots and merges them into a triple fault (its cause); the
