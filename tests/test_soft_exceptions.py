@@ -186,3 +186,28 @@ def test_reinjected_int3_keeps_its_length(driver_cls, vcpu_cls):
     d = _run(driver_cls, vcpu_cls, scenario("vmx", "l0.mmu_fixup delivery\nexception #BP\n"))
     assert d.vcpu.arch.event_exit_inst_len == 1
     assert d.vcpu.vmx.vmcs01.vmcs.entry_instruction_len == 1
+
+
+# ------------------------------------------------------------ signatures --
+
+
+def test_signatures_tell_a_software_exception_from_a_hardware_one():
+    from fuzz.oracle import abstract
+
+    assert abstract(VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, BP))) == \
+        "EXIT EXCEPTION_NMI soft exception, IDT-vectoring: none"
+    assert abstract(VmExit("EXCEPTION_NMI", Ev(EvType.HW_EXCEPTION, NP, 0), Ev(EvType.HW_EXCEPTION, BP))) == \
+        "EXIT EXCEPTION_NMI exception, IDT-vectoring: exception"
+
+
+def test_vmx_reinjection_retypes_l1s_hardware_bp():
+    """L1 injects #BP as type 3; an L0 fix-up interrupts its delivery; KVM
+    re-queues it by vector and vmx_queue_exception / vmx_inject_exception
+    re-inject every vector 3 as type 6 (kvm_exception_is_soft), so the #NP
+    that follows has EXT=0 and L1 reads IDT-vectoring type 6.  Every port."""
+    s = scenario("vmx", "l1.intercept exceptions=#NP\nl1.vmentry\nl0.mmu_fixup delivery\nl2.idt 3 gate=not_present\n"
+                        "l2.vmcall\nl1.vmentry inject=#BP\n")
+    (d,) = compare(s, ["reference", *PORTS]).divergences
+    assert d.impls == tuple(sorted(PORTS))
+    assert d.signature.endswith("expected: EXIT EXCEPTION_NMI exception, IDT-vectoring: exception"), d.signature
+    assert "IDT-vectoring: soft exception" in d.signature
