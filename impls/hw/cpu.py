@@ -120,7 +120,8 @@ class LevelState:
         #: instruction's length reported for re-injection (SDM 27.2.4); an
         #: intercepted INT3 / INTO saves its own rIP (APM 15.12, 15.12.4).
         #: For an exit during the delivery the APM names no rIP: KVM 5.11
-        #: relies on this re-execution (svm_complete_interrupts).
+        #: relies on this re-execution (svm_complete_interrupts).  The VMM
+        #: sets it with a #BP / #OF it sets (impls.hw.environment, "The VMM").
         self.restart: tuple[int, int, int] | None = None
 
     @property

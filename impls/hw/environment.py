@@ -105,7 +105,10 @@ by the scenario's events instead of being modelled, and every KVM port
   which is recorded as an alarm.  It enables KVM_CAP_EXCEPTION_PAYLOAD when
   the scenario lists `exception_payload`; caps the kernel does not have are
   not enabled.  With KVM_SET_VCPU_EVENTS it sets
-  `has_error_code` as the guest's mode requires.  A migration carries every
+  `has_error_code` as the guest's mode requires, and a #BP / #OF comes with
+  RIP on the INT3 / INTO that raised it, as KVM's ABI assumes
+  (KVM_GET_VCPU_EVENTS leaves software exceptions out, for the guest to
+  raise them again).  A migration carries every
   other piece of state (registers, nested state, LAPIC) faithfully; only the
   event state goes through KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS.
 

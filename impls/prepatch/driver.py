@@ -335,6 +335,9 @@ class Driver:
         events.exception_error_code = ec
         events.exception_has_payload = 0
         events.exception_payload = 0
+        if vector in arch.SOFT_EXCEPTION_VECTORS:
+            # RIP on the INT3 / INTO that raised it (impls.hw.environment, "The VMM").
+            self.cpu.lv[self.level()].restart = (vector, 0, 0)
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
