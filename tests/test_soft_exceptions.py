@@ -224,3 +224,12 @@ def test_userspace_bp_comes_with_rip_on_its_int3(port, vendor, body):
     which is where the VMM put RIP (impls.hw.environment, "The VMM")."""
     s = scenario(vendor, body)
     assert agreement.agrees(port, s)
+
+
+def test_userspace_replacing_its_bp_moves_rip_off_the_int3():
+    """A #DE set after the #BP replaces it: RIP is on the #DE's instruction,
+    so a port that drops the #DE (the April repost, NOTES.md V1) must not
+    raise the #BP again."""
+    s = scenario("vmx", "user.set_exception #BP\nuser.set_exception #DE\n")
+    assert [o.event.vector for o in l1_trace("reference", s)] == [0]
+    assert [o.event.vector for o in l1_trace("postpatch-v2", s)] == []

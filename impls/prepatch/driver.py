@@ -335,9 +335,10 @@ class Driver:
         events.exception_error_code = ec
         events.exception_has_payload = 0
         events.exception_payload = 0
-        if vector in arch.SOFT_EXCEPTION_VECTORS:
-            # RIP on the INT3 / INTO that raised it (impls.hw.environment, "The VMM").
-            self.cpu.lv[self.level()].restart = (vector, 0, 0)
+        # RIP on the INT3 / INTO that raised a #BP / #OF, else on no such
+        # instruction (impls.hw.environment, "The VMM").
+        soft = vector in arch.SOFT_EXCEPTION_VECTORS
+        self.cpu.lv[self.level()].restart = (vector, 0, 0) if soft else None
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
