@@ -178,6 +178,8 @@ def _class(ev) -> str:
         return "ext-int"
     if ev.type is EvType.SOFT_INT:
         return "INT n"
+    if ev.type in (EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION):
+        return "soft exception"  # INT3 / INTO / INT1: VMX type 6 / 5, not 3
     return _NAMED.get(ev.vector, "exception")
 
 

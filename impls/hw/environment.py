@@ -47,7 +47,10 @@ by the scenario's events instead of being modelled, and every KVM port
   across exits, as vmcs12 / vmcb12 would carry it; an L1 that injects an NMI
   clears L2's blocking by NMI first (SDM 31.7.1.2).  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
-  EFER.SVME (SVM) from the start, and never leaves VMX operation.
+  EFER.SVME (SVM) from the start, and never leaves VMX operation.  After an
+  exit before or during the delivery of L2's INT3 / INTO (whose RIP is still
+  on the instruction), L1 does not let L2 execute it again: it re-injects the
+  event only if `l1.vmentry inject=` says so, as in the reference.
 * **INIT and reset.**  `init` is an INIT IPI the in-kernel LAPIC accepts
   (`__apic_accept_irq`, APIC_DM_INIT: `apic.pending_events`, KVM_REQ_EVENT,
   and a kick that is a no-op, the vCPU being outside guest mode between
@@ -88,14 +91,24 @@ by the scenario's events instead of being modelled, and every KVM port
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
   timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
-  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.
+  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  `exception
+  #BP` / `#OF` is an INT3 / INTO, one byte long: until its handler is
+  reached RIP stays on it, so when L0 re-enters without injecting anything
+  first the CPU executes it again (`LevelState.restart`).  The VMX CPU
+  reports instruction lengths in the VM-exit instruction-length field only
+  for INT3 / INTO and software events (SDM 27.2.4); it does not check the
+  VM-entry instruction length (KVM writes 0 to 2), and RIP pushed by a
+  delivery is not modelled.
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),
   which is recorded as an alarm.  It enables KVM_CAP_EXCEPTION_PAYLOAD when
   the scenario lists `exception_payload`; caps the kernel does not have are
   not enabled.  With KVM_SET_VCPU_EVENTS it sets
-  `has_error_code` as the guest's mode requires.  A migration carries every
+  `has_error_code` as the guest's mode requires, and a #BP / #OF comes with
+  RIP on the INT3 / INTO that raised it, as KVM's ABI assumes
+  (KVM_GET_VCPU_EVENTS leaves software exceptions out, for the guest to
+  raise them again).  A migration carries every
   other piece of state (registers, nested state, LAPIC) faithfully; only the
   event state goes through KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS.
 

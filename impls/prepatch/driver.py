@@ -62,8 +62,10 @@ class Driver:
 
     def in_flight(self) -> bool:
         """KVM still holds an event it must deliver before the guest moves on
-        (`Vcpu.event_in_flight`, which a port with other state overrides)."""
-        return self.vcpu.event_in_flight()
+        (`Vcpu.event_in_flight`, which a port with other state overrides),
+        or the guest has an INT3 / INTO to execute again, whose delivery an
+        exit interrupted and KVM did not re-inject (`LevelState.restart`)."""
+        return self.vcpu.event_in_flight() or self.cpu.lv[self.level()].restart is not None
 
     def userspace_exit(self) -> None:
         """KVM_RUN returned with an exit the VMM must handle."""
@@ -333,6 +335,10 @@ class Driver:
         events.exception_error_code = ec
         events.exception_has_payload = 0
         events.exception_payload = 0
+        # RIP on the INT3 / INTO that raised a #BP / #OF, else on no such
+        # instruction (impls.hw.environment, "The VMM").
+        soft = vector in arch.SOFT_EXCEPTION_VECTORS
+        self.cpu.lv[self.level()].restart = (vector, 0, 0) if soft else None
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
@@ -400,6 +406,7 @@ class Driver:
                 if x.nested.nested_run_pending:
                     n.vmcs02.vmcs.entry_intr_info = x.nested.vmcs12.vm_entry_intr_info_field
                     n.vmcs02.vmcs.entry_error_code = x.nested.vmcs12.vm_entry_exception_error_code
+                    n.vmcs02.vmcs.entry_instruction_len = x.nested.vmcs12.vm_entry_instruction_len
         self.vcpu = new
         self._set_events(events)
 

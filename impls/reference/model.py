@@ -27,6 +27,8 @@ from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Rese
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
+#: Event types that are exceptions (raised, intercept-checked as exceptions).
+_EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION)
 
 
 class Livelock(Exception):
@@ -151,15 +153,21 @@ class Machine:
             return True
         return False
 
-    def _exc(self, vector: int, error_code: int | None) -> Ev:
-        """A hardware exception as delivered at the current level: no error
-        code in real mode (SDM 20.1.4; SDM 26.5.1.3 for injection), none for
-        vectors that push none (SDM Table 6-1)."""
+    def _exc(self, vector: int, error_code: int | None, typ: EvType = EvType.HW_EXCEPTION) -> Ev:
+        """An exception as delivered at the current level: no error code in
+        real mode (SDM 20.1.4; SDM 26.5.1.3 for injection), none for vectors
+        that push none (SDM Table 6-1).  A hardware exception unless `typ`
+        says otherwise (`arch.raised_type`: the #BP / #OF of INT3 / INTO)."""
         if self.cur.desc.mode is Mode.REAL or not arch.has_error_code(vector):
             error_code = None
         elif error_code is None:
             error_code = 0
-        return Ev(EvType.HW_EXCEPTION, vector, error_code)
+        return Ev(typ, vector, error_code)
+
+    def _raised(self, vector: int, error_code: int | None) -> Ev:
+        """The exception the current instruction raises on `vector`: #BP and
+        #OF are INT3's and INTO's software exceptions (`arch.raised_type`)."""
+        return self._exc(vector, error_code, arch.raised_type(vector))
 
     def _intercepted(self, ev: Ev) -> bool:
         """Whether L1 intercepts exception `ev` raised in L2.  VMX: exception
@@ -233,7 +241,7 @@ class Machine:
         delivery reports the event being delivered as IDT-vectoring info /
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
         """
-        if self.level == 2 and check_first and ev.type is EvType.HW_EXCEPTION and self._intercepted(ev):
+        if self.level == 2 and check_first and ev.type in _EXCEPTIONS and self._intercepted(ev):
             self._exception_exit(ev, None, None)
             return
         if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
@@ -544,7 +552,10 @@ class Machine:
             self.icpt = Intercepts(*ev.args)
 
     def ev_l1_vmentry(self, ev):
-        """VMLAUNCH/VMRESUME or VMRUN with an optional injected event."""
+        """VMLAUNCH/VMRESUME or VMRUN with an optional injected event.  The
+        language's `inject=#BP` is the encoding L1 writes, type 3 vector 3: on
+        VMX a hardware exception (SDM 24.8.3 Table 24-13; EXT=1 for a fault
+        during its delivery, SDM 26.5.1.2), on SVM INT3's trap (APM 15.20)."""
         if self.level != 1:
             return
         self._boundaries()
@@ -576,7 +587,11 @@ class Machine:
             return
         # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
         l2.shadow = None
-        ev2 = self._exc(inject.vector, inject.error_code) if inject.type is EvType.HW_EXCEPTION else inject
+        if self.svm:
+            # APM 15.20: EVENTINJ type 3 with vector 3 or 4 behaves like INT3 /
+            # INTO; the event is what L1's EVENTINJ encodes.
+            inject = asvm.decode(*asvm.encode(inject))
+        ev2 = self._exc(inject.vector, inject.error_code, inject.type) if inject.type in _EXCEPTIONS else inject
         # SDM 26.5.1 / APM 15.20: the injected event is not intercept-checked;
         # faults during its delivery are.
         self.deliver(ev2, check_first=False, injected_by_l1=True)
@@ -621,12 +636,19 @@ class Machine:
         self._vmexit(VmExit(name))
 
     def _raise(self, vector: int, ec: int, cr2: int) -> None:
-        """The current instruction raises `vector` (an exception, not an INT n).
-        A #PF loads CR2 unless intercepted (SDM 27.1, APM 15.12)."""
+        """The current instruction raises `vector` (an exception, not an INT n;
+        #BP and #OF as INT3 / INTO: `_raised`).  A #PF loads CR2 unless
+        intercepted (SDM 27.1, APM 15.12).  An intercepted INT3 / INTO exits
+        with type 6 on VMX (SDM 27.2.2); an exit during its delivery reports
+        it as IDT-vectoring type 6 (SDM 27.2.3), on SVM as EXITINTINFO type 3
+        (APM 15.7.2).  L2 does not execute the INT3 / INTO again after such an
+        exit: what L1 does next is the scenario's (impls.hw.environment, "L1,
+        the hypervisor").  The VM-exit instruction length (SDM 27.2.4) and the
+        return address pushed are not part of `Outcome`."""
         self._execute()
         if self.dead or self._impossible_exception(vector):
             return
-        exc = self._exc(vector, ec)
+        exc = self._raised(vector, ec)
         if self.level == 2 and self._intercepted(exc):
             self.note(f"{exc} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
             self._exception_exit(exc, None, cr2)
@@ -727,12 +749,14 @@ class Machine:
         an earlier one.  A pending one is raised at the next boundary and is
         subject to L1's intercepts; one in flight is delivered without that
         check.  A pending exception beside an NMI or interrupt in flight was
-        raised during that delivery (`_boundary`)."""
+        raised during that delivery (`_boundary`).  KVM_SET_VCPU_EVENTS names a
+        vector, not a type: the vCPU's #BP / #OF is INT3's / INTO's software
+        exception (`_raised`), the only source of either (SDM Table 6-1)."""
         vector, ec, injected = ev.args
         if self._impossible_exception(vector):
             return
-        exc = self._exc(vector, ec)
-        if self.user_in_flight is not None and self.user_in_flight.type is EvType.HW_EXCEPTION:
+        exc = self._raised(vector, ec)
+        if self.user_in_flight is not None and self.user_in_flight.type in _EXCEPTIONS:
             self.user_in_flight = None
         self.user_pending = None
         if injected:
