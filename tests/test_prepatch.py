@@ -285,11 +285,13 @@ def test_any_exception_during_double_fault_delivery_is_a_triple_fault(vendor):
 
 def test_user_exception_without_payload_cap_bypasses_l1():
     """Without KVM_CAP_EXCEPTION_PAYLOAD, KVM_SET_VCPU_EVENTS can only set an
-    injected exception: it reaches L2 without L1's intercept check."""
+    injected exception: it reaches L2 without L1's intercept check, and the
+    scenario means that for the reference too (fuzz.scenario.Scenario)."""
     body = "l1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP ec=0x0\nrun\n"
-    assert not agrees(scenario("vmx", "on", body))
+    no_cap = scenario("vmx", "on", body)
+    assert agrees(no_cap) and [str(o) for _, o in prepatch(no_cap).l2] == ["L2 handles #GP(ec=0x0)"]
     with_cap = parse_scenario("evdiff 1 vendor=vmx caps=exception_payload\n" + body)
-    assert agrees(with_cap)
+    assert agrees(with_cap) and prepatch(with_cap).final.level == 1
 
 
 def test_svm_nmi_mask_is_one_mask_for_both_levels():
