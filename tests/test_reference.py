@@ -146,10 +146,12 @@ def test_vmx_entry_control_checks_fail_with_vmfailvalid():
     assert run("evdiff 1 vendor=svm\nmov_ss\nl1.vmentry\n").final.level == 2
 
 
-def test_interrupt_in_flight_with_if_clear_is_outside_the_architecture():
+def test_interrupt_in_flight_with_if_clear_is_not_set():
+    """No CPU acknowledges an interrupt with IF=0 (SDM 6.8.1): userspace
+    setting one in flight does nothing (impls.arch.possible)."""
     out = run("evdiff 1\ncli\nrun\nuser.set_irq 0x20\nrun\n")
-    assert out.undefined_from == 2
-    assert run("evdiff 1\nuser.set_irq 0x20\nrun\n").undefined_from is None
+    assert out.undefined_from is None and obs(out, 1) == [] and out.final.irq_pending == ()
+    assert obs(run("evdiff 1\nuser.set_irq 0x20\nrun\n"), 1) == [Delivered(1, ext_intr(0x20))]
 
 
 def test_user_pending_exception_beside_an_interrupt_in_flight_faults_its_delivery():
