@@ -12,7 +12,7 @@ from fuzz import oracle
 from fuzz.cli import main
 from fuzz.scenario import Config, Scenario, event
 from fuzz.text import parse_scenario
-from impls.api import Delivered, load
+from impls.api import Delivered, Outcome, Reset, load
 from impls.arch import Mode, possible
 from impls.arch.events import EvType, exception, ext_intr
 
@@ -149,3 +149,32 @@ def test_mode_change_is_an_instruction_of_the_running_level_only(vendor):
     assert out.l2 == () and out.final.irq_pending == (0x20,)
     text = f"evdiff 1 vendor={vendor}\nl1.vmentry\nl2.mode real\nexception #GP\n"
     assert agree(text, ALL) and [o for _, o in ref(text).l2] == [Delivered(2, exception(13))]
+
+
+# ------------------------------------------------------------ INIT reset --
+
+
+def _drop_delivery(out, scenario):
+    """The port resets before re-injecting: no delivery before the Reset."""
+    return Outcome(tuple(x for x in out.l1 if not isinstance(x[1], Delivered)), out.l2, out.shutdown, out.final,
+                   out.alarms, out.livelock)
+
+
+def test_delivery_wiped_by_a_reset_before_its_handler_runs_is_not_compared(fake_impl):
+    text = "evdiff 1 vendor=svm\nrun\nuser.set_exception #GP\ninit\n"
+    out = ref(text)
+    assert [type(o) for o in l1(out)] == [Delivered, Reset] and out.l1[0][0] == out.l1[1][0]
+    fake_impl("prepatch", _drop_delivery)
+    assert oracle.compare(parse_scenario(text), ["reference", "prepatch"]).agree
+    assert agree("evdiff 1 vendor=svm\ninit\nuser.set_irq 0x30\n", ALL)
+    assert agree("evdiff 1 vendor=svm caps=exception_payload\nl1.vmentry\nuser.set_exception #GP\ninit\nrun\n",
+                 ALL)
+
+
+def test_delivery_whose_handler_ran_before_the_reset_is_compared(fake_impl):
+    text = "evdiff 1 vendor=svm\nuser.set_exception #GP\nsti\ninit\n"
+    out = ref(text)
+    assert [type(o) for o in l1(out)] == [Delivered, Reset] and out.l1[0][0] < out.l1[1][0]
+    fake_impl("prepatch", _drop_delivery)
+    report = oracle.compare(parse_scenario(text), ["reference", "prepatch"])
+    assert [d.field for d in report.divergences] == ["l1"]
