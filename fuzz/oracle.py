@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, Undefined, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VmExit, matches
 from impls.arch import Ev, EvType
 
 REFERENCE = "reference"
@@ -234,6 +234,28 @@ def _drop_final(exp: dict, act: dict) -> None:
             del vals[k]
 
 
+def _drop_wiped_deliveries(vals: dict) -> None:
+    """Leave out the deliveries an INIT reset wipes before their handler's
+    first instruction: the reset (SDM 9.1) reloads everything a delivery
+    changes that a guest could read afterwards (RIP, CS, RFLAGS, the
+    interruptibility state; the frame pushed to memory, which no outcome
+    records, aside), so no guest can tell whether the handler was reached.
+    Those are the `Delivered` observations that come last before the
+    `Reset` in the trace of the level it found running, at its step: events
+    at one step are one instruction boundary and then, after the deliveries,
+    the instruction, so none of the handler's instructions ran between."""
+    reset = next((obs for _, obs in vals["l1"][-1:] if isinstance(obs, Reset)), None)
+    if reset is None:
+        return
+    step = vals["l1"][-1][0]
+    name = "l1" if reset.level == 1 else "l2"
+    trace = vals[name][:-1] if name == "l1" else vals[name]
+    end = len(trace)
+    while end and trace[end - 1][0] == step and isinstance(trace[end - 1][1], Delivered):
+        end -= 1
+    vals[name] = trace[:end] + (vals[name][-1:] if name == "l1" else ())
+
+
 def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
     if not isinstance(allowed, Allowed):
         return allowed  # one candidate: nothing to rank
@@ -269,6 +291,8 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
         exp_vals, act_vals = _field_values(best), _field_values(res)
         if best.undefined_from is not None:
             _truncate(exp_vals, act_vals, best.undefined_from)
+        for vals in (exp_vals, act_vals):
+            _drop_wiped_deliveries(vals)
         if vendor == "svm" and best.shutdown is not None and res.shutdown is not None:
             # L0 sees its guest's shutdown through the shutdown intercept,
             # after which the VMCB state is undefined (APM 15.14.3): so is the

@@ -22,9 +22,11 @@ in `impls.hw.environment`.  Shared by every KVM port.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from impls import arch
 from impls.api import Delivered
-from impls.arch import DB, DF, PF, UD, BR, DescriptorState, Ev, EvType, Merge, Mode
+from impls.arch import DB, DF, PF, UD, BR, DescriptorState, Ev, EvType, Merge, Mode, possible
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw.environment import Environment, Origin
@@ -597,11 +599,12 @@ class Cpu:
         self._complete(ctl, lv)
 
     def _op_exception(self, ctl, lv, vector: int, ec: int, cr2: int):
-        """The instruction raises `vector`: an exit if intercepted (a #PF
-        loads no CR2 then, SDM 27.1 / APM 15.12), else delivered.  #BP and
-        #OF are INT3's and INTO's software exceptions (`arch.raised_type`):
-        until their handler is reached, RIP stays on the instruction
-        (`LevelState.restart`)."""
+        """The instruction raises `vector` (as its mode allows:
+        `possible.raised`): an exit if intercepted (a #PF loads no CR2 then,
+        SDM 27.1 / APM 15.12), else delivered.  #BP and #OF are INT3's and
+        INTO's software exceptions (`arch.raised_type`): until their handler
+        is reached, RIP stays on the instruction (`LevelState.restart`)."""
+        vector = possible.raised(vector, lv.desc.mode)
         lv.shadow = None
         self.env.last_origin = Origin.GUEST
         ev = self._exc(lv, vector, ec, arch.raised_type(vector))
@@ -660,9 +663,18 @@ class Cpu:
             return
         self._op_exception(ctl, lv, UD, 0, 0)
 
+    def _op_mode(self, ctl, lv, mode: Mode):
+        """MOV to CR0 / WRMSR to EFER changing the level's mode (KVM's CR0 and
+        EFER intercepts are not modelled: the CPU executes it)."""
+        lv.desc = replace(lv.desc, mode=mode)
+        lv.shadow = None
+        self._complete(ctl, lv)
+
     def _op_emulate(self, ctl, lv):
-        """An access L0 must emulate (MMIO): an exit L0 handles by emulation."""
+        """An access L0 must emulate (MMIO): an exit L0 handles by emulation;
+        the emulator decodes the instruction in the level's mode."""
         self.env.last_origin = Origin.EMULATE
+        self.env.decode_in(lv.desc.mode)
         if self.svm:
             self._svm_exit(ctl, SVM_EXIT_NPF, 1 | (1 << 3), 0xFEE0_0000)
         else:
@@ -671,8 +683,6 @@ class Cpu:
     # ----------------------------------------------------- scenario state --
 
     def set_desc(self, level: int, **changes) -> None:
-        from dataclasses import replace
-
         lv = self.lv[level]
         lv.desc = replace(lv.desc, **changes)
 

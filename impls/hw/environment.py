@@ -19,7 +19,8 @@ by the scenario's events instead of being modelled, and every KVM port
   must emulate (an MMIO access: EPT misconfiguration on VMX, an NPF on SVM,
   whatever the paging mode); the emulator either completes it or raises V,
   which KVM queues through `inject_emulated_exception` /
-  `kvm_inject_emulated_page_fault`.  A #UD that L0 intercepts goes to the
+  `kvm_inject_emulated_page_fault`; it decodes in the mode of the level
+  that exited (a #BR in 64-bit mode is #UD, `impls.arch.possible`).  A #UD that L0 intercepts goes to the
   emulator too (`handle_ud`), which fails to decode it and queues #UD.
 * **Host-side events.**  A guest #MC is a host machine check: the host's
   handler and the VMM turn it back into a guest #MC as KVM_X86_SET_MCE would,
@@ -87,7 +88,9 @@ by the scenario's events instead of being modelled, and every KVM port
   it); RIP is an instruction counter per level; CR2 is
   one register on VMX (the VMCS does not hold it) and per level on SVM (the
   VMCB save area does), as in the reference; every IDT gate is an interrupt gate,
-  `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
+  `mov_ss` after `mov_ss` always blocks; a mode change (`lN.mode` of the
+  running level) is an instruction the CPU executes, not a CR0 / EFER write
+  that exits to L0.  On SVM, an EVENTINJ error code is
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
   timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
@@ -118,6 +121,8 @@ from, so that KVM's MMU and emulator can ask this module for their verdict.
 from __future__ import annotations
 
 import enum
+
+from impls.arch.possible import raised
 
 
 class VcpuReset(Exception):
@@ -158,6 +163,16 @@ class Environment:
         """The instruction behind the latest exit is the SMM handler's RSM
         (the emulator decodes it, even under EMULTYPE_TRAP_UD)."""
         return self.last_origin is Origin.RSM
+
+    def decode_in(self, mode) -> None:
+        """The CPU exited for the instruction to emulate at a level in
+        `mode`: the emulator raises what that instruction raises there
+        (`impls.arch.possible.raised`: BOUND is #UD in 64-bit mode)."""
+        if self.emulate_fault is not None:
+            vector, ec, cr2 = self.emulate_fault
+            actual = raised(vector, mode)
+            if actual != vector:
+                self.emulate_fault = (actual, 0, 0)
 
     def emulator_fault(self) -> tuple[int, int, int] | None:
         """What the emulated instruction raises: (vector, ec, cr2) or None."""

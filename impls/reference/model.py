@@ -5,7 +5,8 @@ SDM and AMD APM describe it.  Written from the manuals only (citations as in
 There is no L0 here: L1 sees the VMX/SVM architecture directly, so every
 `l0.*` event and every `user.*` save/restore must leave no trace.
 
-How a scenario runs.  Configuration events change tables at once.  Platform
+How a scenario runs.  Configuration events change tables at once, except a
+mode change of the running level, which is an instruction.  Platform
 events make an NMI or interrupt pending.  An instruction event (`exception`,
 `sti`, ..., `l1.vmentry`, `l2.vmcall`, `l0.emulate`) first lets the CPU reach
 its instruction boundary -- delivering, in priority order, every pending event
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from impls import arch
-from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
+from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, possible, vmx as avmx, svm as asvm
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
@@ -142,12 +143,9 @@ class Machine:
             self.note(f"outside the architecture from here: {why}")
 
     def _impossible_exception(self, vector: int) -> bool:
-        """#BR cannot be raised in 64-bit mode (BOUND is invalid there, SDM2
-        BOUND); #PF cannot be raised in real mode (no paging, SDM 20.1)."""
+        """#PF cannot be raised in real mode (no paging, SDM 20.1).  (#BR in
+        64-bit mode has one meaning instead: `possible.raised`.)"""
         mode = self.cur.desc.mode
-        if vector == arch.BR and mode is Mode.LONG:
-            self._outside("#BR raised in 64-bit mode")
-            return True
         if vector == PF and mode is Mode.REAL:
             self._outside("#PF raised in real mode")
             return True
@@ -525,6 +523,17 @@ class Machine:
         lv.desc = replace(lv.desc, **changes)
 
     def ev_l1_mode(self, ev):
+        """A mode changes only by an instruction of its level (MOV to CR0,
+        WRMSR to EFER), so the running level's mode change is an instruction:
+        the boundary first, which delivers what is pending or in flight, then
+        the change; if the boundary left that level (an exit to L1), the
+        instruction never runs.  The other level's mode is configuration (L1
+        writing vmcs12 / vmcb12 guest state), at once."""
+        level = int(ev.kind[1])
+        if level == self.level:
+            self._execute()
+            if self.dead or self.level != level:
+                return
         self._set_desc(ev, mode=Mode(ev.args[0]))
 
     ev_l2_mode = ev_l1_mode
@@ -646,6 +655,7 @@ class Machine:
         the hypervisor").  The VM-exit instruction length (SDM 27.2.4) and the
         return address pushed are not part of `Outcome`."""
         self._execute()
+        vector = possible.raised(vector, self.cur.desc.mode)
         if self.dead or self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
@@ -751,8 +761,14 @@ class Machine:
         check.  A pending exception beside an NMI or interrupt in flight was
         raised during that delivery (`_boundary`).  KVM_SET_VCPU_EVENTS names a
         vector, not a type: the vCPU's #BP / #OF is INT3's / INTO's software
-        exception (`_raised`), the only source of either (SDM Table 6-1)."""
+        exception (`_raised`), the only source of either (SDM Table 6-1).  One
+        a vCPU in this mode cannot have raised is not set
+        (`possible.exception_settable`)."""
         vector, ec, injected = ev.args
+        if not possible.exception_settable(vector, self.cur.desc.mode):
+            self.note(f"userspace set {arch.mnemonic(vector)}, which no instruction raises in "
+                      f"{self.cur.desc.mode.value} mode: not set (possible.exception_settable)")
+            return
         if self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
@@ -771,21 +787,28 @@ class Machine:
             self._outside(f"userspace set {ev} in flight beside {self.user_in_flight}")
         self.user_in_flight = ev
 
+    def _in_flight_possible(self, ev: Ev) -> bool:
+        """Userspace sets an NMI or interrupt in flight only where a CPU could
+        have recognised it (`possible.in_flight_possible`); otherwise the
+        event does nothing."""
+        lv = self.cur
+        if possible.in_flight_possible(ev.type, lv.rflags_if, lv.shadow, self.nmi_blocked(self.level)):
+            return True
+        self.note(f"userspace set {ev} in flight where no CPU recognises it: not set "
+                  "(possible.in_flight_possible)")
+        return False
+
     def ev_user_set_nmi(self, ev):
-        if ev.args[0]:
-            self._set_in_flight(Ev(EvType.NMI, 2))
-        else:
+        if not ev.args[0]:
             self.ev_nmi(ev)
+        elif self._in_flight_possible(Ev(EvType.NMI, 2)):
+            self._set_in_flight(Ev(EvType.NMI, 2))
 
     def ev_user_set_irq(self, ev):
-        """An interrupt in flight.  A CPU acknowledges an interrupt only with
-        IF=1 and no shadow (SDM 6.8.1, 6.8.3); userspace claiming one in flight
-        while IF=0 describes a state no CPU can be in, so the manuals say
-        nothing of what follows: the outcome is undefined from this step."""
-        lv = self.cur
-        if not lv.rflags_if or lv.shadow:
-            self._outside("userspace set an interrupt in flight with IF=0")
-        self._set_in_flight(Ev(EvType.EXT_INTR, ev.args[0]))
+        """An interrupt in flight (`_in_flight_possible`: IF=1, no shadow)."""
+        irq = Ev(EvType.EXT_INTR, ev.args[0])
+        if self._in_flight_possible(irq):
+            self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
         self.extint_pending.add(ev.args[0])
