@@ -26,7 +26,7 @@ from impls.prepatch.vmx import (
     INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import TREE
+from impls.upstream.state import STABLE, TREE
 
 VMX_C = "arch/x86/kvm/vmx/vmx.c"
 
@@ -34,7 +34,7 @@ VMX_C = "arch/x86/kvm/vmx/vmx.c"
 class Vmx61:
     """arch/x86/kvm/vmx/vmx.c of 6.1, as methods of the vCPU."""
 
-    @origin(VMX_C, "vmx_inject_exception", tree=TREE)
+    @origin(VMX_C, "vmx_inject_exception", tree=TREE, read=STABLE)
     def vmx_inject_exception(vcpu) -> None:
         ex = vcpu.arch.exception
         intr_info = ex.vector | INTR_INFO_VALID
@@ -52,7 +52,7 @@ class Vmx61:
         vmcs.entry_intr_info = intr_info
         # vmx_clear_hlt: no activity states.
 
-    @origin(VMX_C, "vmx_inject_irq", tree=TREE)
+    @origin(VMX_C, "vmx_inject_irq", tree=TREE, read=STABLE)
     def vmx_inject_irq(vcpu, reinjected: bool) -> None:
         irq = vcpu.arch.interrupt.nr
         intr = irq | INTR_INFO_VALID
@@ -61,7 +61,7 @@ class Vmx61:
 
     # ------------------------------------------------------------------ SMM --
 
-    @origin(VMX_C, "vmx_enter_smm", tree=TREE)
+    @origin(VMX_C, "vmx_enter_smm", tree=TREE, read=STABLE)
     def vmx_enter_smm(vcpu, smstate: dict) -> int:
         """5.11's vmx_pre_enter_smm, renamed: leave guest mode with exit
         reason -1 (nothing for L1), remember it and VMXON."""
@@ -73,7 +73,7 @@ class Vmx61:
         nested.vmxon = False
         return 0
 
-    @origin(VMX_C, "vmx_leave_smm", tree=TREE)
+    @origin(VMX_C, "vmx_leave_smm", tree=TREE, read=STABLE)
     def vmx_leave_smm(vcpu, smstate: dict) -> int:
         """5.11's vmx_pre_leave_smm, renamed, plus KVM_REQ_EVENT for a
         pending MTF (not modelled: L1 uses no MTF)."""
