@@ -23,9 +23,9 @@ vmx/vmx.c and svm/nested.c 7709aba8, svm/svm.c d4963e31.
 """
 from __future__ import annotations
 
-from impls.api import Outcome
 from impls.prepatch import Prepatch
 from impls.upstream.driver import Driver
+from impls.upstream.reused import REUSED_FROM_511
 from impls.upstream.vcpu import Vcpu
 
 
@@ -35,8 +35,8 @@ class Upstream(Prepatch):
     summary = "port of KVM's event injection as landed in 6.1 (exception_vmexit), on the simulated CPU"
 
     vcpu_class = Vcpu
+    driver_class = Driver
 
-    def run(self, scenario) -> Outcome:
-        driver = Driver(scenario, self.vcpu_class)
-        driver.run_events()
-        return driver.outcome()
+    kernel_tree = "6.1"
+    #: The 5.11 functions 6.1 has unchanged for what the port models.
+    takes_over = {"5.11-rc7": REUSED_FROM_511}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.vcpu import SVM_X86_OPS, VMX_X86_OPS
 from impls.prepatch.vcpu import Vcpu as Vcpu511
 from impls.upstream.state import (
@@ -23,6 +23,7 @@ from impls.upstream.vmx_nested import VmxNested61
 from impls.upstream.x86 import X86_61
 
 
+@glue("builds a 6.1 ops table from the 5.11 one (the hooks' method names)")
 def _renamed(ops: dict, **new: str) -> dict:
     """A 5.11 ops table with the hooks 6.1 renamed."""
     table = {k: v for k, v in ops.items()

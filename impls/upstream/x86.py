@@ -55,7 +55,7 @@ from __future__ import annotations
 from impls.arch import BP, DB, DF, MC, NMI_VECTOR, OF, PF, UD
 from impls.api import Reset, SmiHandled
 from impls.hw.environment import VcpuReset
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK
 from impls.prepatch.x86 import (
     EMULTYPE_TRAP_UD, X86EMUL_CONTINUE, X86EMUL_PROPAGATE_FAULT, exception_class, kvm_exception_is_soft,
@@ -393,6 +393,7 @@ class X86_61:
                           "kvm_check_and_inject_events: exception still pending")
         return 0, req_immediate_exit
 
+    @glue("the `out:` label of kvm_check_and_inject_events, as a helper (part of that function)")
     def _check_and_inject_out(vcpu, r: int) -> tuple[int, bool]:
         """The `out:` label of kvm_check_and_inject_events."""
         if r == -EBUSY:
