@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/svm/svm.c as of Linux 6.1 (read at
-d4963e31), where they differ from 5.11 (`impls.prepatch.svm`).
+"""Port of the event paths of arch/x86/kvm/svm/svm.c as of Linux 6.1 (written
+at d4963e31, re-read in 6.1.55: the same), where they differ from 5.11
+(`impls.prepatch.svm`).
 
 6.1 has vmcb01 / vmcb02 (5.13) where 5.11 has one VMCB and a copy of L1's
 control area in `hsave`; the port keeps the 5.11 layout of
@@ -24,14 +25,10 @@ Differs:
   (0bba8fc2), and `svm_apic_init_signal_blocked` is GIF=0 only (db25eb87:
   5.11 also held INIT while the current VMCB intercepted it).
 
-Reused unchanged (compared with d4963e31, host features as in
-`impls.prepatch.svm`): the svm.h intercept helpers, gif_set,
-nested_exit_on_nmi / _intr, the shadow and NMI-mask accessors,
-svm_nmi_blocked, svm_interrupt_blocked, svm_set_vintr / svm_clear_vintr,
-the window hooks, svm_cancel_injection, svm_vcpu_run,
-svm_handle_exit and the exit handlers (shutdown_interception's INIT of the
-vCPU ends the scenario either way; db_interception's payload only reaches
-DR6, which nothing observes).
+Reused unchanged (host features as in `impls.prepatch.svm`): see
+impls.upstream.reused, which also says what differs there unmodelled
+(shutdown_interception now resets the vCPU: KVM_EXIT_SHUTDOWN either way;
+db_interception's payload only reaches DR6, which nothing observes).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Port of the event paths of arch/x86/kvm/svm/nested.c as of Linux 6.1 (read
-at 7709aba8) and the svm.h helper nested_svm_simple_vmexit, where they differ
-from 5.11 (`impls.prepatch.svm_nested`).
+"""Port of the event paths of arch/x86/kvm/svm/nested.c as of Linux 6.1
+(written at 7709aba8, re-read in 6.1.55, with 92e7d5c83aff) and the svm.h
+helper nested_svm_simple_vmexit, where they differ from 5.11
+(`impls.prepatch.svm_nested`).
 
 Differs:
 
@@ -26,10 +27,9 @@ Differs:
   nested_svm_simple_vmexit (5.11: nested_svm_init); nested_exit_on_init is
   5.11's.
 
-Reused unchanged (compared with 7709aba8): recalc_intercepts,
-sync_nested_vmcb_control (6.1: nested_sync_control_from_vmcb02),
-nested_vmcb_checks (no EVENTINJ check in either tree),
-nested_svm_exit_special, nested_svm_intercept, nested_svm_exit_handled.
+Reused unchanged: see impls.upstream.reused (recalc_intercepts,
+nested_vmcb_checks -- no EVENTINJ check in either tree --, the exit
+reflection helpers).
 Not modelled: SMI, nested NPT (nested_svm_inject_npf_exit), the vmcb12
 mapping failing.
 """

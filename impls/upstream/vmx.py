@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/vmx/vmx.c as of Linux 6.1 (read at
-7709aba8), where they differ from 5.11 (`impls.prepatch.vmx`).
+"""Port of the event paths of arch/x86/kvm/vmx/vmx.c as of Linux 6.1 (written
+at 7709aba8, re-read in 6.1.55: the same), where they differ from 5.11
+(`impls.prepatch.vmx`).
 
 Differs: the kvm_x86_ops hooks are called inject_exception / inject_irq /
 inject_nmi (5.11: queue_exception / set_irq / set_nmi),
@@ -7,16 +8,11 @@ inject_nmi (5.11: queue_exception / set_irq / set_nmi),
 and keeps only bits 15:0 of the error code; `vmx_inject_irq` takes
 `reinjected` (for tracing only).
 
-Reused unchanged (compared with 7709aba8, module parameters as in
-`impls.prepatch.vmx`): vmx_inject_nmi, vmx_get/set_nmi_mask,
-vmx_nmi_blocked / vmx_nmi_allowed, vmx_interrupt_blocked /
-vmx_interrupt_allowed, the window hooks, vmx_recover_nmi_blocking,
-__vmx_complete_interrupts / vmx_complete_interrupts / vmx_cancel_injection
-(6.1 also saves the instruction length of soft events, which the simulated
-CPU does not have; the queue clearing is the 6.1 kvm_clear_exception_queue
-through the override), vmx_vcpu_run, vmx_handle_exit (6.1's
-emulation_required exit never happens here), handle_exception_nmi and the
-other exit handlers.
+Reused unchanged (module parameters as in `impls.prepatch.vmx`): see
+impls.upstream.reused (the NMI and interrupt blocking and window hooks,
+the complete_interrupts family -- its queue clearing is the 6.1
+kvm_clear_exception_queue through the override --, vmx_vcpu_run,
+vmx_handle_exit and the exit handlers).
 """
 from __future__ import annotations
 

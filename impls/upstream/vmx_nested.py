@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/vmx/nested.c as of Linux 6.1 (read
-at 7709aba8), where they differ from 5.11 (`impls.prepatch.vmx_nested`).
+"""Port of the event paths of arch/x86/kvm/vmx/nested.c as of Linux 6.1
+(written at 7709aba8, re-read in 6.1.55, with 92e7d5c83aff), where they
+differ from 5.11 (`impls.prepatch.vmx_nested`).
 
 Differs:
 
@@ -20,15 +21,17 @@ Differs:
 * `prepare_vmcs12` no longer clears KVM's queues; `nested_vmx_vmexit` does,
   for every exit, after prepare_vmcs12 read them; it also clears
   mtf_pending.
-* `nested_vmx_triple_fault` (nested_ops->triple_fault): a TRIPLE_FAULT exit.
+* `nested_vmx_triple_fault` (nested_ops->triple_fault): clears
+  KVM_REQ_TRIPLE_FAULT (92e7d5c83aff), then a TRIPLE_FAULT exit.
+* `vmx_has_nested_events` (nested_ops->has_events, 5b4ac1a1; the series had
+  hv_timer_pending): the preemption timer or a pending MTF exit.
+* `nested_check_vm_entry_controls` rejects error-code bits 31:16 (since
+  567926cca99b, 5.4), where the 5.11 port checks 31:15.
 
-Reused unchanged (compared with 7709aba8): nested_exit_on_nmi /
-nested_exit_on_intr, nested_vmx_failValid / nested_vmx_fail,
-nested_check_vm_entry_controls, nested_vmx_run, prepare_vmcs02_early,
-load_vmcs12_host_state (6.1 resets the MMU instead of naming the #PF
-injector, the same injector here), nested_vmx_l0_wants_exit,
-nested_vmx_l1_wants_exit, nested_vmx_reflect_vmexit,
-nested_vmx_preemption_timer_pending.  Not modelled, as for 5.11: MTF
+Reused unchanged: see impls.upstream.reused (nested_exit_on_nmi / _intr,
+the failValid helpers, nested_vmx_run, prepare_vmcs02_early,
+load_vmcs12_host_state -- 6.1 resets the MMU instead of naming the #PF
+injector, the same injector here --, the reflection helpers).  Not modelled, as for 5.11: MTF
 (mtf_pending stays 0), the preemption timer, SMI, posted interrupts,
 GUEST_PENDING_DBG_EXCEPTIONS, eVMCS / shadow VMCS.
 

@@ -1,6 +1,8 @@
-"""Port of the event paths of arch/x86/kvm/x86.c as of Linux 6.1 (read at
-e746c1f1, the end state of Sean Christopherson's series, and 7709aba8) and
-the x86.h helpers, where they differ from 5.11.
+"""Port of the event paths of arch/x86/kvm/x86.c as of the v6.1 tag and the
+x86.h helpers, where they differ from 5.11.  First written from the series'
+end state (e746c1f1, and 7709aba8), re-read at 26844fee (the 6.1 merge
+window) with the 6.1-rc commits 92e7d5c83aff and dea0d5a2fde6, and in 6.1.55
+(each function's `read=` says which; see impls.upstream.state).
 
 Differs from 5.11 (each method below names its 6.1 origin):
 
@@ -12,7 +14,8 @@ Differs from 5.11 (each method below names its 6.1 origin):
   is queued through `kvm_queue_exception_e` (so it may morph too); the
   has_error_code strip for real mode has moved to `kvm_inject_exception`,
   which tests error_code where it means has_error_code (the slip of the RFC's
-  patch 1/4, merged for 5.12 and still there in 6.1).
+  patch 1/4, merged for 5.12, still in the v6.1 tag; fixed by 6c41468c7c12,
+  6.3-rc, and in 6.1.24).
 * `kvm_is_exception_pending` (x86.h) counts `exception_vmexit` and a pending
   KVM_REQ_TRIPLE_FAULT ("Treat pending TRIPLE_FAULT requests as pending
   exceptions"; at 7709aba8 it did not yet include the request),
@@ -20,12 +23,18 @@ Differs from 5.11 (each method below names its 6.1 origin):
 * `kvm_inject_page_fault` sends an async #PF in L2 straight to
   `exception_vmexit`; `kvm_inject_emulated_page_fault` returns nothing.
 * `kvm_check_and_inject_events` (5.11: inject_pending_event) asks nested code
-  first (`kvm_check_nested_events`, which turns KVM_REQ_TRIPLE_FAULT into
-  nested_ops->triple_fault), then re-injects, then commits a pending
-  exception calling the vendor hook before flipping pending to injected, and
-  returns an error code.
-* `vcpu_enter_guest`: KVM_REQ_TRIPLE_FAULT in guest mode is a nested
-  triple-fault exit, not KVM_EXIT_SHUTDOWN.
+  first (`kvm_check_nested_events`, which offers a requested triple fault to
+  nested_ops->triple_fault, testing the request: 92e7d5c83aff), then
+  re-injects, then commits a pending exception calling the vendor hook
+  before flipping pending to injected, asks nested_ops->has_events for an
+  immediate exit, warns on an exception left pending (a requested triple
+  fault exempt: dea0d5a2fde6), and returns an error code.
+* `vcpu_enter_guest`: KVM_REQ_TRIPLE_FAULT in guest mode goes to
+  nested_ops->triple_fault, and becomes KVM_EXIT_SHUTDOWN only if the hook
+  left it set (92e7d5c83aff); the entry is cancelled on any pending
+  request, not only a signal (kvm_vcpu_exit_request).
+* `kvm_vcpu_running` is the mp_state test only (26844fee: the nested-events
+  check moved to vcpu_block, which is never reached here).
 * KVM_GET/SET_VCPU_EVENTS report `exception_vmexit` when it is the only
   exception, and carry `triple_fault.pending` with
   KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
@@ -37,14 +46,9 @@ Differs from 5.11 (each method below names its 6.1 origin):
   `vcpu_enter_guest` stops on its error; `kvm_vcpu_reset` leaves guest mode
   first (not followed here either: it records the Reset).
 
-Reused unchanged from 5.11 (compared with e746c1f1): exception_class,
-kvm_exception_is_soft, the kvm_queue_exception / _e / _p / _e_p and
-kvm_requeue_exception / _e wrappers (now calling the 6.1
-kvm_multiple_exception), kvm_queue_interrupt, kvm_clear_interrupt_queue,
-kvm_event_needs_reinjection, kvm_inject_nmi, process_nmi,
-kvm_vcpu_ioctl_nmi, kvm_vcpu_ioctl_interrupt (split irqchip), the irq.c
-helpers, toggle_interruptibility, kvm_skip_emulated_instruction (no
-single-step: TF is never the guest's here), kvm_mmu_page_fault.
+Reused unchanged from 5.11: see impls.upstream.reused (the queue wrappers,
+now calling the 6.1 kvm_multiple_exception, the irq.c and x86.h helpers,
+process_nmi, toggle_interruptibility, vcpu_run's loop, ...).
 
 Not modelled, as for 5.11 (impls.hw.environment): SMM (smi_pending stays
 0), RFLAGS.RF, guest debugging (KVM_GUESTDBG_BLOCKIRQ), async page faults,
@@ -636,7 +640,11 @@ class X86_61:
         """The raw state is stuffed (no payload delivery, no merging); a
         pending exception is remembered as userspace's, to be morphed at the
         next KVM_RUN.  The triple-fault flag is checked against the cap only
-        after everything else has been applied."""
+        after everything else has been applied.  When the SMM flag changes,
+        6.1 first leaves nested operation (kvm_leave_nested, 5.17): not
+        followed, as the VMM restores nested state after the events (the
+        SMM checks of KVM_SET_NESTED_STATE need it), so a fresh vCPU has
+        nothing to leave."""
         a = vcpu.arch
         ex = a.exception
         if events.flags & ~(KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR
