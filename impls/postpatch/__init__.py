@@ -35,7 +35,6 @@ lists what the port shows against the reference, with scenarios.
 """
 from __future__ import annotations
 
-from impls.api import Outcome
 from impls.postpatch.driver import Driver
 from impls.postpatch.vcpu import Vcpu
 from impls.prepatch import Prepatch
@@ -49,7 +48,6 @@ class Postpatch(Prepatch):
     vcpu_class = Vcpu
     driver_class = Driver
 
-    def run(self, scenario) -> Outcome:
-        driver = self.driver_class(scenario, self.vcpu_class)
-        driver.run_events()
-        return driver.outcome()
+    #: The RFC's hunks; every function it leaves alone is its base's.
+    kernel_tree = "RFC 2021-02-25 v1"
+    takes_over = {"5.11-rc7": None}

@@ -8,9 +8,11 @@ in the legacy fields.  (Whether an event is in flight, the driver asks
 """
 from __future__ import annotations
 
+from impls.origin import glue
 from impls.prepatch.driver import Driver as PrepatchDriver
 
 
+@glue("the scenario driver's VMM, for the RFC's uapi (no kernel code)")
 class Driver(PrepatchDriver):
     def __init__(self, scenario, vcpu_cls):
         self._setting_exception = False

@@ -10,6 +10,8 @@ method names, so an override reaches callers that go through an op too.
 """
 from __future__ import annotations
 
+from impls.origin import glue
+
 from impls.postpatch.state import CAPS, Kvm, KvmVcpuArch
 from impls.prepatch.state import HF_SMM_MASK, KVM_REQ_TRIPLE_FAULT
 from impls.postpatch.svm import SvmRfc
@@ -43,6 +45,7 @@ class Vcpu(X86Rfc, X86Base, VmxRfc, VmxNestedRfc, SvmRfc, SvmNestedRfc, pre.Vcpu
             if cap in CAPS:
                 self.kvm_vm_ioctl_enable_cap(CAPS[cap], 1)
 
+    @glue("for the driver: whether KVM still holds an event it must deliver")
     def event_in_flight(vcpu) -> bool:
         """For the driver (not a kernel function): as the pre-patch one, with
         the two exception slots (and SMM, whose handler has not executed

@@ -20,10 +20,20 @@ class Prepatch(Implementation):
     origin = "Linux 5.11-rc7 / kvm queue Feb 2021 (x86.c 7131636e, vmx 39485ed9/d51e1d3f, svm 39485ed9/f2c7ef3b)"
     summary = "port of KVM's event injection before the RFC, on the simulated CPU"
 
-    #: The vCPU class a port runs; later ports override it.
+    #: The vCPU class and the scenario driver a port runs; later ports
+    #: override them.
     vcpu_class = Vcpu
+    driver_class = Driver
+
+    #: Fidelity (tests/test_fidelity.py): the tree every function of this
+    #: port names in @origin, and the other trees whose functions it runs:
+    #: tree -> None (all: the port is a patch series over that tree) or
+    #: {function: where this port's tree was read to find it unchanged}.
+    #: Each port declares both on its own class.
+    kernel_tree = "5.11-rc7"
+    takes_over: dict = {}
 
     def run(self, scenario) -> Outcome:
-        driver = Driver(scenario, self.vcpu_class)
+        driver = self.driver_class(scenario, self.vcpu_class)
         driver.run_events()
         return driver.outcome()

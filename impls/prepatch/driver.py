@@ -36,12 +36,14 @@ from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
+from impls.origin import glue
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
 BOUND = 64
 
 
+@glue("the scenario driver: the VMM, L1 and the guest acting on KVM (no kernel code)")
 class Driver:
     def __init__(self, scenario, vcpu_cls):
         cfg = scenario.config

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from impls.arch import AC, DB, MC, PF, UD
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import (
     DR6_FIXED_1, DR6_RTM, EBUSY, HF_GIF_MASK, HF_IRET_MASK, HF_NMI_MASK, KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI, TREE,
@@ -42,6 +42,7 @@ NESTED_EXIT_HOST, NESTED_EXIT_DONE, NESTED_EXIT_CONTINUE = 0, 1, 2
 class Svm:
     """arch/x86/kvm/svm/svm.c, as methods of the vCPU."""
 
+    @glue("the simulated CPU's state of the level the current VMCB runs")
     def svm_guest(vcpu):
         return vcpu.cpu.lv[vcpu.svm.vmcb.level]
 

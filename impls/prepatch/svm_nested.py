@@ -13,7 +13,7 @@ from impls.api import EntryFailed, VmExit
 from impls.arch import DB, PF, Ev, EvType
 from impls.arch import svm as asvm
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import EBUSY, KVM_APIC_INIT, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, TREE
 from impls.prepatch.svm import (
     NESTED_EXIT_CONTINUE, NESTED_EXIT_DONE, NESTED_EXIT_HOST, SVM_EVTINJ_TYPE_EXEPT, SVM_EVTINJ_TYPE_INTR,
@@ -161,6 +161,7 @@ class SvmNested:
         vcpu.record_nested_svm_vmexit()
         return 0
 
+    @glue("records what L1 reads in vmcb12 after an emulated #VMEXIT, as the outcome's observation")
     def record_nested_svm_vmexit(vcpu) -> None:
         """What L1 reads in vmcb12 after the #VMEXIT KVM emulated.  An NMI in
         EXITINTINFO carries no vector (APM 15.20: ignored for NMIs).  The
@@ -326,6 +327,7 @@ class SvmNested:
             return 0
         return 0
 
+    @glue("the NULL hv_timer_pending hook of svm_nested_ops, as a callable")
     def svm_hv_timer_pending(vcpu) -> bool:
         return False  # svm_nested_ops has no hv_timer_pending
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from impls.arch import AC, DB, MC, PF, UD
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import (
     HF_GIF_MASK, HF_SMM_MASK, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, TREE, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm, VcpuVmx,
 )
@@ -120,6 +120,7 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
         self.kvm_make_request(KVM_REQ_EVENT)  # kvm_vcpu_reset
 
     @classmethod
+    @glue("builds the kvm_x86_ops / nested_ops tables from the method names")
     def _ops(cls, vendor: str) -> tuple[SimpleNamespace, SimpleNamespace]:
         """kvm_x86_ops and nested_ops for this class and vendor, built once
         (KVM's are static too): one hook a method name of `X86_OPS` /
@@ -132,6 +133,7 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
                 SimpleNamespace(**{hook: getattr(cls, name) for hook, name in cls.NESTED_OPS[vendor].items()}))
         return ops
 
+    @glue("for the driver: whether KVM still holds an event it must deliver")
     def event_in_flight(vcpu) -> bool:
         """For the driver (not a kernel function): KVM holds an event it must
         still deliver -- an exception pending or injected, an NMI or

@@ -13,7 +13,7 @@ from __future__ import annotations
 from impls.arch import AC, DB, MC, NMI_VECTOR, PF, UD
 from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import (
     EBUSY, GUEST_INTR_STATE_MOV_SS, GUEST_INTR_STATE_NMI, GUEST_INTR_STATE_STI, KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_SIMUL_EX, KVM_REQ_EVENT,
@@ -41,11 +41,13 @@ _VECTORING_OK = frozenset({hw.EXIT_REASON_EXCEPTION_NMI, hw.EXIT_REASON_EPT_VIOL
                            EXIT_REASON_APIC_ACCESS, EXIT_REASON_TASK_SWITCH})
 
 
+@origin("arch/x86/kvm/vmx/vmcs.h", "is_exception_n", tree=TREE)
 def is_exception_n(intr_info: int, vector: int) -> bool:
     return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VECTOR_MASK | INTR_INFO_VALID)) == (
         INTR_TYPE_HARD_EXCEPTION | vector | INTR_INFO_VALID)
 
 
+@origin("arch/x86/kvm/vmx/vmcs.h", "is_nmi", tree=TREE)
 def is_nmi(intr_info: int) -> bool:
     return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VALID)) == (INTR_TYPE_NMI_INTR | INTR_INFO_VALID)
 
@@ -55,10 +57,12 @@ class Vmx:
 
     # ---------------------------------------------------------- accessors --
 
+    @glue("the simulated CPU's currently loaded VMCS (vmcs_read/vmcs_write's target)")
     def vmcs(vcpu) -> hw.Vmcs:
         """The currently loaded hardware VMCS."""
         return vcpu.vmx.loaded_vmcs.vmcs
 
+    @glue("the simulated CPU's state of the level the loaded VMCS runs")
     def vmx_guest(vcpu):
         return vcpu.cpu.lv[vcpu.vmx.loaded_vmcs.vmcs.level]
 
@@ -81,6 +85,7 @@ class Vmx:
         else:
             lv.shadow = None
 
+    @glue("vmcs_read32(GUEST_INTERRUPTIBILITY_INFO) on the simulated CPU's state")
     def vmx_interruptibility(vcpu) -> int:
         """GUEST_INTERRUPTIBILITY_INFO of the loaded VMCS."""
         lv = vcpu.guest()

@@ -15,7 +15,7 @@ from impls.arch import DB, NMI_VECTOR, PF, Mode
 from impls.arch import vmx as avmx
 from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import (
     CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
     KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
@@ -257,6 +257,7 @@ class VmxNested:
         vcpu.nested_vmx_failValid(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
         vmx.fail = False
 
+    @glue("records what L1 reads in vmcs12 after an emulated VM exit, as the outcome's observation")
     def record_nested_vmexit(vcpu) -> None:
         """What L1 reads in vmcs12 after the exit KVM emulated."""
         vmcs12 = vcpu.vmx.nested.vmcs12
@@ -452,6 +453,7 @@ class VmxNested:
         return False  # L1 uses no preemption timer
 
 
+@origin("arch/x86/kvm/vmx/vmcs.h", "is_exception_n", tree=TREE)
 def is_exception(intr_info: int, vector: int) -> bool:
     return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VECTOR_MASK | INTR_INFO_VALID)) == (
         INTR_TYPE_HARD_EXCEPTION | vector | INTR_INFO_VALID)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from impls.api import Reset, SmiHandled
 from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
 from impls.hw.environment import Origin, VcpuReset
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import (
     APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
     EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK, KVM_APIC_INIT, KVM_APIC_SIPI,
@@ -89,12 +89,14 @@ class X86:
 
     # ------------------------------------------------------- alarms, requests --
 
+    @glue("KVM's WARN_ON / WARN_ON_ONCE macros, recorded as the outcome's alarm")
     def warn_on_once(vcpu, cond, why: str) -> bool:
         """WARN_ON_ONCE / WARN_ON: record an alarm, carry on; returns cond."""
         if cond:
             vcpu.rec.alarm(f"WARN_ON {why}")
         return bool(cond)
 
+    @glue("KVM's BUG_ON macro, recorded as the outcome's alarm")
     def bug_on(vcpu, cond, why: str) -> bool:
         """BUG_ON: the host would oops; recorded as an alarm, the port goes on."""
         if cond:
@@ -886,6 +888,7 @@ class X86:
 
     # ------------------------------------------------------- exits to user --
 
+    @glue("fills kvm_run for KVM_EXIT_INTERNAL_ERROR, as each exit handler does inline")
     def internal_error(vcpu, suberror: int, *data) -> int:
         """Fill kvm_run for KVM_EXIT_INTERNAL_ERROR; return 0 (to userspace)."""
         vcpu.run.exit_reason = KVM_EXIT_INTERNAL_ERROR

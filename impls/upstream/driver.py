@@ -9,9 +9,11 @@
 """
 from __future__ import annotations
 
+from impls.origin import glue
 from impls.prepatch.driver import Driver as Driver511
 
 
+@glue("the scenario driver, with what 6.1 adds for a VMM (no kernel code)")
 class Driver(Driver511):
     def in_flight(self) -> bool:
         return super().in_flight() or self.vcpu.arch.exception_vmexit.pending

@@ -23,6 +23,24 @@ from impls.prepatch.state import KvmQueuedInterrupt, NestedSvm, VcpuSvm
 
 TREE = "6.1"
 
+# --------------------------------------------------------- where it was read --
+#
+# The v6.1 tag is not stored (SOURCES.md section 3).  Every function of this
+# port was re-read (issue 13) in two copies and names the one it follows in
+# `Origin.read`:
+#
+# * `STABLE`: Linux 6.1.55 whole (the first commit of mjsmar/snpport-6.1.55,
+#   before that repository's own patches), for code unchanged between the tag
+#   and 6.1.55.  Where 6.1.55 carries a later fix (a stable backport), the
+#   function says so and follows the tag instead.
+# * `MERGE_WINDOW`: x86.c at 26844fee (the 6.1 merge window, after the
+#   exception series and the INIT/SIPI series), plus the 6.1-rc commits on the
+#   same functions as posted: 92e7d5c83aff (6.1-rc7, "allow L1 to not
+#   intercept triple fault") and dea0d5a2fde6 (6.1-rc, "Exempt pending triple
+#   fault from event injection sanity check").
+STABLE = "mjsmar/snpport-6.1.55 f91cf3e9 (6.1.55)"
+MERGE_WINDOW = "torvalds/linux x86.c 26844fee (6.1 merge window)"
+
 # ------------------------------------------------------------- constants --
 
 #: struct kvm_vcpu_events flag for `triple_fault.pending` (uapi kvm.h, 5.19+).

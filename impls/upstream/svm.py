@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/svm/svm.c as of Linux 6.1 (read at
-d4963e31), where they differ from 5.11 (`impls.prepatch.svm`).
+"""Port of the event paths of arch/x86/kvm/svm/svm.c as of Linux 6.1 (written
+at d4963e31, re-read in 6.1.55: the same), where they differ from 5.11
+(`impls.prepatch.svm`).
 
 6.1 has vmcb01 / vmcb02 (5.13) where 5.11 has one VMCB and a copy of L1's
 control area in `hsave`; the port keeps the 5.11 layout of
@@ -24,14 +25,10 @@ Differs:
   (0bba8fc2), and `svm_apic_init_signal_blocked` is GIF=0 only (db25eb87:
   5.11 also held INIT while the current VMCB intercepted it).
 
-Reused unchanged (compared with d4963e31, host features as in
-`impls.prepatch.svm`): the svm.h intercept helpers, gif_set,
-nested_exit_on_nmi / _intr, the shadow and NMI-mask accessors,
-svm_nmi_blocked, svm_interrupt_blocked, svm_set_vintr / svm_clear_vintr,
-the window hooks, svm_cancel_injection, svm_vcpu_run,
-svm_handle_exit and the exit handlers (shutdown_interception's INIT of the
-vCPU ends the scenario either way; db_interception's payload only reaches
-DR6, which nothing observes).
+Reused unchanged (host features as in `impls.prepatch.svm`): see
+impls.upstream.reused, which also says what differs there unmodelled
+(shutdown_interception now resets the vCPU: KVM_EXIT_SHUTDOWN either way;
+db_interception's payload only reaches DR6, which nothing observes).
 """
 from __future__ import annotations
 
@@ -43,6 +40,7 @@ from impls.prepatch.svm import (
 from impls.hw import cpu as hw
 from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.upstream.state import EBUSY, HF_GIF_MASK, HF_IRET_MASK, HF_NMI_MASK, KVM_REQ_EVENT, TREE, X86_TRAP_VC
+from impls.upstream.state import STABLE
 
 SVM_C = "arch/x86/kvm/svm/svm.c"
 SVM_EXIT_SW = 0xF0000000  # uapi svm.h: an exit KVM makes up
@@ -53,7 +51,7 @@ class Svm61:
 
     # ----------------------------------------------------------- injection --
 
-    @origin(SVM_C, "svm_update_soft_interrupt_rip", tree=TREE)
+    @origin(SVM_C, "svm_update_soft_interrupt_rip", tree=TREE, read=STABLE)
     def svm_update_soft_interrupt_rip(vcpu) -> int:
         """Before injecting a soft event KVM skips the instruction to learn
         its next RIP, records old and next RIP (soft_int_injected) and, with
@@ -64,7 +62,7 @@ class Svm61:
         svm.soft_int_injected = True
         return 0
 
-    @origin(SVM_C, "svm_inject_exception", tree=TREE)
+    @origin(SVM_C, "svm_inject_exception", tree=TREE, read=STABLE)
     def svm_inject_exception(vcpu) -> None:
         ex = vcpu.arch.exception
         vcpu.kvm_deliver_exception_payload(ex)
@@ -75,7 +73,7 @@ class Svm61:
             | SVM_EVTINJ_TYPE_EXEPT
         vmcb.event_inj_err = ex.error_code
 
-    @origin(SVM_C, "svm_inject_nmi", tree=TREE)
+    @origin(SVM_C, "svm_inject_nmi", tree=TREE, read=STABLE)
     def svm_inject_nmi(vcpu) -> None:
         svm = vcpu.svm
         svm.vmcb.event_inj = SVM_EVTINJ_VALID | SVM_EVTINJ_TYPE_NMI
@@ -84,7 +82,7 @@ class Svm61:
         vcpu.arch.hflags |= HF_NMI_MASK
         vcpu.svm_set_intercept(hw.INTERCEPT_IRET)
 
-    @origin(SVM_C, "svm_inject_irq", tree=TREE)
+    @origin(SVM_C, "svm_inject_irq", tree=TREE, read=STABLE)
     def svm_inject_irq(vcpu, reinjected: bool) -> None:
         if vcpu.arch.interrupt.soft:
             if vcpu.svm_update_soft_interrupt_rip():
@@ -94,7 +92,7 @@ class Svm61:
             type_ = SVM_EVTINJ_TYPE_INTR
         vcpu.svm.vmcb.event_inj = vcpu.arch.interrupt.nr | SVM_EVTINJ_VALID | type_
 
-    @origin(SVM_C, "svm_nmi_allowed", tree=TREE)
+    @origin(SVM_C, "svm_nmi_allowed", tree=TREE, read=STABLE)
     def svm_nmi_allowed(vcpu, for_injection: bool) -> int:
         if vcpu.svm.nested.nested_run_pending:
             return -EBUSY
@@ -104,7 +102,7 @@ class Svm61:
             return -EBUSY
         return 1
 
-    @origin(SVM_C, "svm_interrupt_allowed", tree=TREE)
+    @origin(SVM_C, "svm_interrupt_allowed", tree=TREE, read=STABLE)
     def svm_interrupt_allowed(vcpu, for_injection: bool) -> int:
         if vcpu.svm.nested.nested_run_pending:
             return -EBUSY
@@ -116,7 +114,7 @@ class Svm61:
 
     # ----------------------------------------------------------------- GIF --
 
-    @origin(SVM_C, "svm_set_gif", tree=TREE)
+    @origin(SVM_C, "svm_set_gif", tree=TREE, read=STABLE)
     def svm_set_gif(vcpu, value: bool) -> None:
         """As 5.11's, and setting GIF also makes KVM_REQ_EVENT for a pending
         INIT or SIPI (0bba8fc2, 6.1), which GIF=0 held."""
@@ -131,7 +129,7 @@ class Svm61:
             vcpu.arch.hflags &= ~HF_GIF_MASK
             vcpu.svm_clear_vintr()
 
-    @origin(SVM_C, "svm_apic_init_signal_blocked", tree=TREE)
+    @origin(SVM_C, "svm_apic_init_signal_blocked", tree=TREE, read=STABLE)
     def svm_apic_init_signal_blocked(vcpu) -> bool:
         """Only GIF=0 holds INIT (db25eb87, 6.1): L1's INIT intercept is
         svm_check_nested_events' business, which kvm_apic_accept_events
@@ -140,12 +138,12 @@ class Svm61:
 
     # ------------------------------------------------- after the hardware exit --
 
-    @origin(SVM_C, "svm_complete_soft_interrupt", tree=TREE)
+    @origin(SVM_C, "svm_complete_soft_interrupt", tree=TREE, read=STABLE)
     def svm_complete_soft_interrupt(vcpu, vector: int, type_: int) -> None:
         """With NRIPS, a soft event being re-injected gets its next_rip back
         in the VMCB: next_rip is not modelled, so nothing changes here."""
 
-    @origin(SVM_C, "svm_complete_interrupts", tree=TREE)
+    @origin(SVM_C, "svm_complete_interrupts", tree=TREE, read=STABLE)
     def svm_complete_interrupts(vcpu) -> None:
         svm = vcpu.svm
         a = vcpu.arch
@@ -184,7 +182,7 @@ class Svm61:
 
     # ------------------------------------------------------------------ SMM --
 
-    @origin(SVM_C, "svm_smi_allowed", tree=TREE)
+    @origin(SVM_C, "svm_smi_allowed", tree=TREE, read=STABLE)
     def svm_smi_allowed(vcpu, for_injection: bool) -> int:
         """6.1 asks svm_smi_blocked before L1's SMI intercept: a blocked SMI
         is 0 (wait), not -EBUSY, even in L2 with the intercept."""
@@ -196,7 +194,7 @@ class Svm61:
             return -EBUSY
         return 1
 
-    @origin(SVM_C, "svm_enter_smm", tree=TREE)
+    @origin(SVM_C, "svm_enter_smm", tree=TREE, read=STABLE)
     def svm_enter_smm(vcpu, smstate: dict) -> int:
         """In guest mode: "SVM guest" and the vmcb12 address into the
         state-save area, a #VMEXIT with exit code SVM_EXIT_SW that L1
@@ -219,7 +217,7 @@ class Svm61:
         vcpu.smm_hsave_area = {"rflags_if": lv1.rflags_if, "rflags_tf": lv1.tf}
         return 0
 
-    @origin(SVM_C, "svm_leave_smm", tree=TREE)
+    @origin(SVM_C, "svm_leave_smm", tree=TREE, read=STABLE)
     def svm_leave_smm(vcpu, smstate: dict) -> int:
         """If the SMI came in guest mode: vmcb01's save area back from the
         host-save area, enter_svm_guest_mode from vmcb12 (not from VMRUN),

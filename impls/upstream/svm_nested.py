@@ -1,6 +1,7 @@
-"""Port of the event paths of arch/x86/kvm/svm/nested.c as of Linux 6.1 (read
-at 7709aba8) and the svm.h helper nested_svm_simple_vmexit, where they differ
-from 5.11 (`impls.prepatch.svm_nested`).
+"""Port of the event paths of arch/x86/kvm/svm/nested.c as of Linux 6.1
+(written at 7709aba8, re-read in 6.1.55, with 92e7d5c83aff) and the svm.h
+helper nested_svm_simple_vmexit, where they differ from 5.11
+(`impls.prepatch.svm_nested`).
 
 Differs:
 
@@ -11,8 +12,10 @@ Differs:
 * `svm_check_nested_events`: exceptions are blocked only by a pending
   nested run; `exception_vmexit` exits, a pending exception for L2 is "no
   VM exit"; the NMI / INTR rungs use nested_svm_simple_vmexit.
-* `nested_svm_triple_fault` (nested_ops->triple_fault): a SHUTDOWN #VMEXIT,
-  whether or not L1 intercepts SHUTDOWN (the intercept check came in 6.2).
+* `nested_svm_triple_fault` (nested_ops->triple_fault): a SHUTDOWN #VMEXIT
+  if L1 intercepts SHUTDOWN, clearing KVM_REQ_TRIPLE_FAULT itself; else
+  nothing, and the request becomes KVM_EXIT_SHUTDOWN (92e7d5c83aff,
+  6.1-rc7).
 * `nested_svm_vmrun` no longer clears KVM's exception and interrupt queues,
   and remembers vmcb01's RFLAGS.TF; `nested_vmcb02_prepare_control` (5.11:
   nested_prepare_vmcb_control) marks an NMI or soft event L1 injects
@@ -24,10 +27,9 @@ Differs:
   nested_svm_simple_vmexit (5.11: nested_svm_init); nested_exit_on_init is
   5.11's.
 
-Reused unchanged (compared with 7709aba8): recalc_intercepts,
-sync_nested_vmcb_control (6.1: nested_sync_control_from_vmcb02),
-nested_vmcb_checks (no EVENTINJ check in either tree),
-nested_svm_exit_special, nested_svm_intercept, nested_svm_exit_handled.
+Reused unchanged: see impls.upstream.reused (recalc_intercepts,
+nested_vmcb_checks -- no EVENTINJ check in either tree --, the exit
+reflection helpers).
 Not modelled: SMI, nested NPT (nested_svm_inject_npf_exit), the vmcb12
 mapping failing.
 """
@@ -44,7 +46,8 @@ from impls.prepatch.svm import (
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.upstream.state import (
-    DR7_GD, EBUSY, KVM_APIC_INIT, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, SVM_EXIT_SHUTDOWN, TREE,
+    DR7_GD, EBUSY, KVM_APIC_INIT, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, STABLE,
+    SVM_EXIT_SHUTDOWN, TREE,
 )
 
 NESTED_C = "arch/x86/kvm/svm/nested.c"
@@ -66,14 +69,14 @@ def is_evtinj_nmi(evtinj: int) -> bool:
     return bool(evtinj & SVM_EVTINJ_VALID) and (evtinj & SVM_EVTINJ_TYPE_MASK) == SVM_EVTINJ_TYPE_NMI
 
 
-is_evtinj_soft = origin(NESTED_C, "is_evtinj_soft", tree=TREE)(is_evtinj_soft)
-is_evtinj_nmi = origin(NESTED_C, "is_evtinj_nmi", tree=TREE)(is_evtinj_nmi)
+is_evtinj_soft = origin(NESTED_C, "is_evtinj_soft", tree=TREE, read=STABLE)(is_evtinj_soft)
+is_evtinj_nmi = origin(NESTED_C, "is_evtinj_nmi", tree=TREE, read=STABLE)(is_evtinj_nmi)
 
 
 class SvmNested61:
     """arch/x86/kvm/svm/nested.c of 6.1, as methods of the vCPU."""
 
-    @origin(SVM_C, "svm_get_rflags", tree=TREE)
+    @origin(SVM_C, "svm_get_rflags", tree=TREE, read=STABLE)
     def svm_get_rflags_tf(vcpu) -> bool:
         """RFLAGS.TF as KVM reports it: the single-step KVM set for an NMI
         window is hidden unless the guest had TF itself."""
@@ -85,7 +88,7 @@ class SvmNested61:
 
     # -------------------------------------------------------------- VMRUN --
 
-    @origin(NESTED_C, "nested_svm_vmrun", tree=TREE)
+    @origin(NESTED_C, "nested_svm_vmrun", tree=TREE, read=STABLE)
     def nested_svm_vmrun(vcpu) -> int:
         """VMRUN: checks, then L1's state into vmcb01 (here: IF and TF of
         its RFLAGS), nested_run_pending, enter guest mode.  KVM's queues are
@@ -105,14 +108,14 @@ class SvmNested61:
         vcpu.enter_svm_guest_mode(vmcb12)
         return ret
 
-    @origin(NESTED_C, "enter_svm_guest_mode", tree=TREE)
+    @origin(NESTED_C, "enter_svm_guest_mode", tree=TREE, read=STABLE)
     def enter_svm_guest_mode(vcpu, vmcb12) -> int:
         vcpu.svm.nested.ctl.copy_control_from(vmcb12.control)  # nested_copy_vmcb_control_to_cache
         vcpu.nested_vmcb02_prepare_control()
         vcpu.svm_set_gif(True)
         return 0
 
-    @origin(NESTED_C, "nested_vmcb02_prepare_control", tree=TREE)
+    @origin(NESTED_C, "nested_vmcb02_prepare_control", tree=TREE, read=STABLE)
     def nested_vmcb02_prepare_control(vcpu) -> None:
         """L1's EVENTINJ goes into vmcb02 as is; an NMI or a soft event
         there is remembered for its possible re-injection."""
@@ -136,7 +139,7 @@ class SvmNested61:
 
     # ------------------------------------------------------------ #VMEXIT --
 
-    @origin(NESTED_C, "nested_save_pending_event_to_vmcb12", tree=TREE)
+    @origin(NESTED_C, "nested_save_pending_event_to_vmcb12", tree=TREE, read=STABLE)
     def nested_save_pending_event_to_vmcb12(vcpu, vmcb12) -> None:
         """EXITINTINFO for L1 from KVM's *injected* state (INT3 / INTO as
         exceptions); a pending exception is dropped."""
@@ -154,7 +157,7 @@ class SvmNested61:
             exit_int_info |= SVM_EVTINJ_TYPE_SOFT if a.interrupt.soft else SVM_EVTINJ_TYPE_INTR
         vmcb12.control.exit_int_info = exit_int_info
 
-    @origin(NESTED_C, "nested_svm_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_svm_vmexit", tree=TREE, read=STABLE)
     def nested_svm_vmexit(vcpu) -> int:
         svm = vcpu.svm
         vmcb = svm.vmcb
@@ -184,24 +187,32 @@ class SvmNested61:
             vcpu.kvm_queue_exception(DB)
         return 0
 
-    @origin(SVM_H, "nested_svm_simple_vmexit", tree=TREE)
+    @origin(SVM_H, "nested_svm_simple_vmexit", tree=TREE, read=STABLE)
     def nested_svm_simple_vmexit(vcpu, exit_code: int) -> int:
         vmcb = vcpu.svm.vmcb
         vmcb.exit_code = exit_code
         vmcb.exit_info_1 = vmcb.exit_info_2 = 0
         return vcpu.nested_svm_vmexit()
 
-    @origin(NESTED_C, "nested_svm_triple_fault", tree=TREE)
+    @origin(NESTED_C, "nested_svm_triple_fault", tree=TREE, read=f"{STABLE}; 92e7d5c83aff (6.1-rc7) as posted")
     def nested_svm_triple_fault(vcpu) -> None:
+        """A SHUTDOWN #VMEXIT only if L1 intercepts SHUTDOWN in vmcb12, and
+        then the request is cleared here; otherwise nothing: the request
+        stays, and vcpu_enter_guest turns it into KVM_EXIT_SHUTDOWN
+        (92e7d5c83aff, 6.1-rc7)."""
+        if hw.INTERCEPT_SHUTDOWN not in vcpu.svm.nested.ctl.intercepts:  # vmcb12_is_intercept
+            vcpu.rec.note("nested_svm_triple_fault: L1 does not intercept SHUTDOWN: request left set")
+            return
+        vcpu.kvm_clear_request(KVM_REQ_TRIPLE_FAULT)
         vcpu.nested_svm_simple_vmexit(SVM_EXIT_SHUTDOWN)
 
     # ------------------------------------------------------- nested events --
 
-    @origin(NESTED_C, "nested_svm_is_exception_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_svm_is_exception_vmexit", tree=TREE, read=STABLE)
     def nested_svm_is_exception_vmexit(vcpu, vector: int, error_code: int) -> bool:
         return bool(vcpu.svm.nested.ctl.intercept_exceptions & (1 << vector))
 
-    @origin(NESTED_C, "nested_svm_inject_exception_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_svm_inject_exception_vmexit", tree=TREE, read=STABLE)
     def nested_svm_inject_exception_vmexit(vcpu) -> None:
         ex = vcpu.arch.exception_vmexit
         vmcb = vcpu.svm.vmcb
@@ -219,7 +230,7 @@ class SvmNested61:
         vcpu.rec.note(f"nested_svm_inject_exception_vmexit: exception_vmexit vector {ex.vector} to L1")
         vcpu.nested_svm_vmexit()
 
-    @origin(NESTED_C, "svm_check_nested_events", tree=TREE)
+    @origin(NESTED_C, "svm_check_nested_events", tree=TREE, read=STABLE)
     def svm_check_nested_events(vcpu) -> int:
         """INIT, exception VM exit, exception for L2, SMI, NMI, INTR.  Only a
         pending nested run blocks exceptions; re-injection blocks the rest,

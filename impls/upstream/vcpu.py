@@ -10,11 +10,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from impls.hw import cpu as hw
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.vcpu import SVM_X86_OPS, VMX_X86_OPS
 from impls.prepatch.vcpu import Vcpu as Vcpu511
 from impls.upstream.state import (
-    HF_GIF_MASK, KVM_REQ_EVENT, TREE, Kvm, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm61, VcpuVmx,
+    HF_GIF_MASK, KVM_REQ_EVENT, STABLE, TREE, Kvm, KvmLapic, KvmRun, KvmVcpuArch, VcpuSvm61, VcpuVmx,
 )
 from impls.upstream.svm import Svm61
 from impls.upstream.svm_nested import SvmNested61
@@ -23,6 +23,7 @@ from impls.upstream.vmx_nested import VmxNested61
 from impls.upstream.x86 import X86_61
 
 
+@glue("builds a 6.1 ops table from the 5.11 one (the hooks' method names)")
 def _renamed(ops: dict, **new: str) -> dict:
     """A 5.11 ops table with the hooks 6.1 renamed."""
     table = {k: v for k, v in ops.items()
@@ -42,13 +43,13 @@ SVM_X86_OPS_61 = _renamed(SVM_X86_OPS, inject_exception="svm_inject_exception", 
 VMX_NESTED_OPS_61 = {
     "is_exception_vmexit": "nested_vmx_is_exception_vmexit",
     "check_events": "vmx_check_nested_events",
-    "hv_timer_pending": "nested_vmx_preemption_timer_pending",
+    "has_events": "vmx_has_nested_events",
     "triple_fault": "nested_vmx_triple_fault",
 }
 SVM_NESTED_OPS_61 = {
     "is_exception_vmexit": "nested_svm_is_exception_vmexit",
     "check_events": "svm_check_nested_events",
-    "hv_timer_pending": None,  # svm_nested_ops has none
+    "has_events": None,  # svm_nested_ops has none
     "triple_fault": "nested_svm_triple_fault",
 }
 
@@ -124,7 +125,7 @@ class Vcpu(X86_61, Vmx61, VmxNested61, Svm61, SvmNested61, Vcpu511):
             self.init_vmcb()
         self.kvm_make_request(KVM_REQ_EVENT)  # kvm_vcpu_reset
 
-    @origin("include/linux/kvm_host.h", "kvm_clear_request", tree=TREE)
+    @origin("include/linux/kvm_host.h", "kvm_clear_request", tree=TREE, read=STABLE)
     def kvm_clear_request(vcpu, req: int) -> None:
         vcpu.requests &= ~req
 

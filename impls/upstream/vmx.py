@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/vmx/vmx.c as of Linux 6.1 (read at
-7709aba8), where they differ from 5.11 (`impls.prepatch.vmx`).
+"""Port of the event paths of arch/x86/kvm/vmx/vmx.c as of Linux 6.1 (written
+at 7709aba8, re-read in 6.1.55: the same), where they differ from 5.11
+(`impls.prepatch.vmx`).
 
 Differs: the kvm_x86_ops hooks are called inject_exception / inject_irq /
 inject_nmi (5.11: queue_exception / set_irq / set_nmi),
@@ -7,15 +8,11 @@ inject_nmi (5.11: queue_exception / set_irq / set_nmi),
 and keeps only bits 15:0 of the error code; `vmx_inject_irq` takes
 `reinjected` (for tracing only).
 
-Reused unchanged (compared with 7709aba8, module parameters as in
-`impls.prepatch.vmx`): vmx_inject_nmi, vmx_get/set_nmi_mask,
-vmx_nmi_blocked / vmx_nmi_allowed, vmx_interrupt_blocked /
-vmx_interrupt_allowed, the window hooks, vmx_recover_nmi_blocking,
-__vmx_complete_interrupts / vmx_complete_interrupts / vmx_cancel_injection
-(the queue clearing is the 6.1 kvm_clear_exception_queue through the
-override), vmx_vcpu_run, vmx_handle_exit (6.1's
-emulation_required exit never happens here), handle_exception_nmi and the
-other exit handlers.
+Reused unchanged (module parameters as in `impls.prepatch.vmx`): see
+impls.upstream.reused (the NMI and interrupt blocking and window hooks,
+the complete_interrupts family -- its queue clearing is the 6.1
+kvm_clear_exception_queue through the override --, vmx_vcpu_run,
+vmx_handle_exit and the exit handlers).
 """
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ from impls.prepatch.vmx import (
     INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
-from impls.upstream.state import TREE
+from impls.upstream.state import STABLE, TREE
 
 VMX_C = "arch/x86/kvm/vmx/vmx.c"
 
@@ -33,7 +30,7 @@ VMX_C = "arch/x86/kvm/vmx/vmx.c"
 class Vmx61:
     """arch/x86/kvm/vmx/vmx.c of 6.1, as methods of the vCPU."""
 
-    @origin(VMX_C, "vmx_inject_exception", tree=TREE)
+    @origin(VMX_C, "vmx_inject_exception", tree=TREE, read=STABLE)
     def vmx_inject_exception(vcpu) -> None:
         ex = vcpu.arch.exception
         intr_info = ex.vector | INTR_INFO_VALID
@@ -45,27 +42,22 @@ class Vmx61:
         # vm86 real mode (kvm_inject_realmode_interrupt): never, unrestricted guest.
         vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_inject_exception: emulation required")
         if kvm_exception_is_soft(ex.vector):
-            vmcs.entry_instruction_len = vcpu.arch.event_exit_inst_len
-            intr_info |= INTR_TYPE_SOFT_EXCEPTION
+            intr_info |= INTR_TYPE_SOFT_EXCEPTION  # VM_ENTRY_INSTRUCTION_LEN: not modelled
         else:
             intr_info |= INTR_TYPE_HARD_EXCEPTION
         vmcs.entry_intr_info = intr_info
         # vmx_clear_hlt: no activity states.
 
-    @origin(VMX_C, "vmx_inject_irq", tree=TREE)
+    @origin(VMX_C, "vmx_inject_irq", tree=TREE, read=STABLE)
     def vmx_inject_irq(vcpu, reinjected: bool) -> None:
         irq = vcpu.arch.interrupt.nr
         intr = irq | INTR_INFO_VALID
-        if vcpu.arch.interrupt.soft:
-            intr |= INTR_TYPE_SOFT_INTR
-            vcpu.vmcs().entry_instruction_len = vcpu.arch.event_exit_inst_len
-        else:
-            intr |= INTR_TYPE_EXT_INTR
+        intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
         vcpu.vmcs().entry_intr_info = intr
 
     # ------------------------------------------------------------------ SMM --
 
-    @origin(VMX_C, "vmx_enter_smm", tree=TREE)
+    @origin(VMX_C, "vmx_enter_smm", tree=TREE, read=STABLE)
     def vmx_enter_smm(vcpu, smstate: dict) -> int:
         """5.11's vmx_pre_enter_smm, renamed: leave guest mode with exit
         reason -1 (nothing for L1), remember it and VMXON."""
@@ -77,7 +69,7 @@ class Vmx61:
         nested.vmxon = False
         return 0
 
-    @origin(VMX_C, "vmx_leave_smm", tree=TREE)
+    @origin(VMX_C, "vmx_leave_smm", tree=TREE, read=STABLE)
     def vmx_leave_smm(vcpu, smstate: dict) -> int:
         """5.11's vmx_pre_leave_smm, renamed, plus KVM_REQ_EVENT for a
         pending MTF (not modelled: L1 uses no MTF)."""

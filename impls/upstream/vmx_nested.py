@@ -1,5 +1,6 @@
-"""Port of the event paths of arch/x86/kvm/vmx/nested.c as of Linux 6.1 (read
-at 7709aba8), where they differ from 5.11 (`impls.prepatch.vmx_nested`).
+"""Port of the event paths of arch/x86/kvm/vmx/nested.c as of Linux 6.1
+(written at 7709aba8, re-read in 6.1.55, with 92e7d5c83aff), where they
+differ from 5.11 (`impls.prepatch.vmx_nested`).
 
 Differs:
 
@@ -20,15 +21,17 @@ Differs:
 * `prepare_vmcs12` no longer clears KVM's queues; `nested_vmx_vmexit` does,
   for every exit, after prepare_vmcs12 read them; it also clears
   mtf_pending.
-* `nested_vmx_triple_fault` (nested_ops->triple_fault): a TRIPLE_FAULT exit.
+* `nested_vmx_triple_fault` (nested_ops->triple_fault): clears
+  KVM_REQ_TRIPLE_FAULT (92e7d5c83aff), then a TRIPLE_FAULT exit.
+* `vmx_has_nested_events` (nested_ops->has_events, 5b4ac1a1; the series had
+  hv_timer_pending): the preemption timer or a pending MTF exit.
+* `nested_check_vm_entry_controls` rejects error-code bits 31:16 (since
+  567926cca99b, 5.4), where the 5.11 port checks 31:15.
 
-Reused unchanged (compared with 7709aba8): nested_exit_on_nmi /
-nested_exit_on_intr, nested_vmx_failValid / nested_vmx_fail,
-nested_check_vm_entry_controls, nested_vmx_run, prepare_vmcs02_early,
-load_vmcs12_host_state (6.1 resets the MMU instead of naming the #PF
-injector, the same injector here), nested_vmx_l0_wants_exit,
-nested_vmx_l1_wants_exit, nested_vmx_reflect_vmexit,
-nested_vmx_preemption_timer_pending.  Not modelled, as for 5.11: MTF
+Reused unchanged: see impls.upstream.reused (nested_exit_on_nmi / _intr,
+the failValid helpers, nested_vmx_run, prepare_vmcs02_early,
+load_vmcs12_host_state -- 6.1 resets the MMU instead of naming the #PF
+injector, the same injector here --, the reflection helpers).  Not modelled, as for 5.11: MTF
 (mtf_pending stays 0), the preemption timer, SMI, posted interrupts,
 GUEST_PENDING_DBG_EXCEPTIONS, eVMCS / shadow VMCS.
 
@@ -40,21 +43,22 @@ KVM_REQ_EVENT for a pending INIT or SIPI (a56953e9).
 """
 from __future__ import annotations
 
-from impls.arch import DB, DF, NMI_VECTOR, PF
+from impls.arch import DB, DF, NMI_VECTOR, PF, Mode
 from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.vmx import (
-    INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION,
-    INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
+    INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
+    INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
 )
 from impls.prepatch.vmx_nested import (
-    EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
+    _X86_EXCEPTION_HAS_ERROR_CODE, EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, INTR_TYPE_OTHER_EVENT,
+    INTR_TYPE_RESERVED, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.upstream.state import (
     DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED,
-    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, TREE, KvmQueuedException,
+    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, STABLE, TREE, KvmQueuedException,
 )
 
 NESTED_C = "arch/x86/kvm/vmx/nested.c"
@@ -68,7 +72,7 @@ class VmxNested61:
 
     # ---------------------------------------------------- exception VM exits --
 
-    @origin(NESTED_C, "nested_vmx_is_exception_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_is_exception_vmexit", tree=TREE, read=STABLE)
     def nested_vmx_is_exception_vmexit(vcpu, vector: int, error_code: int) -> bool:
         vmcs12 = vcpu.vmx.nested.vmcs12
         if vector == PF:
@@ -78,7 +82,7 @@ class VmxNested61:
             return inequality ^ bit
         return bool(vmcs12.exception_bitmap & (1 << vector))
 
-    @origin(NESTED_C, "nested_vmx_inject_exception_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_inject_exception_vmexit", tree=TREE, read=STABLE)
     def nested_vmx_inject_exception_vmexit(vcpu) -> None:
         """The EXCEPTION_NMI exit for `exception_vmexit`.  The NMI-unblocking
         bit looks at vmcs12's IDT-vectoring field as the *previous* exit left
@@ -103,13 +107,51 @@ class VmxNested61:
         vcpu.rec.note(f"nested_vmx_inject_exception_vmexit: exception_vmexit vector {ex.vector} to L1")
         vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI, intr_info, exit_qual)
 
-    @origin(NESTED_C, "nested_vmx_triple_fault", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_triple_fault", tree=TREE, read=STABLE)
     def nested_vmx_triple_fault(vcpu) -> None:
+        """Clears the request itself (92e7d5c83aff, 6.1-rc7), then the
+        TRIPLE_FAULT exit: VMX has no control for it, L1 always gets it."""
+        vcpu.kvm_clear_request(KVM_REQ_TRIPLE_FAULT)
         vcpu.nested_vmx_vmexit(hw.EXIT_REASON_TRIPLE_FAULT, 0, 0)
+
+    @origin(NESTED_C, "vmx_has_nested_events", tree=TREE, read=STABLE)
+    def vmx_has_nested_events(vcpu) -> bool:
+        """nested_ops->has_events (5b4ac1a1, 6.1 merge window; the series had
+        hv_timer_pending): an expired preemption timer or a pending MTF
+        exit, neither of which L1 uses here."""
+        return vcpu.nested_vmx_preemption_timer_pending() or vcpu.vmx.nested.mtf_pending
+
+    @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE, read=STABLE)
+    def nested_check_vm_entry_controls(vcpu) -> bool:
+        """5.11's checks on the event-injection fields (True = valid), except
+        that an error code may have bit 15 set: 6.1 rejects bits 31:16 only
+        (5.11: 31:15)."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        info = vmcs12.vm_entry_intr_info_field
+        if not info & INTR_INFO_VALID:
+            return True
+        vector = info & INTR_INFO_VECTOR_MASK
+        intr_type = info & INTR_INFO_INTR_TYPE_MASK
+        has_error_code = bool(info & INTR_INFO_DELIVER_CODE)
+        if intr_type in (INTR_TYPE_RESERVED, INTR_TYPE_OTHER_EVENT):
+            return False  # OTHER_EVENT: no MTF for L1
+        if intr_type == INTR_TYPE_NMI_INTR and vector != NMI_VECTOR:
+            return False
+        if intr_type == INTR_TYPE_HARD_EXCEPTION and vector > 31:
+            return False
+        # L1 runs L2 with unrestricted guest: protected mode is L2's CR0.PE.
+        prot_mode = vcpu.cpu.lv[2].desc.mode is not Mode.REAL
+        should_have_error_code = (intr_type == INTR_TYPE_HARD_EXCEPTION and prot_mode
+                                  and vector in _X86_EXCEPTION_HAS_ERROR_CODE)
+        if has_error_code != should_have_error_code:
+            return False
+        if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF0000:
+            return False
+        return True
 
     # ----------------------------------------------------------- #DB helpers --
 
-    @origin(NESTED_C, "vmx_get_pending_dbg_trap", tree=TREE)
+    @origin(NESTED_C, "vmx_get_pending_dbg_trap", tree=TREE, read=STABLE)
     def vmx_get_pending_dbg_trap(vcpu, ex: KvmQueuedException) -> int:
         """The pending debug exceptions of a trap-like pending #DB, else 0
         (a general-detect #DB is fault-like)."""
@@ -117,12 +159,12 @@ class VmxNested61:
             return 0
         return ex.payload & ~DR6_BD
 
-    @origin(NESTED_C, "vmx_is_low_priority_db_trap", tree=TREE)
+    @origin(NESTED_C, "vmx_is_low_priority_db_trap", tree=TREE, read=STABLE)
     def vmx_is_low_priority_db_trap(vcpu, ex: KvmQueuedException) -> bool:
         """A trap-like #DB other than a TSS-trap #DB ranks below MTF."""
         return (vcpu.vmx_get_pending_dbg_trap(ex) & ~DR6_BT) != 0
 
-    @origin(NESTED_C, "nested_vmx_update_pending_dbg", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_update_pending_dbg", tree=TREE, read=STABLE)
     def nested_vmx_update_pending_dbg(vcpu) -> None:
         """Copies a pending trap-like #DB (of vcpu->arch.exception) into
         vmcs02's GUEST_PENDING_DBG_EXCEPTIONS: a field the simulated CPU does
@@ -131,7 +173,7 @@ class VmxNested61:
 
     # ------------------------------------------------------------ the ladder --
 
-    @origin(NESTED_C, "vmx_check_nested_events", tree=TREE)
+    @origin(NESTED_C, "vmx_check_nested_events", tree=TREE, read=STABLE)
     def vmx_check_nested_events(vcpu) -> int:
         """The priority ladder for events while L2 runs.  A pending nested
         run blocks everything (-EBUSY); an event that must be re-injected
@@ -228,7 +270,7 @@ class VmxNested61:
 
     # ------------------------------------------------------------- VM entry --
 
-    @origin(NESTED_C, "nested_vmx_enter_non_root_mode", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_enter_non_root_mode", tree=TREE, read=STABLE)
     def nested_vmx_enter_non_root_mode(vcpu, from_vmentry: bool) -> int:
         """As 5.11's, and a pending INIT or SIPI also makes KVM_REQ_EVENT
         after the switch to vmcs02 (a56953e9, 6.1), so that it is evaluated
@@ -247,7 +289,7 @@ class VmxNested61:
             vcpu.kvm_make_request(KVM_REQ_EVENT)
         return 0
 
-    @origin(NESTED_C, "prepare_vmcs02", tree=TREE)
+    @origin(NESTED_C, "prepare_vmcs02", tree=TREE, read=STABLE)
     def prepare_vmcs02(vcpu) -> None:
         """Exception bitmap L0|L1 and #PF mask/match (prepare_vmcs02_rare).
         Unlike 5.11 the MMU keeps kvm_inject_page_fault as its #PF injector:
@@ -263,7 +305,7 @@ class VmxNested61:
 
     # -------------------------------------------------------------- VM exit --
 
-    @origin(NESTED_C, "vmcs12_save_pending_event", tree=TREE)
+    @origin(NESTED_C, "vmcs12_save_pending_event", tree=TREE, read=STABLE)
     def vmcs12_save_pending_event(vcpu, vm_exit_reason: int, exit_intr_info: int) -> None:
         """IDT-vectoring info for L1 from KVM's *injected* state; none for a
         triple-fault or #DF exit, and none (explicitly 0) when nothing was in
@@ -300,7 +342,7 @@ class VmxNested61:
         else:
             vmcs12.idt_vectoring_info_field = 0
 
-    @origin(NESTED_C, "prepare_vmcs12", tree=TREE)
+    @origin(NESTED_C, "prepare_vmcs12", tree=TREE, read=STABLE)
     def prepare_vmcs12(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
         """Exit reason and qualification always; the rest only for a real
         exit (not a failed entry).  KVM's queues are left to the caller."""
@@ -314,7 +356,7 @@ class VmxNested61:
             vmcs12.vm_exit_intr_info = exit_intr_info
             vmcs12.vm_exit_instruction_len = vcpu.vmcs().exit_instruction_len  # vmcs02's (VMX_INSTRUCTION_INFO: not modelled)
 
-    @origin(NESTED_C, "nested_vmx_vmexit", tree=TREE)
+    @origin(NESTED_C, "nested_vmx_vmexit", tree=TREE, read=STABLE)
     def nested_vmx_vmexit(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:
         vmx = vcpu.vmx
         vmx.nested.mtf_pending = False

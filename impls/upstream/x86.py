@@ -1,6 +1,8 @@
-"""Port of the event paths of arch/x86/kvm/x86.c as of Linux 6.1 (read at
-e746c1f1, the end state of Sean Christopherson's series, and 7709aba8) and
-the x86.h helpers, where they differ from 5.11.
+"""Port of the event paths of arch/x86/kvm/x86.c as of the v6.1 tag and the
+x86.h helpers, where they differ from 5.11.  First written from the series'
+end state (e746c1f1, and 7709aba8), re-read at 26844fee (the 6.1 merge
+window) with the 6.1-rc commits 92e7d5c83aff and dea0d5a2fde6, and in 6.1.55
+(each function's `read=` says which; see impls.upstream.state).
 
 Differs from 5.11 (each method below names its 6.1 origin):
 
@@ -12,7 +14,8 @@ Differs from 5.11 (each method below names its 6.1 origin):
   is queued through `kvm_queue_exception_e` (so it may morph too); the
   has_error_code strip for real mode has moved to `kvm_inject_exception`,
   which tests error_code where it means has_error_code (the slip of the RFC's
-  patch 1/4, merged for 5.12 and still there in 6.1).
+  patch 1/4, merged for 5.12, still in the v6.1 tag; fixed by 6c41468c7c12,
+  6.3-rc, and in 6.1.24).
 * `kvm_is_exception_pending` (x86.h) counts `exception_vmexit` and a pending
   KVM_REQ_TRIPLE_FAULT ("Treat pending TRIPLE_FAULT requests as pending
   exceptions"; at 7709aba8 it did not yet include the request),
@@ -20,12 +23,18 @@ Differs from 5.11 (each method below names its 6.1 origin):
 * `kvm_inject_page_fault` sends an async #PF in L2 straight to
   `exception_vmexit`; `kvm_inject_emulated_page_fault` returns nothing.
 * `kvm_check_and_inject_events` (5.11: inject_pending_event) asks nested code
-  first (`kvm_check_nested_events`, which turns KVM_REQ_TRIPLE_FAULT into
-  nested_ops->triple_fault), then re-injects, then commits a pending
-  exception calling the vendor hook before flipping pending to injected, and
-  returns an error code.
-* `vcpu_enter_guest`: KVM_REQ_TRIPLE_FAULT in guest mode is a nested
-  triple-fault exit, not KVM_EXIT_SHUTDOWN.
+  first (`kvm_check_nested_events`, which offers a requested triple fault to
+  nested_ops->triple_fault, testing the request: 92e7d5c83aff), then
+  re-injects, then commits a pending exception calling the vendor hook
+  before flipping pending to injected, asks nested_ops->has_events for an
+  immediate exit, warns on an exception left pending (a requested triple
+  fault exempt: dea0d5a2fde6), and returns an error code.
+* `vcpu_enter_guest`: KVM_REQ_TRIPLE_FAULT in guest mode goes to
+  nested_ops->triple_fault, and becomes KVM_EXIT_SHUTDOWN only if the hook
+  left it set (92e7d5c83aff); the entry is cancelled on any pending
+  request, not only a signal (kvm_vcpu_exit_request).
+* `kvm_vcpu_running` is the mp_state test only (26844fee: the nested-events
+  check moved to vcpu_block, which is never reached here).
 * KVM_GET/SET_VCPU_EVENTS report `exception_vmexit` when it is the only
   exception, and carry `triple_fault.pending` with
   KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
@@ -37,14 +46,9 @@ Differs from 5.11 (each method below names its 6.1 origin):
   `vcpu_enter_guest` stops on its error; `kvm_vcpu_reset` leaves guest mode
   first (not followed here either: it records the Reset).
 
-Reused unchanged from 5.11 (compared with e746c1f1): exception_class,
-kvm_exception_is_soft, the kvm_queue_exception / _e / _p / _e_p and
-kvm_requeue_exception / _e wrappers (now calling the 6.1
-kvm_multiple_exception), kvm_queue_interrupt, kvm_clear_interrupt_queue,
-kvm_event_needs_reinjection, kvm_inject_nmi, process_nmi,
-kvm_vcpu_ioctl_nmi, kvm_vcpu_ioctl_interrupt (split irqchip), the irq.c
-helpers, toggle_interruptibility, kvm_skip_emulated_instruction (no
-single-step: TF is never the guest's here), kvm_mmu_page_fault.
+Reused unchanged from 5.11: see impls.upstream.reused (the queue wrappers,
+now calling the 6.1 kvm_multiple_exception, the irq.c and x86.h helpers,
+process_nmi, toggle_interruptibility, vcpu_run's loop, ...).
 
 Not modelled, as for 5.11 (impls.hw.environment): SMM (smi_pending stays
 0), RFLAGS.RF, guest debugging (KVM_GUESTDBG_BLOCKIRQ), async page faults,
@@ -55,7 +59,7 @@ from __future__ import annotations
 from impls.arch import BP, DB, DF, MC, NMI_VECTOR, OF, PF, UD
 from impls.api import Reset, SmiHandled
 from impls.hw.environment import VcpuReset
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK
 from impls.prepatch.x86 import (
     EMULTYPE_TRAP_UD, X86EMUL_CONTINUE, X86EMUL_PROPAGATE_FAULT, exception_class, kvm_exception_is_soft,
@@ -66,13 +70,21 @@ from impls.upstream.state import (
     KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
-    KVM_VCPUEVENT_VALID_TRIPLE_FAULT, TREE, KvmQueuedException, KvmVcpuEvents, X86Exception,
+    KVM_VCPUEVENT_VALID_TRIPLE_FAULT, MERGE_WINDOW, STABLE, TREE, KvmQueuedException, KvmVcpuEvents,
+    X86Exception,
 )
 
 X86_C = "arch/x86/kvm/x86.c"
 X86_H = "arch/x86/kvm/x86.h"
 LAPIC_C = "arch/x86/kvm/lapic.c"
 LAPIC_H = "arch/x86/kvm/lapic.h"
+
+#: Read at 26844fee and in 6.1.55, the same in both (see impls.upstream.state).
+READ = f"{MERGE_WINDOW}; {STABLE}"
+#: As READ, with 92e7d5c83aff (6.1-rc7) applied as posted.
+READ_RC7 = f"{MERGE_WINDOW} + 92e7d5c83aff (6.1-rc7)"
+#: As READ, with dea0d5a2fde6 (6.1-rc) applied as posted.
+READ_RC = f"{MERGE_WINDOW} + dea0d5a2fde6 (6.1-rc); {STABLE}"
 
 
 class X86_61:
@@ -81,12 +93,12 @@ class X86_61:
 
     # ----------------------------------------------------------- x86.h --
 
-    @origin(X86_H, "kvm_is_exception_pending", tree=TREE)
+    @origin(X86_H, "kvm_is_exception_pending", tree=TREE, read=STABLE)
     def kvm_is_exception_pending(vcpu) -> bool:
         a = vcpu.arch
         return a.exception.pending or a.exception_vmexit.pending or vcpu.kvm_test_request(KVM_REQ_TRIPLE_FAULT)
 
-    @origin(X86_H, "kvm_clear_exception_queue", tree=TREE)
+    @origin(X86_H, "kvm_clear_exception_queue", tree=TREE, read=STABLE)
     def kvm_clear_exception_queue(vcpu) -> None:
         vcpu.arch.exception.pending = False
         vcpu.arch.exception.injected = False
@@ -94,7 +106,7 @@ class X86_61:
 
     # ----------------------------------------------------- exceptions --
 
-    @origin(X86_C, "exception_type", tree=TREE)
+    @origin(X86_C, "exception_type", tree=TREE, read=READ)
     def exception_type(vcpu, vector: int) -> int:
         """#DB has its own class: trap- or fault-like depends on DR6."""
         if vcpu.warn_on_once(vector > 31 or vector == NMI_VECTOR, "exception_type: not an exception vector"):
@@ -107,7 +119,7 @@ class X86_61:
             return EXCPT_ABORT
         return EXCPT_FAULT
 
-    @origin(X86_C, "kvm_deliver_exception_payload", tree=TREE)
+    @origin(X86_C, "kvm_deliver_exception_payload", tree=TREE, read=READ)
     def kvm_deliver_exception_payload(vcpu, ex: KvmQueuedException) -> None:
         """Write the payload of `ex` into DR6 (#DB) or CR2 (#PF)."""
         if not ex.has_payload:
@@ -124,7 +136,7 @@ class X86_61:
         ex.has_payload = False
         ex.payload = 0
 
-    @origin(X86_C, "kvm_queue_exception_vmexit", tree=TREE)
+    @origin(X86_C, "kvm_queue_exception_vmexit", tree=TREE, read=READ)
     def kvm_queue_exception_vmexit(vcpu, vector: int, has_error_code: bool, error_code: int,
                                    has_payload: bool, payload: int) -> None:
         """Record an exception L1 takes as a nested VM exit; the last one
@@ -138,7 +150,7 @@ class X86_61:
         ex.has_payload = has_payload
         ex.payload = payload
 
-    @origin(X86_C, "kvm_multiple_exception", tree=TREE)
+    @origin(X86_C, "kvm_multiple_exception", tree=TREE, read=READ)
     def kvm_multiple_exception(vcpu, nr: int, has_error: bool, error_code: int, has_payload: bool,
                                payload: int, reinject: bool) -> None:
         """Queue exception `nr`.  In L2, an exception L1 intercepts becomes
@@ -191,7 +203,7 @@ class X86_61:
         if not vcpu.is_guest_mode():
             vcpu.kvm_deliver_exception_payload(ex)
 
-    @origin(X86_C, "kvm_inject_page_fault", tree=TREE)
+    @origin(X86_C, "kvm_inject_page_fault", tree=TREE, read=READ)
     def kvm_inject_page_fault(vcpu, fault: X86Exception) -> None:
         """An async #PF in L2 always exits to L1; any other #PF is queued
         (and morphs there if L1 intercepts it)."""
@@ -200,7 +212,7 @@ class X86_61:
         else:
             vcpu.kvm_queue_exception_e_p(PF, fault.error_code, fault.address)
 
-    @origin(X86_C, "kvm_inject_emulated_page_fault", tree=TREE)
+    @origin(X86_C, "kvm_inject_emulated_page_fault", tree=TREE, read=READ)
     def kvm_inject_emulated_page_fault(vcpu, fault: X86Exception) -> None:
         """Hand a #PF found by a page walk to the MMU's inject_page_fault:
         in 6.1 that is kvm_inject_page_fault for every MMU used here (L1
@@ -209,21 +221,27 @@ class X86_61:
         vcpu.warn_on_once(fault.vector != PF, "kvm_inject_emulated_page_fault: not a #PF")
         getattr(vcpu, vcpu.walk_mmu_inject_page_fault)(fault)
 
-    @origin(X86_C, "kvm_inject_exception", tree=TREE)
+    @origin(X86_C, "kvm_inject_exception", tree=TREE, read=MERGE_WINDOW)
     def kvm_inject_exception(vcpu) -> None:
         """The single site that hands vcpu->arch.exception to the vendor.
         Outside protected mode it clears the error code itself, not
-        has_error_code (6.1 as merged; fixed upstream only in 2024)."""
+        has_error_code: the slip of the RFC's patch 1/4 (b97f0745, 5.12),
+        still in the v6.1 tag.  Fixed by 6c41468c7c12 (6.3-rc, March 2023),
+        backported to 6.1.24, 5.15.y and 5.10.y: 6.1.55 has the fix, this
+        port holds for v6.1 to 6.1.23."""
         ex = vcpu.arch.exception
         if ex.error_code and not vcpu.is_protmode():
             ex.error_code = 0
         vcpu.kvm_x86_ops.inject_exception(vcpu)
 
-    @origin(X86_C, "kvm_check_nested_events", tree=TREE)
+    @origin(X86_C, "kvm_check_nested_events", tree=TREE, read=READ_RC7)
     def kvm_check_nested_events(vcpu) -> int:
-        """A requested triple fault is L1's first (nested_ops->triple_fault),
-        whatever else is pending; then the vendor's nested ladder."""
-        if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
+        """A requested triple fault goes to nested_ops->triple_fault first,
+        whatever else is pending; then the vendor's nested ladder.  The
+        request is only tested here (92e7d5c83aff, 6.1-rc7): the hook clears
+        it when it makes the nested exit, and leaves it for
+        KVM_EXIT_SHUTDOWN when L1 does not intercept a shutdown (SVM)."""
+        if vcpu.kvm_test_request(KVM_REQ_TRIPLE_FAULT):
             vcpu.rec.note("kvm_check_nested_events: KVM_REQ_TRIPLE_FAULT in L2: nested triple fault")
             vcpu.nested_ops.triple_fault(vcpu)
             return 1
@@ -231,16 +249,16 @@ class X86_61:
 
     # ------------------------------------------------------ INIT and reset --
 
-    @origin(LAPIC_H, "kvm_apic_has_pending_init_or_sipi", tree=TREE)
+    @origin(LAPIC_H, "kvm_apic_has_pending_init_or_sipi", tree=TREE, read=STABLE)
     def kvm_apic_has_pending_init_or_sipi(vcpu) -> bool:
         return bool(vcpu.apic.pending_events)  # lapic_in_kernel: always
 
-    @origin(LAPIC_H, "kvm_apic_init_sipi_allowed", tree=TREE)
+    @origin(LAPIC_H, "kvm_apic_init_sipi_allowed", tree=TREE, read=STABLE)
     def kvm_apic_init_sipi_allowed(vcpu) -> bool:
         """5.11's kvm_vcpu_latch_init, inverted and renamed."""
         return not vcpu.is_smm() and not vcpu.kvm_x86_ops.apic_init_signal_blocked(vcpu)
 
-    @origin(LAPIC_C, "kvm_apic_accept_events", tree=TREE)
+    @origin(LAPIC_C, "kvm_apic_accept_events", tree=TREE, read=STABLE)
     def kvm_apic_accept_events(vcpu) -> int:
         """No snapshot any more: in guest mode nested events go first
         (kvm_check_nested_events; -EBUSY postpones INIT/SIPI and is not an
@@ -274,7 +292,7 @@ class X86_61:
                 vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
         return 0
 
-    @origin(X86_C, "kvm_vcpu_reset", tree=TREE)
+    @origin(X86_C, "kvm_vcpu_reset", tree=TREE, read=READ)
     def kvm_vcpu_reset(vcpu, init_event: bool) -> None:
         """6.1 first leaves guest mode (kvm_leave_nested, 5.16) and then
         resets; the port records L1's `Reset` with the level that was running
@@ -286,7 +304,7 @@ class X86_61:
 
     # -------------------------------------------------- the injection ladder --
 
-    @origin(X86_C, "kvm_check_and_inject_events", tree=TREE)
+    @origin(X86_C, "kvm_check_and_inject_events", tree=TREE, read=READ_RC)
     def kvm_check_and_inject_events(vcpu) -> tuple[int, bool]:
         """Nested events first (a nested VM exit supersedes re-injection),
         then re-inject what was in flight (not an NMI or interrupt over a
@@ -370,13 +388,16 @@ class X86_61:
             if vcpu.kvm_cpu_has_injectable_intr():
                 ops.enable_irq_window(vcpu)
 
-        if vcpu.is_guest_mode() and vcpu.nested_ops.hv_timer_pending is not None \
-                and vcpu.nested_ops.hv_timer_pending(vcpu):
+        if vcpu.is_guest_mode() and vcpu.nested_ops.has_events is not None \
+                and vcpu.nested_ops.has_events(vcpu):
             req_immediate_exit = True
 
-        vcpu.warn_on_once(vcpu.kvm_is_exception_pending(), "kvm_check_and_inject_events: exception still pending")
+        # A requested triple fault is exempt (dea0d5a2fde6, 6.1-rc).
+        vcpu.warn_on_once(a.exception.pending or a.exception_vmexit.pending,
+                          "kvm_check_and_inject_events: exception still pending")
         return 0, req_immediate_exit
 
+    @glue("the `out:` label of kvm_check_and_inject_events, as a helper (part of that function)")
     def _check_and_inject_out(vcpu, r: int) -> tuple[int, bool]:
         """The `out:` label of kvm_check_and_inject_events."""
         if r == -EBUSY:
@@ -384,22 +405,34 @@ class X86_61:
             return 0, True
         return r, False
 
-    @origin(X86_C, "vcpu_enter_guest", tree=TREE)
+    @origin(X86_C, "vcpu_enter_guest", tree=TREE, read=READ_RC7)
     def vcpu_enter_guest(vcpu) -> int:
-        """The event part of one entry: a requested triple fault is a nested
-        triple-fault exit in L2, KVM_EXIT_SHUTDOWN in L1; the ladder on
-        KVM_REQ_EVENT; a late exit request cancels the injection; else run
-        and handle the exit."""
+        """The event part of one entry.  A requested triple fault is offered
+        to nested_ops->triple_fault in L2; if the request is still set after
+        it (L1 runs, or L1 does not intercept SHUTDOWN) it is
+        KVM_EXIT_SHUTDOWN (92e7d5c83aff).  Then the ladder on KVM_REQ_EVENT;
+        an exit request, a signal or *any pending request*
+        (kvm_vcpu_exit_request), cancels the injection; else run and handle
+        the exit.
+
+        After a nested triple-fault exit the v6.1 tag leaves with `r` never
+        assigned (92e7d5c83aff put the `goto out` outside the test; fixed by
+        df0bb47baa95 for 6.2, and in 6.1.y): what KVM_RUN does next depends
+        on the compiler.  The port takes r > 0, vcpu_run's loop going on,
+        which is also what the fix does, and says so in a note."""
         ops = vcpu.kvm_x86_ops
         req_immediate_exit = False
         if vcpu.requests:
-            if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
+            if vcpu.kvm_test_request(KVM_REQ_TRIPLE_FAULT):
                 if vcpu.is_guest_mode():
-                    vcpu.rec.note("vcpu_enter_guest: KVM_REQ_TRIPLE_FAULT in L2: nested triple fault")
+                    vcpu.rec.note("vcpu_enter_guest: KVM_REQ_TRIPLE_FAULT in L2: nested_ops->triple_fault")
                     vcpu.nested_ops.triple_fault(vcpu)
-                else:
+                if vcpu.kvm_check_request(KVM_REQ_TRIPLE_FAULT):
                     vcpu.run.exit_reason = KVM_EXIT_SHUTDOWN
                     return 0
+                vcpu.rec.note("vcpu_enter_guest: after the nested triple fault v6.1 returns an "
+                              "uninitialised r (df0bb47baa95); taken as r > 0")
+                return 1
             if vcpu.kvm_check_request(KVM_REQ_SMI):
                 vcpu.process_smi()
             if vcpu.kvm_check_request(KVM_REQ_NMI):
@@ -414,7 +447,10 @@ class X86_61:
             if r < 0:
                 return 0
 
-        if vcpu.env.take_kick():  # kvm_vcpu_exit_request(): a signal arrived
+        # kvm_vcpu_exit_request(): a signal (the kick), or a pending request.
+        if vcpu.env.take_kick() or vcpu.requests:
+            if vcpu.requests:
+                vcpu.rec.note("vcpu_enter_guest: a request is pending after injection: entry cancelled")
             if req_immediate_exit:
                 vcpu.kvm_make_request(KVM_REQ_EVENT)
             ops.cancel_injection(vcpu)
@@ -427,16 +463,16 @@ class X86_61:
         ops.run(vcpu)
         return ops.handle_exit(vcpu)
 
-    @origin(X86_C, "kvm_vcpu_running", tree=TREE)
+    @origin(X86_C, "kvm_vcpu_running", tree=TREE, read=MERGE_WINDOW)
     def kvm_vcpu_running(vcpu) -> bool:
-        """Nested events (a triple fault included) before every entry; the
-        result is ignored.  Runnable while mp_state is RUNNABLE (always, for
-        the BSP)."""
-        if vcpu.is_guest_mode():
-            vcpu.kvm_check_nested_events()
+        """Runnable while mp_state is RUNNABLE (always, for the BSP) and no
+        async #PF halted it (none here).  Since 26844fee (the 6.1 merge
+        window) it no longer asks nested code for events: that moved to
+        vcpu_block, which this port never reaches (vcpu_run's loop as in
+        5.11: the BSP stays RUNNABLE, there is no HLT)."""
         return vcpu.arch.mp_state == KVM_MP_STATE_RUNNABLE
 
-    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
+    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE, read=READ)
     def kvm_arch_vcpu_ioctl_run(vcpu) -> None:
         """The event part of KVM_RUN before vcpu_run: an exception userspace
         set as pending while L2 runs becomes a nested VM exit if L1
@@ -451,7 +487,7 @@ class X86_61:
 
     # ------------------------------------------------------------ emulator --
 
-    @origin(X86_C, "inject_emulated_exception", tree=TREE)
+    @origin(X86_C, "inject_emulated_exception", tree=TREE, read=READ)
     def inject_emulated_exception(vcpu, fault: X86Exception) -> None:
         if fault.vector == PF:
             vcpu.kvm_inject_emulated_page_fault(fault)
@@ -460,7 +496,7 @@ class X86_61:
         else:
             vcpu.kvm_queue_exception(fault.vector)
 
-    @origin(X86_C, "x86_emulate_instruction", tree=TREE)
+    @origin(X86_C, "x86_emulate_instruction", tree=TREE, read=READ)
     def x86_emulate_instruction(vcpu, emulation_type: int = 0) -> int:
         """As in 5.11 (the exception queue, now both slots, is cleared
         first), except that an injected fault no longer ends emulation early:
@@ -488,7 +524,7 @@ class X86_61:
 
     # ------------------------------------------------------------------ SMM --
 
-    @origin(X86_C, "enter_smm", tree=TREE)
+    @origin(X86_C, "enter_smm", tree=TREE, read=READ)
     def enter_smm(vcpu) -> None:
         """As in 5.11, with the vendor hook renamed enter_smm and HF_SMM_MASK
         set through kvm_smm_changed(true); still no interrupt shadow in the
@@ -510,7 +546,7 @@ class X86_61:
         vcpu.kvm_make_request(KVM_REQ_EVENT)
         vcpu.cpu.smm_handler = True  # kvm_rip_write(0x8000)
 
-    @origin(X86_C, "kvm_smm_changed", tree=TREE)
+    @origin(X86_C, "kvm_smm_changed", tree=TREE, read=READ)
     def kvm_smm_changed(vcpu, entering_smm: bool) -> None:
         """Now the one place that sets or clears HF_SMM_MASK (and, leaving,
         HF_SMM_INSIDE_NMI_MASK), with KVM_REQ_EVENT on the way out."""
@@ -520,15 +556,15 @@ class X86_61:
             vcpu.arch.hflags &= ~(HF_SMM_MASK | HF_SMM_INSIDE_NMI_MASK)
             vcpu.kvm_make_request(KVM_REQ_EVENT)
 
-    @origin(X86_C, "emulator_exiting_smm", tree=TREE)
+    @origin(X86_C, "emulator_exiting_smm", tree=TREE, read=READ)
     def emulator_exiting_smm(vcpu) -> None:
         vcpu.kvm_smm_changed(False)
 
-    @origin(X86_C, "emulator_leave_smm", tree=TREE)
+    @origin(X86_C, "emulator_leave_smm", tree=TREE, read=READ)
     def emulator_leave_smm(vcpu, smstate: dict) -> int:
         return vcpu.kvm_x86_ops.leave_smm(vcpu, smstate)
 
-    @origin("arch/x86/kvm/emulate.c", "em_rsm", tree=TREE)
+    @origin("arch/x86/kvm/emulate.c", "em_rsm", tree=TREE, read=STABLE)
     def em_rsm(vcpu, ctxt) -> int:
         """Outside SMM: #UD.  Unmask NMIs unless SMM was entered with them
         masked, leave SMM (kvm_smm_changed(false), before the vendor
@@ -548,7 +584,7 @@ class X86_61:
 
     # ------------------------------------------------ KVM_GET/SET_VCPU_EVENTS --
 
-    @origin(X86_C, "kvm_vcpu_ioctl_x86_get_vcpu_events", tree=TREE)
+    @origin(X86_C, "kvm_vcpu_ioctl_x86_get_vcpu_events", tree=TREE, read=READ)
     def kvm_vcpu_ioctl_x86_get_vcpu_events(vcpu) -> KvmVcpuEvents:
         """Only one exception fits the ABI: exception_vmexit when nothing
         else is queued, else vcpu->arch.exception (an exception_vmexit behind
@@ -599,12 +635,16 @@ class X86_61:
             events.flags |= KVM_VCPUEVENT_VALID_TRIPLE_FAULT
         return events
 
-    @origin(X86_C, "kvm_vcpu_ioctl_x86_set_vcpu_events", tree=TREE)
+    @origin(X86_C, "kvm_vcpu_ioctl_x86_set_vcpu_events", tree=TREE, read=READ)
     def kvm_vcpu_ioctl_x86_set_vcpu_events(vcpu, events: KvmVcpuEvents) -> int:
         """The raw state is stuffed (no payload delivery, no merging); a
         pending exception is remembered as userspace's, to be morphed at the
         next KVM_RUN.  The triple-fault flag is checked against the cap only
-        after everything else has been applied."""
+        after everything else has been applied.  When the SMM flag changes,
+        6.1 first leaves nested operation (kvm_leave_nested, 5.17): not
+        followed, as the VMM restores nested state after the events (the
+        SMM checks of KVM_SET_NESTED_STATE need it), so a fresh vCPU has
+        nothing to leave."""
         a = vcpu.arch
         ex = a.exception
         if events.flags & ~(KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SIPI_VECTOR

@@ -42,3 +42,8 @@ class PostpatchV2(Postpatch):
 
     vcpu_class = Vcpu
     driver_class = Driver  # no new uapi: the pre-patch VMM
+
+    #: The repost's final functions over the February port: whatever the
+    #: repost leaves alone is February's, or the base's.
+    kernel_tree = "RFC repost 2021-04-01"
+    takes_over = {"5.11-rc7": None, "RFC 2021-02-25 v1": None}
