@@ -49,6 +49,10 @@ def load_path(path: Path):
     return read_scenario(path)
 
 
+def _raise(e: OSError):
+    raise e
+
+
 def expand(paths: list[str]) -> list[Path]:
     """The scenario files named or found (recursively, sorted) in the
     directories named.  A file named on the command line is read whatever it
@@ -61,12 +65,8 @@ def expand(paths: list[str]) -> list[Path]:
             os.stat(p)  # missing, dangling, a loop: OSError naming the path
             out.append(p)
             continue
-
-        def refuse(e: OSError):
-            raise e
-
         found = []
-        for top, dirs, files in os.walk(p, onerror=refuse, followlinks=False):
+        for top, dirs, files in os.walk(p, onerror=_raise, followlinks=False):
             for name in dirs:
                 if Path(name).suffix in TEXT_SUFFIXES + (".bin",):
                     raise EvdiffError(f"{Path(top, name)}: a directory, named like a scenario file")
@@ -167,8 +167,11 @@ def cmd_minimize(args) -> int:
     except ValueError as e:
         raise EvdiffError(f"{src}: {e}") from None
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(format_scenario(res.scenario))
-    tmp.replace(out)
+    try:
+        tmp.write_text(format_scenario(res.scenario))
+        tmp.replace(out)
+    except OSError as e:
+        raise EvdiffError(f"{out}: {e.strerror}") from None
     print(f"{src}: {res.before} -> {res.after} events in {res.seconds:.2f} s ({res.checks} oracle runs)")
     print(f"  signature: {res.signature}")
     print(f"  written to {out}")

@@ -118,7 +118,8 @@ def explain(report: Report, markdown: bool = False) -> str:
     ref = report.results.get(REFERENCE)
     if isinstance(ref, Allowed):
         some = "" if ref.complete else "at least "  # too many choices to explore them all
-        lines.append(f"\nThe manuals allow {some}{len(ref.outcomes)} outcomes here (choices: {'; '.join(ref.choices)}); "
+        lines.append(f"\nThe manuals allow {some}{len(ref.outcomes)} outcomes here "
+                     f"(choices: {'; '.join(ref.choices)}); "
                      "the reference column shows the one closest to the first implementation.")
     if not report.divergences:
         lines.append("\nAll implementations agree.")
