@@ -24,11 +24,13 @@ findings stay, a known signature is never recorded twice.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +86,9 @@ class Stats:
     jobs: int = 1
     harness_crashes: int = 0
     implementations: list[str] = field(default_factory=list)
+    #: with status "died": how libFuzzer ended (a signal's name, or its exit code)
+    signal: str | None = None
+    exit_code: int | None = None
 
 
 # ------------------------------------------------------------- status --
@@ -266,15 +271,23 @@ def write_wrapper(path: Path, python: str = sys.executable) -> Path:
     return path
 
 
-def _die_with_parent() -> None:  # pragma: no cover -- runs in the child
-    """Linux: the fuzzer dies with `evdiff fuzz` (even on SIGKILL), so a
-    restarted campaign never runs beside an orphaned one."""
-    try:
-        import ctypes
+def _watch_parent(proc: subprocess.Popen, read_fd: int) -> None:
+    """Nothing of the campaign outlives `evdiff fuzz`, even after a SIGKILL:
+    libFuzzer runs in its own process group (a new session), and every
+    process of it (fork-mode jobs, `sh`, workers) holds `read_fd`, the read
+    end of a pipe whose write end only this process holds.  When it closes
+    (this process ends, however), the kernel signals the group with SIGIO
+    (O_ASYNC, F_SETOWN to the group), whose default action ends a process;
+    nothing there handles SIGIO."""
+    import fcntl
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    fcntl.fcntl(read_fd, fcntl.F_SETOWN, -proc.pid)
+    fcntl.fcntl(read_fd, fcntl.F_SETFL, fcntl.fcntl(read_fd, fcntl.F_GETFL) | os.O_ASYNC)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def libfuzzer_command(opts: Options, target: Path, corpus: Path, seeds_dir: Path | None, dict_path: Path,
@@ -294,7 +307,7 @@ def libfuzzer_command(opts: Options, target: Path, corpus: Path, seeds_dir: Path
     return cmd + list(opts.extra)
 
 
-def run_atheris(opts: Options, console) -> int:
+def run_atheris(opts: Options, console, lock_fd: int) -> int:
     if not atheris_available():
         raise EvdiffError(targetenv.INSTALL.format(python=sys.executable))
     store = fstore.FindingStore(opts.findings, opts.max_examples)
@@ -321,6 +334,13 @@ def run_atheris(opts: Options, console) -> int:
     # The fuzzer runs in .evdiff/workers: relative entries of PYTHONPATH would move.
     paths = [str(ROOT)] + [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    # libFuzzer's fork mode keeps its jobs' inputs and logs in a temporary
+    # directory: here, not in the system's (left over only by a SIGKILL,
+    # and removed at the next start: this campaign holds the lock).
+    tmp = state / "libfuzzer-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp.resolve())
 
     mon = Monitor(opts, store, "atheris", console)
     crashes_before = _artifacts(artifacts, "crash-")
@@ -333,8 +353,19 @@ def run_atheris(opts: Options, console) -> int:
     workdir.mkdir(exist_ok=True)
     for old in workdir.glob("fuzz-*.log"):
         old.unlink()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, cwd=workdir,
-                            errors="replace", bufsize=1, preexec_fn=_die_with_parent if os.name == "posix" else None)
+    watch_r, watch_w = os.pipe()
+    try:
+        # The campaign lock goes to every process of libFuzzer's, so that no
+        # campaign starts beside one of them (see `campaign_lock`).
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                                cwd=workdir, errors="replace", bufsize=1, start_new_session=True,
+                                pass_fds=(watch_r, lock_fd))
+        _watch_parent(proc, watch_r)
+    except BaseException:
+        os.close(watch_w)
+        raise
+    finally:
+        os.close(watch_r)
     seen = {"inited": False, "warned": False, "no_cov": False}
     tail: list[str] = []
 
@@ -399,7 +430,7 @@ def run_atheris(opts: Options, console) -> int:
     thread.start()
     mon.stats.status = "running"
     mon.start()
-    interrupted = False
+    interrupted = stopped = False
     try:
         while proc.poll() is None:
             time.sleep(0.5)
@@ -408,22 +439,31 @@ def run_atheris(opts: Options, console) -> int:
             mon.stats.corpus = mon.stats.corpus if fork else _count(corpus)
             mon.update()
             _coverage_check(mon, seen)
-            if opts.time and mon.stats.elapsed > opts.time + 60:  # libFuzzer did not stop by itself
-                proc.terminate()
+            if opts.time and mon.stats.elapsed > opts.time + 60 and not stopped:  # libFuzzer did not stop
+                stopped = True
+                _signal_group(proc, signal.SIGTERM)
     except KeyboardInterrupt:
         interrupted = True
-        proc.send_signal(signal.SIGINT)
+        _signal_group(proc, signal.SIGINT)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     finally:
+        os.close(watch_w)  # and every process left in libFuzzer's group ends (`_watch_parent`)
         thread.join(timeout=5)
         if opts.jobs > 1 and not fork:
             poll_workers()
         store.flush()
-        mon.stats.corpus = _count(corpus)
-        mon.stats.status = "interrupted" if interrupted else "done"
+        st = mon.stats
+        st.corpus = _count(corpus)
+        died = not (interrupted or stopped) and proc.returncode not in (0, None)
+        st.status = "interrupted" if interrupted else "died" if died else "done"
+        if died and proc.returncode < 0:
+            st.signal = signal.Signals(-proc.returncode).name
+        elif died:
+            st.exit_code = proc.returncode
         mon.update(force=True)
         mon.stop()
         log.close()
@@ -438,9 +478,17 @@ def run_atheris(opts: Options, console) -> int:
         mon.note(f"evdiff fuzz: {len(ooms)} oom-* artifact(s): memory grown over hours, usually noise that "
                  "replays clean; not findings", style="yellow")
     summary(store, console, known=opts.known)
-    if not seen["inited"] and proc.returncode not in (0, None) and not interrupted:
+    st = mon.stats
+    if st.status == "died" and not seen["inited"]:
         raise EvdiffError(f"libFuzzer stopped before it started fuzzing (exit {proc.returncode}); "
                           f"last lines of {state / 'libfuzzer.log'}:\n" + "".join(tail[-15:]))
+    if st.status == "died":
+        how = f"was killed by {st.signal}" if st.signal else f"exited with code {st.exit_code}"
+        hint = " (the OOM killer? see `dmesg`)" if st.signal == "SIGKILL" else ""
+        raise EvdiffError(f"{store.root}: libFuzzer {how}{hint} after {_hms(st.elapsed)}"
+                          + (f" of {_hms(opts.time)}" if opts.time else "")
+                          + f": the campaign did not finish (status \"died\" in stats.json; log: "
+                          f"{state / 'libfuzzer.log'}); what it found is kept, rerun to resume")
     return 0
 
 
@@ -475,6 +523,46 @@ def _artifacts(d: Path, prefix: str) -> set[str]:
 
 # -------------------------------------------------------------- entry --
 
+LOCK = "campaign.lock"
+LOCK_WAIT = 3.0  # seconds: the processes of a campaign just killed take a moment to end
+
+
+@contextlib.contextmanager
+def campaign_lock(findings: Path, shared: bool = False):
+    """Hold `<findings>/.evdiff/campaign.lock` for the campaign (an flock;
+    the file names the PID of the last holder).  An atheris campaign holds
+    it exclusively, and so does every process of its libFuzzer (the file
+    descriptor is inherited); Hypothesis campaigns share it (several may
+    run on one store).  A campaign that cannot take it refuses to start:
+    two fuzzers on one corpus and one set of generated files, or a restart
+    beside the jobs of a campaign not yet gone, would trample each other.
+    Yields the lock's file descriptor."""
+    import fcntl
+
+    state = findings / fstore.STATE_DIR
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise EvdiffError(f"{findings}: cannot write the findings directory ({e.strerror})") from None
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    raise EvdiffError(f"{findings}: another campaign is running on this findings directory "
+                                      f"(PID {holder}); stop it first, or give another --findings") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)
+
 
 def run(opts: Options, console=None) -> int:
     if console is None:
@@ -487,6 +575,8 @@ def run(opts: Options, console=None) -> int:
         raise EvdiffError(f"--parallel {opts.parallel}: fork or workers")
     if opts.time < 0:
         raise EvdiffError(f"--time {opts.time}: give a duration of at least 1 second (0: until Ctrl-C)")
+    if opts.max_examples < 0:
+        raise EvdiffError(f"--max-examples {opts.max_examples}: give 0 or more")
     if opts.seeds is not None and not Path(opts.seeds).is_dir():
         raise EvdiffError(f"--seeds {opts.seeds}: no such directory")
     bare = [a for a in opts.extra if not a.startswith("-")]
@@ -496,21 +586,36 @@ def run(opts: Options, console=None) -> int:
     opts.findings = Path(opts.findings)
     if opts.findings.exists() and not opts.findings.is_dir():
         raise EvdiffError(f"--findings {opts.findings}: exists and is not a directory")
-    if opts.engine == "atheris":
-        return run_atheris(opts, console)
-    if opts.engine == "hypothesis":
+    if opts.engine not in ("atheris", "hypothesis"):
+        raise EvdiffError(f"--engine {opts.engine}: one of atheris, hypothesis")
+    if opts.engine == "hypothesis" and opts.jobs > 1:
+        raise EvdiffError("--jobs is libFuzzer's fork mode (atheris); for more Hypothesis processes start "
+                          "`evdiff fuzz --engine hypothesis` several times on the same --findings: they share "
+                          "the store and the example database")
+    if opts.engine == "hypothesis" and opts.extra:
+        raise EvdiffError(f"{' '.join(opts.extra)}: flags after -- go to libFuzzer; --engine hypothesis "
+                          "takes none")
+    _check_impls(opts.impls)
+    with campaign_lock(opts.findings, shared=opts.engine == "hypothesis") as lock_fd:
+        if opts.engine == "atheris":
+            return run_atheris(opts, console, lock_fd)
         from fuzz.properties import run_campaign
 
-        if opts.jobs > 1:
-            raise EvdiffError("--jobs is libFuzzer's fork mode (atheris); for more Hypothesis processes start "
-                              "`evdiff fuzz --engine hypothesis` several times on the same --findings: they share "
-                              "the store and the example database")
-        if opts.extra:
-            raise EvdiffError(f"{' '.join(opts.extra)}: flags after -- go to libFuzzer; --engine hypothesis "
-                              "takes none")
-
         return run_campaign(opts, console)
-    raise EvdiffError(f"--engine {opts.engine}: one of atheris, hypothesis")
+
+
+def _check_impls(impls: str | None) -> None:
+    """Every implementation the campaign is to run loads (`--impls`, and
+    those registered through EVDIFF_EXTRA_IMPLS), before anything starts:
+    a misspelt name is an error here, not one inside libFuzzer."""
+    from impls import api
+
+    try:
+        targetenv.register_extra(api)
+    except ValueError as e:
+        raise EvdiffError(str(e)) from None
+    for name in targetenv.impl_names(api, {targetenv.IMPLS: impls or ""}):
+        api.load(name)
 
 
 def parse_duration(text: str) -> float:

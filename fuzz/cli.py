@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
+import traceback
 from pathlib import Path
 
 from fuzz import binary, oracle
@@ -38,21 +41,44 @@ TEXT_SUFFIXES = (".txt", ".evd")
 
 
 def load_path(path: Path):
-    """A scenario from a text file, or from a `.bin` file in binary form."""
+    """A scenario from a text file, or from a `.bin` file in binary form
+    (only the bytes the binary form can use are read)."""
     if path.suffix == ".bin":
-        return binary.decode(path.read_bytes())
+        with open(path, "rb") as f:
+            return binary.decode(f.read(1 + binary.RECORD * binary.MAX_EVENTS))
     return read_scenario(path)
 
 
+def _raise(e: OSError):
+    raise e
+
+
 def expand(paths: list[str]) -> list[Path]:
+    """The scenario files named or found (recursively, sorted) in the
+    directories named.  A file named on the command line is read whatever it
+    is; in a directory, what is not a regular file (a FIFO, a device) is
+    skipped with a warning; a directory that cannot be read, or one named
+    like a scenario file, is an error."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix in TEXT_SUFFIXES + (".bin",))
-        elif p.exists():
+        if not p.is_dir():
+            os.stat(p)  # missing, dangling, a loop: OSError naming the path
             out.append(p)
-        else:
-            raise EvdiffError(f"{p}: no such file or directory")
+            continue
+        found = []
+        for top, dirs, files in os.walk(p, onerror=_raise, followlinks=False):
+            for name in dirs:
+                if Path(name).suffix in TEXT_SUFFIXES + (".bin",):
+                    raise EvdiffError(f"{Path(top, name)}: a directory, named like a scenario file")
+            for name in files:
+                q = Path(top, name)
+                if q.suffix not in TEXT_SUFFIXES + (".bin",):
+                    continue
+                if not stat.S_ISREG(os.stat(q).st_mode):  # follows a symlink; a dangling one raises
+                    print(f"evdiff: warning: {q}: not a regular file, skipped", file=sys.stderr)
+                    continue
+                found.append(q)
+        out += sorted(found)
     return out
 
 
@@ -77,6 +103,23 @@ def cmd_impls(args) -> int:
     return 0
 
 
+def _print(text: str) -> None:
+    """Print to stdout; once its reader has gone (`evdiff replay | head`),
+    print nothing more and go on, so that the exit code still says whether
+    anything diverged."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _too_many_choices(report) -> str:
+    ref = report.results.get(oracle.REFERENCE)
+    if isinstance(ref, api.Allowed) and not ref.complete:
+        return f" (the reference: {next(c for c in ref.choices if c.startswith('too many choices'))})"
+    return ""
+
+
 def cmd_replay(args) -> int:
     names = _impl_names(args.impls)
     files = expand(args.paths)
@@ -86,15 +129,16 @@ def cmd_replay(args) -> int:
         report = oracle.compare(scenario, names)
         diverged |= not report.agree
         if args.json:
-            print(json.dumps({"path": str(path), **report.to_json()}))
+            _print(json.dumps({"path": str(path), **report.to_json()}))
             continue
         if report.agree:
-            print(f"{path}: all {len(names)} agree")
+            _print(f"{path}: all {len(names)} agree")
             continue
-        print(f"{path}: {len(report.causes)} root cause(s)")
+        lines = [f"{path}: {len(report.causes)} root cause(s){_too_many_choices(report)}"]
         for c in report.causes:
             verdicts = ", ".join(f"{pair}: {v}" for pair, v in c.verdicts.items())
-            print(f"  {c.signature}  ({' '.join(c.impls)})" + (f"  [{verdicts}]" if verdicts else ""))
+            lines.append(f"  {c.signature}  ({' '.join(c.impls)})" + (f"  [{verdicts}]" if verdicts else ""))
+        _print("\n".join(lines))
     return 1 if diverged else 0
 
 
@@ -103,7 +147,7 @@ def cmd_explain(args) -> int:
 
     scenario = load_path(Path(args.file))
     report = oracle.compare(scenario, _impl_names(args.impls))
-    print(explain(report, markdown=args.format == "md"))
+    _print(explain(report, markdown=args.format == "md"))
     return 0 if report.agree else 1
 
 
@@ -115,14 +159,19 @@ def cmd_minimize(args) -> int:
     out = Path(args.output) if args.output else src.with_name(src.stem + ".min.txt")
     if out.resolve() == src.resolve():
         raise EvdiffError(f"{out}: the minimiser never overwrites its input; choose another -o")
+    if not out.parent.is_dir():
+        raise EvdiffError(f"{out}: no directory {out.parent} to write it in")
     scenario = load_path(src)
     try:
         res = minimize(scenario, args.signature, _impl_names(args.impls) if args.impls else None)
     except ValueError as e:
         raise EvdiffError(f"{src}: {e}") from None
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(format_scenario(res.scenario))
-    tmp.replace(out)
+    try:
+        tmp.write_text(format_scenario(res.scenario))
+        tmp.replace(out)
+    except OSError as e:
+        raise EvdiffError(f"{out}: {e.strerror}") from None
     print(f"{src}: {res.before} -> {res.after} events in {res.seconds:.2f} s ({res.checks} oracle runs)")
     print(f"  signature: {res.signature}")
     print(f"  written to {out}")
@@ -130,10 +179,11 @@ def cmd_minimize(args) -> int:
 
 
 def cmd_export_test(args) -> int:
-    from fuzz.export import REGRESSIONS, export
+    from fuzz.export import export, regressions_dir
 
     scenario = load_path(Path(args.file))
-    path = export(scenario, args.name, Path(args.dir) if args.dir else REGRESSIONS)
+    directory = Path(args.dir) if args.dir else regressions_dir(Path(args.corpus) if args.corpus else None)
+    path = export(scenario, args.name, directory)
     print(f"wrote {path}")
     if len(scenario.events) > 6:
         print(f"  note: {len(scenario.events)} events; `evdiff minimize` first gives a shorter test")
@@ -144,7 +194,7 @@ def cmd_fuzz(args) -> int:
     from fuzz import campaign, known
 
     opts = campaign.Options(
-        engine=args.engine, time=campaign.parse_duration(args.time) if args.time else 0, jobs=args.jobs,
+        engine=args.engine, time=campaign.parse_duration(args.time) if args.time is not None else 0, jobs=args.jobs,
         parallel=args.parallel,
         findings=Path(args.findings), corpus=Path(args.corpus) if args.corpus else None,
         seeds=None if args.no_seeds else Path(args.seeds) if args.seeds else campaign.seeds.SEEDS,
@@ -184,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export-test", help="add a scenario to corpus/regressions/")
     p.add_argument("file")
     p.add_argument("--name", required=True)
+    p.add_argument("--corpus", help="the project's corpus directory; the case goes to CORPUS/regressions "
+                                    "(default: this project's corpus/)")
     p.add_argument("--dir", help=argparse.SUPPRESS)
     p.set_defaults(fn=cmd_export_test)
     p = sub.add_parser("fuzz", help="run a fuzz campaign (atheris or hypothesis)",
@@ -210,13 +262,28 @@ def main(argv: list[str] | None = None) -> int:
     _bench_arguments(p)
     p.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
+    # Exit codes: 0 all agree, 1 a divergence, 2 an error (bad input or
+    # options, a file that cannot be read or written: one line
+    # `evdiff: PATH: what went wrong`), 3 a bug in evdiff, 130 Ctrl-C.
     try:
         return args.fn(args)
     except (EvdiffError, api.RegistryError) as e:
         print(f"evdiff: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout's reader has gone; commands that print as they go use `_print`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        where = e.filename if e.filename is not None else "error"
+        print(f"evdiff: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evdiff: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- never exit 1, which means "divergence"
+        traceback.print_exc()
+        print(f"evdiff: internal error: {type(e).__name__}: {e} (a bug in evdiff)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -118,7 +118,10 @@ def explain(report: Report, markdown: bool = False) -> str:
         lines.append(buf.getvalue().rstrip())
     ref = report.results.get(REFERENCE)
     if isinstance(ref, Allowed):
-        lines.append(f"\nThe manuals allow {len(ref.outcomes)} outcomes here (choices: {'; '.join(ref.choices)}); "
+        n = len(ref.outcomes)
+        some = "" if ref.complete else "at least "  # too many choices to explore them all
+        lines.append(f"\nThe manuals allow {some}{n} outcome{'s' * (n != 1)} here "
+                     f"(choices: {'; '.join(ref.choices)}); "
                      "the reference column shows the one closest to the first implementation.")
     if not report.divergences:
         lines.append("\nAll implementations agree.")

@@ -23,10 +23,12 @@ from fuzz import oracle
 from fuzz.scenario import EvdiffError, Scenario
 from fuzz.text import format_scenario, read_scenario
 
+#: The project's regression cases (`tests/test_regressions.py` reads them
+#: here): in a source tree, or an editable install of one.
 REGRESSIONS = Path(__file__).resolve().parent.parent / "corpus" / "regressions"
 _EXPECT = re.compile(r"^expect ([\w.-]+): (.*)$")
 _VERDICT = re.compile(r"^verdict ([\w.-]+->[\w.-]+): (.*)$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def expectations(report: oracle.Report) -> dict[str, list[str]]:
@@ -74,10 +76,29 @@ def parse_header(scenario: Scenario) -> tuple[dict[str, list[str]], dict[str, se
     return {n: sorted(v) for n, v in exp.items()}, ver, rest
 
 
+def regressions_dir(corpus: Path | None) -> Path:
+    """Where `export-test` writes: `CORPUS/regressions`, by default the
+    project's.  An installed copy of evdiff (`pip install .`, not `-e`) has
+    no project beside it: then `./corpus/regressions` if there is one, never
+    a directory inside the installation."""
+    if corpus is not None:
+        return Path(corpus) / "regressions"
+    if REGRESSIONS.parent.is_dir():  # a source tree
+        return REGRESSIONS
+    here = Path("corpus") / "regressions"
+    if here.is_dir():
+        return here
+    raise EvdiffError(f"{REGRESSIONS.parent}: evdiff is installed without its source tree, and there is no "
+                      "./corpus/regressions here: give --corpus DIR (the project's corpus directory; "
+                      "the case goes to DIR/regressions)")
+
+
 def export(scenario: Scenario, name: str, directory: Path = REGRESSIONS, names: list[str] | None = None) -> Path:
     """Write `scenario` as regression case `name`; refuses to overwrite."""
-    if not _NAME.match(name):
-        raise EvdiffError(f"regression name '{name}' must be letters, digits, '_', '-' or '.'")
+    if not _NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise EvdiffError(f"--name {shown!r}: a regression name is 1 to 100 letters, digits, '_', '-' or '.', "
+                          "starting with a letter or digit")
     path = directory / f"{name}.txt"
     if path.exists():
         raise EvdiffError(f"{path} exists: choose another --name (a regression case is never overwritten)")

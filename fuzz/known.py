@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fuzz import corpus_path
 from fuzz.scenario import EvdiffError
 
-KNOWN = Path(__file__).resolve().parent.parent / "corpus" / "known-divergences.txt"
+KNOWN = corpus_path("known-divergences.txt")
 SEP = " ## "
 
 

@@ -100,7 +100,8 @@ class Report:
     def to_json(self) -> dict:
         def res(r):
             if isinstance(r, Allowed):
-                return {"allowed": [o.to_json() for o in r.outcomes], "choices": list(r.choices)}
+                return {"allowed": [o.to_json() for o in r.outcomes], "choices": list(r.choices),
+                        "complete": r.complete}
             return r.to_json()
 
         return {

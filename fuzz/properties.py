@@ -20,14 +20,18 @@ large budget, in batches until the time is up:
   every batch early; Hypothesis shrinks each new one to its minimal form,
   which becomes the finding's smallest input,
 * the example database lives in `<findings>/.evdiff/hypothesis`: a batch
-  killed while shrinking resumes there, and failing examples replay first.
+  killed while shrinking resumes there, and failing examples replay first;
+  Hypothesis's other files (its `.hypothesis/` directory) go to
+  `<findings>/.evdiff/hypothesis-home`, not to the current directory.
   The database is a cache (Hypothesis may drop entries on upgrade); the
   findings store, with its text and binary inputs, is the record, and each
   campaign starts by replaying every finding's smallest input from it.
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 
@@ -138,7 +142,29 @@ def replay_store(store, names) -> tuple[int, int]:
     return n, still
 
 
+@contextlib.contextmanager
+def _hypothesis_home(path):
+    """Hypothesis's storage directory (default `./.hypothesis`) set to
+    `path` for a campaign, and set back after it."""
+    from hypothesis import configuration
+
+    home = configuration.storage_directory()
+    previous = getattr(home, "home_directory", home)  # a Path before Hypothesis 6.1xx
+    configuration.set_hypothesis_home_dir(path)
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
 def run_campaign(opts, console) -> int:
+    from fuzz.findings import STATE_DIR
+
+    with _hypothesis_home(Path(opts.findings) / STATE_DIR / "hypothesis-home"):
+        return _run_campaign(opts, console)
+
+
+def _run_campaign(opts, console) -> int:
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     from fuzz import campaign, targetenv

@@ -16,13 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fuzz import binary
-from fuzz.scenario import SPECS, Event, PType, normalise
+from fuzz import binary, corpus_path
+from fuzz.scenario import SPECS, Event, PType, Scenario, normalise
 from impls.arch import Ev, EvType
 from fuzz.text import read_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "corpus" / "seeds"
+SEEDS = corpus_path("seeds")
 DICTIONARY = Path(__file__).resolve().parent / "evdiff_fuzzer.dict"
 
 

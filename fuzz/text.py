@@ -26,6 +26,7 @@ from fuzz.scenario import (
     SPEC_BY_KIND,
     VENDORS,
     Config,
+    EvdiffError,
     Event,
     Param,
     PType,
@@ -37,6 +38,12 @@ from fuzz.scenario import (
 
 COMMENT = ";"
 HEADER = "evdiff 1"
+#: Limits of a text scenario, so that memory stays bounded whatever the input
+#: (`evdiff replay /dev/zero` is refused after its first MiB): the size of a
+#: file, and the number of events (a minimised divergence has a handful; the
+#: binary form holds 64).
+MAX_TEXT_BYTES = 1 << 20
+MAX_TEXT_EVENTS = 10_000
 
 
 def _closest(word: str, choices) -> str:
@@ -91,7 +98,12 @@ def _event_value(text: str) -> Ev | None:
         typ = EvType.EXT_INTR if head.lower() == "intr" else EvType.SOFT_INT
         return Ev(typ, _vector(arg))
     vec = _exception(head)
-    return Ev(EvType.HW_EXCEPTION, vec, _int(arg) if arg is not None else None)
+    if arg is None:
+        return Ev(EvType.HW_EXCEPTION, vec)
+    ec = _int(arg)
+    if not 0 <= ec <= 0xFFFF:  # as `ec=` (PType.U16) and the binary form
+        raise ValueError(f"error code {arg} is out of range 0..0xffff")
+    return Ev(EvType.HW_EXCEPTION, vec, ec)
 
 
 def _format_event_value(ev: Ev | None) -> str:
@@ -258,6 +270,7 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     config: Config | None = None
     description: list[str] = []
     events: list[Event] = []
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some editors write
     for lineno, raw in enumerate(text.splitlines(), 1):
         body, _, comment = raw.partition(COMMENT)
         body = body.strip()
@@ -268,6 +281,8 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
         try:
             if config is None:
                 config = _parse_header(body.split())
+            elif len(events) == MAX_TEXT_EVENTS:
+                raise ValueError(f"more than {MAX_TEXT_EVENTS:,} events, the limit of a scenario")
             else:
                 events.append(parse_event_line(body, config))
         except ValueError as e:
@@ -278,11 +293,19 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
 
 
 def read_scenario(path: str | Path) -> Scenario:
+    """Read a text scenario of at most `MAX_TEXT_BYTES` (UTF-8, with or
+    without a byte-order mark)."""
     p = Path(path)
+    with open(p, "rb") as f:
+        data = f.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise EvdiffError(f"{p}: more than {MAX_TEXT_BYTES >> 20} MiB, the limit of a text scenario")
     try:
-        text = p.read_text()
-    except UnicodeDecodeError:
-        raise ScenarioError("not a text scenario (binary inputs: use a .bin name)", str(p), 1) from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ScenarioError(f"byte {data[e.start]:#04x} is not UTF-8 text (binary inputs: use a .bin name)",
+                            str(p), line) from None
     return parse_scenario(text, str(p))
 
 

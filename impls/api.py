@@ -209,10 +209,14 @@ class Outcome:
 @dataclass(frozen=True)
 class Allowed:
     """Every outcome the manuals allow, for scenarios where they leave a
-    choice; `choices` says which rules made them differ."""
+    choice; `choices` says which rules made them differ.  `complete` is
+    False where the reference met too many choices to explore them all:
+    `outcomes` are then some of the allowed outcomes, not all, and
+    `choices` says how many runs were explored."""
 
     outcomes: tuple[Outcome, ...]
     choices: tuple[str, ...] = field(default=())
+    complete: bool = True
 
 
 # --------------------------------------------------------- implementations --
