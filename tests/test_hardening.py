@@ -148,7 +148,7 @@ def test_unreadable_file_and_subdirectory_are_errors(tree, monkeypatch, capsys):
 def test_fifo_in_a_directory_is_skipped_with_a_warning(tree):
     r = subprocess.run([sys.executable, "-m", "fuzz.cli", "replay", "fifo"], cwd=tree, capture_output=True,
                        text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 1 and r.stdout.startswith("fifo/g.txt: 1 divergence(s)")
+    assert r.returncode == 1 and r.stdout.startswith("fifo/g.txt: 1 root cause(s)")
     assert r.stderr == "evdiff: warning: fifo/f.txt: not a regular file, skipped\n"
 
 
