@@ -61,7 +61,8 @@ class Intercepts:
 class Machine:
     def __init__(self, scenario, answers: list[int]):
         self.cfg = scenario.config
-        self.svm = self.cfg.vendor == "svm"
+        self.vendor = self.cfg.vendor
+        self.svm = self.vendor == "svm"
         self.events = scenario.events
         self.answers = answers  # choices to take, in order
         self.asked: list[tuple[str, int]] = []  # choice points met: (rule, options)
@@ -288,12 +289,12 @@ class Machine:
         if self.forced_fault is not None:
             fault, self.forced_fault = self.forced_fault, None
             return fault
-        gate = arch.gate_fault(lv.desc, ev)
+        gate = arch.gate_fault(lv.desc, ev, self.vendor)
         if gate is not None:
             return (gate[0], gate[1], 0)
         if lv.armed:
             return lv.armed.pop(0)
-        return arch.push_fault(lv.desc, ev)
+        return arch.push_fault(lv.desc, ev, self.vendor)
 
     def _delivered(self, ev: Ev) -> None:
         """The handler is reached.  Every gate here is an interrupt gate: IF is
