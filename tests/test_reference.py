@@ -40,6 +40,23 @@ def test_triple_fault_in_l1_is_a_shutdown_and_stops_the_vcpu():
     assert obs(out, 1) == []
 
 
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("events, field, value", [
+    ("user.set_nmi\nmov_ss", "interrupt_shadow", False),  # no MOV-SS shadow
+    ("cli\nuser.set_nmi\nsti", "interrupt_shadow", False),  # no STI shadow ...
+    ("cli\nuser.set_nmi\nsti", "interrupts_enabled", False),  # ... and IF still 0
+    ("user.set_irq 0x20\ncli", "interrupts_enabled", True),  # IF still 1
+    ("user.set_nmi\niret", "nmi_blocked", True),  # NMIs still blocked
+])
+def test_an_instruction_whose_boundary_shuts_down_does_not_execute(vendor, events, field, value):
+    """The NMI / interrupt in flight meets #PF pushing its frame, then #DF,
+    then #PF again: a triple fault at the instruction's boundary (SDM 6.15).
+    The vCPU is shut down, so the instruction never executes."""
+    out = run(f"evdiff 1 vendor={vendor}\nl1.stack #PF\n{events}\n")
+    assert out.shutdown == len(events.splitlines())
+    assert getattr(out.final, field) is value
+
+
 def test_real_mode_pushes_no_error_code():
     out = run("evdiff 1\nl1.mode real\nexception #GP ec=0x8\n")
     assert obs(out, 1) == [Delivered(1, Ev(EvType.HW_EXCEPTION, 13))]

@@ -33,6 +33,12 @@ class Livelock(Exception):
     pass
 
 
+class Stopped(Exception):
+    """The vCPU shut down (reported to userspace) or an INIT reset it: the
+    model follows nothing after that moment, not even the rest of the event
+    that caused it (`Machine._stop`)."""
+
+
 @dataclass
 class LevelState:
     """Architectural state of one guest level (L1, or L2 as vmcs12/vmcb12
@@ -111,10 +117,6 @@ class Machine:
     @property
     def cur(self) -> LevelState:
         return self.lv[self.level]
-
-    @property
-    def dead(self) -> bool:
-        return self.shutdown is not None or self.reset
 
     def nmi_blocked(self, level: int) -> bool:
         return self.svm_nmi_mask if self.svm else self.lv[level].nmi_blocked
@@ -220,6 +222,7 @@ class Machine:
             self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SHUTDOWN), None, Undefined("APM 15.14.3")))
         else:
             self.shutdown = self.step
+            self._stop()
 
     # ---------------------------------------------------------- delivery --
 
@@ -317,8 +320,6 @@ class Machine:
         raised (here: one userspace set) first, then NMI (tier 5), then
         maskable interrupts (tier 6); lower-priority interrupts stay pending.
         VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
-        if self.dead:
-            return False
         if self.user_in_flight is not None:
             # An exception raised while an event was being delivered is a
             # fault during that delivery (SDM 6.15, Table 6-5; nested: SDM
@@ -421,6 +422,14 @@ class Machine:
         self.init_pending = False
         self.l1_trace.append((self.step, Reset(self.level)))
         self.reset = True
+        self._stop()
+
+    def _stop(self) -> None:
+        """The one place where the vCPU stops: a shutdown or a reset ends the
+        scenario at once (`run_events` catches `Stopped`), so no event goes
+        on executing after it -- an STI, MOV SS, CLI or IRET whose boundary
+        shut the vCPU down does not execute."""
+        raise Stopped
 
     def _shadow_blocks(self, lv: LevelState, rule: str) -> bool:
         """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3),
@@ -501,14 +510,13 @@ class Machine:
     # ------------------------------------------------------------ events --
 
     def run_events(self) -> None:
-        for self.step, ev in enumerate(self.events):
-            if self.dead:
-                break
-            handler = getattr(self, HANDLER[ev.kind])
-            handler(ev)
-        self.step = len(self.events)
-        if not self.dead:
+        try:
+            for self.step, ev in enumerate(self.events):
+                getattr(self, HANDLER[ev.kind])(ev)
+            self.step = len(self.events)
             self.ev_run(None)
+        except Stopped:
+            pass
 
     def _level_state(self, ev) -> LevelState:
         return self.lv[int(ev.kind[1])]
@@ -549,7 +557,7 @@ class Machine:
         if self.level != 1:
             return
         self._boundaries()
-        if self.dead or self.level != 1:
+        if self.level != 1:
             return
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
@@ -616,7 +624,7 @@ class Machine:
         if self.level != 2:
             return
         self._execute()
-        if self.dead or self.level != 2:
+        if self.level != 2:
             return
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
         self._vmexit(VmExit(name))
@@ -625,7 +633,7 @@ class Machine:
         """The current instruction raises `vector` (an exception, not an INT n).
         A #PF loads CR2 unless intercepted (SDM 27.1, APM 15.12)."""
         self._execute()
-        if self.dead or self._impossible_exception(vector):
+        if self._impossible_exception(vector):
             return
         exc = self._exc(vector, ec)
         if self.level == 2 and self._intercepted(exc):
@@ -777,7 +785,7 @@ class Machine:
         for _ in range(STEP_BOUND):
             self._boundaries()
             lv = self.cur
-            if self.dead or not lv.shadow:
+            if not lv.shadow:
                 return
             lv.shadow = None  # a no-op instruction ends the shadow
         raise Livelock("run did not reach a quiescent point")
