@@ -36,6 +36,16 @@ def test_error_code_vectors():
     assert [v for v in range(32) if arch.has_error_code(v)] == [8, 10, 11, 12, 13, 14, 17, 21]
 
 
+def test_vmx_entry_error_code_vectors():
+    """SDM 26.2.1.3 (059): deliver-error-code iff (CR0.PE=1 or no unrestricted
+    guest), a hardware exception, and one of #DF #TS #NP #SS #GP #PF #AC;
+    Table 6-1's #CP is not in that edition's list."""
+    assert [v for v in range(32) if vmx.entry_wants_error_code(exception(v, 0), True)] == [8, 10, 11, 12, 13, 14, 17]
+    assert not vmx.entry_wants_error_code(exception(13, 0), False)  # real mode
+    assert not vmx.entry_wants_error_code(Ev(EvType.EXT_INTR, 13), True)
+    assert arch.has_error_code(21) and not vmx.entry_wants_error_code(exception(21, 0), True)
+
+
 @pytest.mark.parametrize("vendor", ["vmx", "svm"])
 def test_idt_error_codes(vendor):
     """SDM 6.13: vector*8 + IDT(2) + EXT; EXT set while delivering an

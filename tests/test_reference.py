@@ -162,6 +162,16 @@ def test_vmx_entry_control_checks_fail_with_vmfailvalid():
     assert run("evdiff 1 vendor=svm\nmov_ss\nl1.vmentry\n").final.level == 2
 
 
+def test_deliver_error_code_only_for_the_vectors_the_sdm_lists():
+    """SDM 26.2.1.3 (059): the deliver-error-code bit is set exactly for #DF,
+    #TS, #NP, #SS, #GP, #PF and #AC, so injecting #CP with an error code
+    fails the entry.  APM 15.20 gives VMRUN no such check on EVENTINJ.EV:
+    on SVM the #CP is delivered with its error code."""
+    assert obs(run("evdiff 1 vendor=vmx\nl1.vmentry inject=#CP(0x0)\n"), 1) == [EntryFailed("VMfailValid(7)")]
+    out = run("evdiff 1 vendor=svm\nl1.vmentry inject=#CP(0x0)\n")
+    assert obs(out, 1) == [] and obs(out, 2) == [Delivered(2, exception(21, 0))]
+
+
 def test_interrupt_in_flight_with_if_clear_is_outside_the_architecture():
     out = run("evdiff 1\ncli\nrun\nuser.set_irq 0x20\nrun\n")
     assert out.undefined_from == 2

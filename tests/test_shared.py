@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+import agreement
+
 from fuzz.text import parse_scenario
 from impls import api
 from impls.api import VmExit
@@ -66,3 +68,15 @@ def test_ext_bit_as_the_selftest_sets_it_up(name, vendor):
     out = run(name, f"evdiff 1 vendor={vendor} caps=exception_payload\nl1.intercept exceptions=#SS,#GP,#DF\n"
                     "l2.idt_limit 0\nl1.vmentry\nuser.set_exception #SS ec=0xbeef injected=1\nrun\n")
     assert l1_obs(out) == [VmExit(reason, exception(GP, error_code), exception(SS, 0xBEEF))]
+
+
+# ------------------------------------- deliver-error-code (issue 12 1d) --
+
+
+@pytest.mark.parametrize("name", PORTS)
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_injected_cp_with_error_code_agrees(name, vendor):
+    """VMX: KVM's nested_check_vm_entry_controls and the reference (SDM
+    26.2.1.3, 059: no #CP in the list) both fail L1's entry with
+    VMfailValid(7); SVM: both deliver the #CP (APM 15.20 has no EV check)."""
+    assert agreement.agrees(name, parse_scenario(f"evdiff 1 vendor={vendor}\nl1.vmentry inject=#CP(0x0)\n"))

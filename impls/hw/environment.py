@@ -88,7 +88,12 @@ by the scenario's events instead of being modelled, and every KVM port
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
   timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
-  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.
+  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  The VMX CPU
+  raises #CP with an error code (`arch.VECTORS`), so its VM-entry check on
+  the deliver-error-code bit takes every vector that pushes one
+  (`arch.has_error_code`) and accepts L0 re-injecting a #CP its own exit
+  reported; the SDM 059 list that the reference applies to L1's entries
+  (`arch.vmx.ENTRY_ERROR_CODE_VECTORS`) predates CET and has no #CP.
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),

@@ -591,22 +591,28 @@ class Machine:
         self.deliver(ev2, check_first=False, injected_by_l1=True)
 
     def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
-        """VM-entry checks on the injected event.  VMX (SDM 26.3.1.5): an
-        external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI
-        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC),
-        such failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
+        """VM-entry checks on the injected event.  VMX: the control checks of
+        SDM 26.2.1.3 (VMfailValid(7), below); then SDM 26.3.1.5: an external
+        interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI needs
+        no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC), such
+        failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
         EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
-        VMEXIT_INVALID."""
+        VMEXIT_INVALID.  The APM defines EV (bit 11) only as "set to 1 if the
+        exception should push an error code" and lists no VMEXIT_INVALID for
+        EV with a vector that pushes none (APMe 15.20): no such check here."""
         if inject is None:
             return None
         if self.svm:
             if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
                 return asvm.exit_name(asvm.EXIT_ERR)
             return None
-        # SDM 26.2.1.3 (control checks, VMfailValid(7)): error code bits 31:15
-        # clear; "deliver error code" only with CR0.PE=1 (L1 runs L2 with
-        # unrestricted guest, so real mode has PE=0).
-        if inject.error_code is not None and (inject.error_code >> 15 or l2.desc.mode is Mode.REAL):
+        # SDM 26.2.1.3 (control checks, VMfailValid(7)): "deliver error code"
+        # exactly for the vectors it lists (no #CP in the 059 edition) and
+        # only with CR0.PE=1 (L1 runs L2 with unrestricted guest, so real mode
+        # has PE=0); error code bits 31:15 clear.
+        protected = l2.desc.mode is not Mode.REAL
+        if avmx.entry_wants_error_code(inject, protected) != (inject.error_code is not None) or \
+                (inject.error_code or 0) >> 15:
             return "VMfailValid(7)"
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
