@@ -80,3 +80,31 @@ def test_injected_cp_with_error_code_agrees(name, vendor):
     26.2.1.3, 059: no #CP in the list) both fail L1's entry with
     VMfailValid(7); SVM: both deliver the #CP (APM 15.20 has no EV check)."""
     assert agreement.agrees(name, parse_scenario(f"evdiff 1 vendor={vendor}\nl1.vmentry inject=#CP(0x0)\n"))
+
+
+# ------------------------------------------ L1 after an exit (issue 12 1e) --
+
+#: L2 executes STI with IF=0 (blocking by STI), then VMCALL / VMMCALL; L1
+#: skips the instruction (`impls.l1.handle_exit`) and re-enters.
+SKIP = "l1.vmentry\ncli\nsti\nl2.vmcall\n"
+
+
+@pytest.mark.parametrize("name", ("reference",) + PORTS)
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("shadow", ["cli\nsti", "mov_ss"])
+def test_l1_skipping_vmcall_ends_l2_blocking_by_sti_and_mov_ss(name, vendor, shadow):
+    """Injecting an external interrupt needs no STI / MOV-SS blocking (SDM
+    26.3.1.5); L1's skip cleared it, so the entry succeeds and L2 takes the
+    interrupt, in the reference and in every port's L1 alike."""
+    out = run(name, f"evdiff 1 vendor={vendor}\nl1.vmentry\n{shadow}\nl2.vmcall\nl1.vmentry inject=intr(0x20)\n")
+    assert [str(o) for o in l1_obs(out)] == [f"EXIT {'VMMCALL' if vendor == 'svm' else 'VMCALL'}"]
+    assert [str(o) for _, o in out.l2] == ["L2 handles ext-int 0x20"]
+
+
+@pytest.mark.parametrize("name", ("reference",) + PORTS)
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_l1_skipping_vmcall_lets_a_pending_interrupt_in_at_once(name, vendor):
+    """No shadow after L1's skip: at L1's plain re-entry the interrupt
+    pending for L2 is taken before L2's next instruction raises #UD."""
+    out = run(name, f"evdiff 1 vendor={vendor}\n{SKIP}irq 0x20\nl1.vmentry\nexception #UD\n")
+    assert [str(o) for _, o in out.l2] == ["L2 handles ext-int 0x20", "L2 handles #UD"]

@@ -32,6 +32,7 @@ from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
+from impls.l1 import handle_exit as l1_handles_exit
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
@@ -129,10 +130,19 @@ class Driver:
             if self.dead:
                 break
             self.rec.step = step
-            getattr(self, HANDLER[ev.kind])(ev)
+            self._run_event(getattr(self, HANDLER[ev.kind]), ev)
         self.rec.step = len(self.events)
         if not self.dead:
-            self.ev_run(None)
+            self._run_event(self.ev_run, None)
+
+    def _run_event(self, handler, ev) -> None:
+        """One scenario event; then L1 answers the nested exits it observed
+        meanwhile, as the scenario defines L1 (`impls.l1`), on L2's state,
+        which the simulated CPU holds as vmcs12 / vmcb12 would."""
+        seen = len(self.rec.l1)
+        handler(ev)
+        for _, obs in self.rec.l1[seen:]:
+            l1_handles_exit(obs, self.cpu.lv[2])
 
     def outcome(self) -> Outcome:
         if self.reset:

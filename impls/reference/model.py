@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
+from impls.l1 import handle_exit as l1_handles_exit
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -49,6 +50,7 @@ class LevelState:
     shadow: str | None = None  # "sti" or "movss": blocking for one instruction
     nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
     cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
+    rip: int = 0  # moved only by L1 skipping an L2 instruction (impls.l1); not compared
     armed: list = field(default_factory=list)  # delivery faults for the next deliveries
 
 
@@ -178,7 +180,8 @@ class Machine:
     def _vmexit(self, exit_: VmExit) -> None:
         """A VM exit to L1.  VMX: RFLAGS is cleared but bit 1 (SDM 27.5.3), so
         L1 runs with IF=0; no STI/MOV-SS blocking after any exit (SDM 27.5.5,
-        MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17)."""
+        MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17).  L1 then does
+        what the scenario's L1 does with L2's state (`impls.l1`)."""
         self.l1_trace.append((self.step, exit_))
         self.level = 1
         l1 = self.lv[1]
@@ -187,6 +190,7 @@ class Machine:
             self.gif = False
         else:
             l1.rflags_if = False
+        l1_handles_exit(exit_, self.lv[2])
 
     def _exception_exit(self, ev: Ev, vectoring, address: int | None) -> None:
         """L1 intercepted exception `ev`.  VMX: reason 0, exit interruption
@@ -626,10 +630,13 @@ class Machine:
 
     def ev_l2_vmcall(self, ev):
         """VMCALL (VMX, exit reason 18, App. C) / VMMCALL (SVM exit 0x81, when
-        intercepted; L1 as a hypervisor intercepts it)."""
+        intercepted; L1 as a hypervisor intercepts it).  The exit comes
+        before the instruction completes, so an STI / MOV-SS shadow is still
+        in effect when it is saved; L1 skipping the instruction ends it
+        (`impls.l1.handle_exit`)."""
         if self.level != 2:
             return
-        self._execute()
+        self._boundaries()
         if self.level != 2:
             return
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
