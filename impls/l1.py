@@ -5,11 +5,13 @@ reference (`impls.reference.model`) and the KVM ports' L1 (the driver shared
 by every port, `impls.prepatch.driver`) apply these same definitions to
 their L2 state -- the reference's `LevelState`, or the simulated CPU's,
 which plays vmcs12 / vmcb12 there.  Both have `shadow` (None, "sti" or
-"movss") and `rip` (instructions completed at that level).
+"movss"), `nmi_blocked` (VMX's blocking by NMI) and `rip` (instructions
+completed at that level).
 """
 from __future__ import annotations
 
 from impls.api import VmExit
+from impls.arch import Ev, EvType
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 
@@ -34,3 +36,15 @@ def handle_exit(exit_, l2) -> None:
     if isinstance(exit_, VmExit) and exit_.reason in EMULATED:
         l2.rip += 1
         l2.shadow = None
+
+
+def prepare_entry(inject: Ev | None, l2, vendor: str) -> None:
+    """What L1 writes into L2's state before an entry that injects `inject`.
+
+    VMX: re-injecting an NMI, L1 clears blocking by NMI in vmcs12's guest
+    interruptibility state, as SDM 31.7.1.2 tells a VMM to (with virtual
+    NMIs, injecting an NMI under virtual-NMI blocking fails the entry, SDM
+    26.3.1.5).  SVM: the VMCB holds no NMI mask (no vNMI): nothing to clear.
+    """
+    if inject is not None and inject.type is EvType.NMI and vendor == "vmx":
+        l2.nmi_blocked = False

@@ -44,11 +44,11 @@ by the scenario's events instead of being modelled, and every KVM port
   off, no MTF, no
   preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
   IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
-  across exits, as vmcs12 / vmcb12 would carry it; an L1 that injects an NMI
-  clears L2's blocking by NMI first (SDM 31.7.1.2); after an exit for an
-  instruction it emulates (VMCALL / VMMCALL) L1 skips it, moving L2's RIP
-  and ending its STI / MOV-SS blocking (`impls.l1`, which the reference
-  applies too).  L1 uses VMLAUNCH for its
+  across exits, as vmcs12 / vmcb12 would carry it.  What L1 does with that
+  state is `impls.l1`, which the reference applies too: on VMX an L1 that
+  injects an NMI clears L2's blocking by NMI first (SDM 31.7.1.2); after an
+  exit for an instruction it emulates (VMCALL / VMMCALL) L1 skips it,
+  moving L2's RIP and ending its STI / MOV-SS blocking.  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
   EFER.SVME (SVM) from the start, and never leaves VMX operation.
 * **INIT and reset.**  `init` is an INIT IPI the in-kernel LAPIC accepts

@@ -33,6 +33,7 @@ from impls.arch import vmx as avmx
 from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
 from impls.l1 import handle_exit as l1_handles_exit
+from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
@@ -242,8 +243,7 @@ class Driver:
         if self.level() != 1:
             return
         inject = ev.args[0]
-        if inject is not None and inject.type is arch.EvType.NMI:
-            self.cpu.lv[2].nmi_blocked = False  # SDM 31.7.1.2: L1 clears blocking by NMI
+        l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode(inject)

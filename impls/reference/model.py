@@ -25,6 +25,7 @@ from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 from impls.l1 import handle_exit as l1_handles_exit
+from impls.l1 import prepare_entry as l1_prepares_entry
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -570,10 +571,7 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
-        if inject is not None and inject.type is EvType.NMI and not self.svm:
-            # L1 is a VMM that follows SDM 31.7.1.2: re-injecting an NMI, it
-            # clears blocking by NMI in the guest interruptibility state.
-            l2.nmi_blocked = False
+        l1_prepares_entry(inject, l2, self.vendor)
         failure = self._entry_failure(inject, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
