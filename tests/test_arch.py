@@ -24,6 +24,12 @@ def test_double_fault_table(first, second):
     assert arch.second_exception(exception(first), second) is table[cls(first), cls(second)]
 
 
+def test_virtualization_exception_is_page_fault_class():
+    """Table 6-4 puts #VE (20) with #PF: #GP during #VE delivery is a #DF."""
+    assert arch.exc_class(20) is arch.ExcClass.PAGE_FAULT
+    assert arch.second_exception(exception(20), GP) is Merge.DOUBLE_FAULT
+
+
 @pytest.mark.parametrize("first", [Ev(EvType.NMI, 2), ext_intr(0x20), Ev(EvType.SOFT_INT, 13)])
 def test_interrupts_are_benign_first_events(first):
     """Table 6-4: NMI, INTR and INT n are benign whatever their vector."""

@@ -13,6 +13,12 @@ each was checked on.  Abbreviations used in citations:
           (course notes and the rust-osdev x86_64 crate copying AMD's #DF
           table); every rule citing it is to be re-checked against the PDF.
 
+Most facts here feed both the reference and the simulated CPU under the KVM
+ports (`impls.hw`), so an error in one is shared by both sides and no
+differential run shows it.  Each says which vendor's source it has; where
+only Intel's manual is known, the docstring says so, and the AMD side is an
+assumption that the vendors agree.
+
 Sub-modules: `events` (the event value type shared by all implementations),
 `vmx` and `svm` (exit encodings).
 """
@@ -59,7 +65,14 @@ _F, _T, _A = Kind.FAULT, Kind.TRAP, Kind.ABORT
 #: fault or trap; listed as trap (data/single-step, the common case here).
 #: Vectors 15 and 22-31 are reserved; 26.5.1 (footnote) makes an injected
 #: reserved vector benign.  #CP (21): class NOT FOUND in the 2016 SDM; taken as
-#: benign per that same footnote (MANUALS.md open question 4).
+#: benign per that same footnote (MANUALS.md open question 4).  #VE (20):
+#: page-fault class (Table 6-4; 26.5.1's footnote makes it benign only on a
+#: processor without "EPT-violation #VE"); Intel only, no scenario raises it.
+#: AMD: the APM's exception table (vol. 2 ch. 8) is NOT FOUND; the error-code
+#: column is corroborated for #NP #SS #GP #AC #PF #CP by APM 15.12 (their
+#: intercepts put the error code in EXITINFO1), the classes only by APM8*.
+#: AMD's 28-31 (#HV, #VC, #SX; #VC and #SX push error codes, APMt) stay
+#: reserved here: no scenario raises them.  `kind` is descriptive only.
 VECTORS: dict[int, VectorInfo] = {
     v.vector: v
     for v in (
@@ -82,7 +95,7 @@ VECTORS: dict[int, VectorInfo] = {
         VectorInfo(17, "#AC", _F, True, _B),
         VectorInfo(18, "#MC", _A, False, _B),
         VectorInfo(19, "#XM", _F, False, _B),
-        VectorInfo(20, "#VE", _F, False, _B),
+        VectorInfo(20, "#VE", _F, False, _P),
         VectorInfo(21, "#CP", _F, True, _B),
     )
 }
@@ -103,7 +116,7 @@ def mnemonic(vector: int) -> str:
 
 def has_error_code(vector: int) -> bool:
     """Whether a hardware exception on `vector` pushes an error code in
-    protected mode (SDM 6.3.1 Table 6-1, 6.13)."""
+    protected mode (SDM 6.3.1 Table 6-1, 6.13; AMD: see `VECTORS`)."""
     info = VECTORS.get(vector)
     return bool(info and info.error_code)
 
@@ -125,7 +138,9 @@ def second_exception(first: Ev, second: int) -> Merge:
     "Conditions for Generating a Double Fault".  Only a hardware exception
     can be contributory or page-fault class: NMI, INTR and INT n are benign
     (Table 6-4).  AMD: APM8* "Double-Fault Exception Conditions" gives the
-    same rows (secondary copy only).
+    same rows (secondary copy only); APM 15.7.2's example (#PF while
+    delivering #DF: shutdown) confirms one cell.  #CP's class: NOT FOUND for
+    either vendor (`VECTORS`).
     """
     if first.type is not EvType.HW_EXCEPTION:
         return Merge.SERIAL
@@ -168,7 +183,9 @@ def ext_bit(delivering: Ev, vendor: str) -> int:
 
 def idt_error_code(vector: int, ext: int) -> int:
     """Error code naming an IDT gate: index in bits 15:3, IDT=1 (bit 1), EXT.
-    SDM 6.13 Figure 6-6; SDM2 INT n pseudo-code error_code(num, idt=1, ext)."""
+    SDM 6.13 Figure 6-6; SDM2 INT n pseudo-code error_code(num, idt=1, ext).
+    AMD: the APM text is NOT FOUND; the index and IDT bit are hardware-
+    validated by the selftest cited in `ext_bit` (0x62 = #SS*8 | IDT)."""
     return ((vector << 3) | 2 | ext) & 0xFFFF
 
 
@@ -187,7 +204,8 @@ class Mode(enum.Enum):
 
 
 #: Error code of the #PF raised when pushing onto a not-present stack page:
-#: P=0, W/R=1 (a write), U/S=0 (supervisor).  SDM 4.7, Figure 4-12.
+#: P=0, W/R=1 (a write), U/S=0 (supervisor).  SDM 4.7, Figure 4-12; AMD's
+#: page-fault error code (APM vol. 2 ch. 8) is NOT FOUND here: Intel only.
 STACK_PF_ERROR_CODE = 0x2
 #: Linear address reported for such a fault (the scenario does not choose it).
 STACK_PF_ADDRESS = 0xFFFF_F000
@@ -212,7 +230,11 @@ def gate_fault(desc: DescriptorState, event: Ev, vendor: str) -> tuple[int, int]
     #GP(vector*8+2+EXT); the gate not present -> #NP(vector*8+2+EXT) (also
     SDM 6.10 "Interrupt Descriptor Table", 6.12.1).  Real mode (SDM 20.1.4,
     SDM2 INT n real-address mode): an IVT entry beyond the IDTR limit -> #GP;
-    IVT entries have no present bit or type.
+    IVT entries have no present bit or type.  AMD: only the limit case is
+    known, hardware-validated in protected mode (the selftest in `ext_bit`:
+    IDTR.limit=0 -> #GP with the gate's error code); the gate type and
+    present checks, their order and real mode are Intel's text only (APM
+    vol. 2 ch. 8 and vol. 3 INT NOT FOUND).
     """
     if desc.mode is Mode.REAL:
         return (GP, 0) if event.vector >= desc.idt_entries else None
@@ -231,7 +253,9 @@ def push_fault(desc: DescriptorState, event: Ev, vendor: str) -> tuple[int, int,
 
     SDM2 INT n pseudo-code, stack checks: no room on the stack -> #SS(EXT)
     (real mode: #SS, SDM 20.1.4); a not-present stack page -> #PF with its own
-    error code (SDM2 INT n; SDM 4.7 "Page-Fault Exceptions").
+    error code (SDM2 INT n; SDM 4.7 "Page-Fault Exceptions").  Intel's text
+    only: AMD's stack checks during delivery are NOT FOUND (the EXT bit of
+    the #SS follows `ext_bit`'s AMD rule).
     """
     if desc.stack_fault == SS or (desc.stack_fault is not None and desc.mode is Mode.REAL):
         return (SS, 0 if desc.mode is Mode.REAL else ext_bit(event, vendor), 0)
@@ -243,5 +267,6 @@ def push_fault(desc: DescriptorState, event: Ev, vendor: str) -> tuple[int, int,
 def pf_intercepted(bitmap_bit: bool, mask: int, match: int, error_code: int) -> bool:
     """Whether a #PF with `error_code` causes a VM exit.  SDM 25.2 "Other
     Causes of VM Exits" and 24.6.3 "Exception Bitmap": if (PFEC & MASK) ==
-    MATCH the exit follows bit 14 of the bitmap, else its inverse."""
+    MATCH the exit follows bit 14 of the bitmap, else its inverse.  VMX
+    only: SVM has no #PF filter (APM 15.12)."""
     return bitmap_bit if (error_code & mask) == match else not bitmap_bit

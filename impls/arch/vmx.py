@@ -1,6 +1,6 @@
 """VMX encodings.  SDM 24.8.3 (VM-entry interruption-information field,
 Table 24-13), 24.9.2 (exit interruption info, Table 24-15; IDT-vectoring
-info, Table 24-16), App. C (basic exit reasons)."""
+info, Table 24-16), App. C (basic exit reasons).  Intel only."""
 from __future__ import annotations
 
 from impls.arch.events import Ev, EvType
