@@ -157,7 +157,7 @@ def bug_classes(names: list[str]) -> dict[str, set[str]]:
     for path in sorted(seeds.SEEDS.glob("bug-*.txt")):
         cls = re.sub(r"-(vmx|svm)$", "", path.stem)
         report = oracle.compare(read_scenario(path), names)
-        sigs = {report.primary.signature} if report.primary else set()
+        sigs = {c.signature for c in report.causes}
         raw.setdefault(cls, set()).update(sigs)
     classes = {}
     for cls, sigs in raw.items():

@@ -8,6 +8,13 @@ string decodes: values are taken modulo their domain, a short last record is
 padded with zeros, bytes past `MAX_EVENTS` records are ignored.  Because
 records have a fixed size, changing one byte changes at most one event (or
 the configuration), and a short input is a short scenario.
+
+Decoding is many-to-one: records whose values have no architectural meaning
+decode to the event that has one (`fuzz.scenario`): an error code on a
+vector that pushes none is 0, one the manual fixes (#DF, #AC) is that
+value, an address on anything but #PF is 0, and without the
+`exception_payload` cap a pending `user.set_exception` is an injected one
+(so the header byte also decides how such a record reads).
 """
 from __future__ import annotations
 
@@ -135,8 +142,13 @@ def encode(scenario: Scenario) -> bytes:
         head |= (cap in c.caps) << (2 + i)
     out = bytearray([head])
     for ev in scenario.events:
-        rec = bytearray([_KIND_INDEX[ev.kind]])
-        for p, v in zip(ev.spec.params, ev.args):
-            rec += _encode_value(p, v)
-        out += rec.ljust(RECORD, b"\0")
+        out += encode_record(ev)
     return bytes(out)
+
+
+def encode_record(ev: Event) -> bytes:
+    """One event's record, whatever the configuration it is decoded under."""
+    rec = bytearray([_KIND_INDEX[ev.kind]])
+    for p, v in zip(ev.spec.params, ev.args):
+        rec += _encode_value(p, v)
+    return bytes(rec.ljust(RECORD, b"\0"))

@@ -180,19 +180,18 @@ class Monitor:
 # ------------------------------------------------------------ summary --
 
 
-def bug_class(meta: dict) -> str:
-    """A coarser grouping than the signature, to read a long list by: the
-    vendor, the field and the implementations that differ.  Signatures
-    keep vectors and the event kind, so one bug often shows as several."""
-    field = meta.get("field", "?")
-    field = field.split("@")[0] if field.startswith("crash:") else field
-    return f"{meta.get('vendor', '?')} {field} [{' '.join(meta.get('impls', []))}]"
+def export_command(f: fstore.Finding) -> str:
+    """The command that turns a finding into a regression case."""
+    name = re.sub(r"[^a-z0-9]+", "-", f"{f.meta.get('function', 'cause')}-{f.meta.get('vendor', '')}".lower())
+    return f"evdiff export-test {f.path / 'smallest.txt'} --name {name.strip('-')}-{f.path.name[:6]}"
 
 
 def summary(store: fstore.FindingStore, console, title: str = "findings", known: dict[str, str] | None = None) -> None:
-    """The table a developer reads in the morning: one row a signature,
-    by hits; with many signatures, first one row a bug class.  Findings in
-    the known list (`fuzz.known`) come last, apart, with their reason."""
+    """The table a developer reads in the morning: one row a root cause
+    (`fuzz.causes`), by hits, with the implementations that show it, their
+    verdicts, the blamed KVM function, the smallest scenario and the
+    command that exports it as a test.  Causes in the known list
+    (`fuzz.known`) come last, apart, with their reason."""
     everything = sorted(store.findings(), key=lambda f: -f.hits)
     if not everything:
         console.print(f"no findings in {store.root}", markup=False)
@@ -202,31 +201,24 @@ def summary(store: fstore.FindingStore, console, title: str = "findings", known:
     listed = [f for f in everything if f.signature in known]
 
     def verdicts(f):
-        return ", ".join(f"{p}: {v}" for p, v in f.meta.get("verdicts", {}).items()) or "-"
+        return ", ".join(f"{p}: {v}" for p, v in sorted(f.meta.get("verdicts", {}).items())) or "-"
 
-    def smallest(n):
-        return f"{n} event{'s' * (n != 1)}"
+    def smallest(f):
+        n = f.smallest_events
+        return f"{n} event{'s' * (n != 1)}: {f.path / 'smallest.txt'}"
 
     plain = not console.is_terminal
-    if len(found) > 12:
-        classes: dict[str, list] = {}
-        for f in found:
-            classes.setdefault(bug_class(f.meta), []).append(f)
-        rows = [(c, str(len(fs)), ", ".join(sorted({verdicts(f) for f in fs})), f"{sum(f.hits for f in fs):,}",
-                 smallest(min(f.smallest_events for f in fs)),
-                 min(fs, key=lambda f: f.smallest_events).path.name) for c, fs in classes.items()]
-        _table(console, plain, f"{len(classes)} bug class(es) (vendor, field, implementations) in {store.root}",
-               ("class", "signatures", "verdict(s)", "hits", "smallest", "smallest's dir"), rows)
-    rows = [(f.signature, verdicts(f), f"{f.hits:,}", smallest(f.smallest_events), f.path.name + "/smallest.txt")
-            for f in found]
+    rows = [(f.signature, " ".join(f.meta.get("impls", [])), verdicts(f), f.meta.get("function", "?"),
+             f"{f.hits:,}", smallest(f), export_command(f)) for f in found]
     if found:
-        _table(console, plain, f"{title}: {len(found)} distinct signature(s) in {store.root}"
+        _table(console, plain, f"{title}: {len(found)} root cause(s) in {store.root}"
                + (f", besides {len(listed)} known" if listed else ""),
-               ("signature", "verdict(s)", "hits", "smallest", "path"), rows)
+               ("root cause", "implementations", "verdict(s)", "blamed", "hits", "smallest", "export"), rows)
     if listed:
-        rows = [(f.signature, known[f.signature], f"{f.hits:,}", f.path.name + "/smallest.txt") for f in listed]
-        _table(console, plain, f"known: {len(listed)} signature(s) of the known-divergences list",
-               ("signature", "reason", "hits", "path"), rows)
+        rows = [(f.signature, " ".join(f.meta.get("impls", [])), known[f.signature], f"{f.hits:,}",
+                 f.path.name + "/smallest.txt") for f in listed]
+        _table(console, plain, f"known: {len(listed)} root cause(s) of the known-divergences list",
+               ("root cause", "implementations", "reason", "hits", "path"), rows)
 
 
 def _table(console, plain: bool, title: str, header: tuple, rows: list) -> None:

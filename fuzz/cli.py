@@ -91,10 +91,10 @@ def cmd_replay(args) -> int:
         if report.agree:
             print(f"{path}: all {len(names)} agree")
             continue
-        print(f"{path}: {len(report.divergences)} divergence(s)")
-        for d in report.divergences:
-            verdicts = ", ".join(f"{pair}: {v}" for pair, v in d.verdicts.items())
-            print(f"  {d.signature}" + (f"  [{verdicts}]" if verdicts else ""))
+        print(f"{path}: {len(report.causes)} root cause(s)")
+        for c in report.causes:
+            verdicts = ", ".join(f"{pair}: {v}" for pair, v in c.verdicts.items())
+            print(f"  {c.signature}  ({' '.join(c.impls)})" + (f"  [{verdicts}]" if verdicts else ""))
     return 1 if diverged else 0
 
 

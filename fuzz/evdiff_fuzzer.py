@@ -87,8 +87,10 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
     if report.divergences:
         if STORE is not None:
             STORE.record(report)
-        if RAISE and report.primary.signature not in QUIET:
-            failures.raise_divergence(report)
+        if RAISE:
+            fresh = [c for c in report.causes if c.signature not in QUIET]
+            if fresh:
+                failures.raise_divergence(report, fresh[0])
     elif STORE is not None:
         STORE.maybe_flush()
 

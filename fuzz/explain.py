@@ -3,8 +3,9 @@
 One row a scenario step: the event, then for each implementation what L1 and
 L2 observed at that step, and below it (`·`) the implementation's notes: the
 SDM/APM rule the reference applied, the KVM function a port went through.
-Rows where an implementation differs from the reference are marked `!!`.  Then the final state, shutdown, alarms, and the
-divergences with their signatures and verdicts.
+Rows where an implementation differs from the reference are marked `!!`.  Then the final state, shutdown, alarms, the
+root causes (`fuzz.causes`) with their signatures, blamed KVM branch and
+verdicts, and each diverging field.
 """
 from __future__ import annotations
 
@@ -121,10 +122,17 @@ def explain(report: Report, markdown: bool = False) -> str:
                      "the reference column shows the one closest to the first implementation.")
     if not report.divergences:
         lines.append("\nAll implementations agree.")
+    for c in report.causes:
+        verdicts = ", ".join(f"{p}: {v}" for p, v in c.verdicts.items())
+        lines.append(f"\n{'- ' if markdown else ''}ROOT CAUSE in {', '.join(c.impls)}"
+                     + (f" at step {c.step}" if c.step is not None else ""))
+        lines.append(f"  signature: {c.signature}")
+        lines.append(f"  blamed: {c.function}" + (f" ({c.note})" if c.note else ""))
+        if verdicts:
+            lines.append(f"  verdicts: {verdicts}")
     for d in report.divergences:
         verdicts = ", ".join(f"{p}: {v}" for p, v in d.verdicts.items())
         lines.append(f"\n{'- ' if markdown else ''}DIVERGENCE {d.field}" + (f" at step {d.step}" if d.step is not None else ""))
-        lines.append(f"  signature: {d.signature}")
         lines.append(f"  expected: {d.expected}")
         for n, g in d.got.items():
             lines.append(f"  {n}: {g}")

@@ -83,7 +83,7 @@ def _raiser(divergence, vendor: str):
 
 
 def raise_divergence(report, divergence=None) -> None:
-    """Raise `DivergenceFound` for one divergence of `report` (the first by
-    default) from frames that follow its signature."""
-    divergence = divergence or report.divergences[0]
+    """Raise `DivergenceFound` for one root cause of `report` (the first by
+    default; `fuzz.causes`) from frames that follow its signature."""
+    divergence = divergence or report.causes[0]
     _raiser(divergence, report.scenario.config.vendor)(DivergenceFound(report, divergence))

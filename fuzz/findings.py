@@ -126,8 +126,12 @@ class FindingStore:
     signature, no smaller input, examples full): a dictionary update.
     """
 
-    def __init__(self, root: str | Path, max_examples: int = MAX_EXAMPLES, engine: str = "atheris"):
+    def __init__(self, root: str | Path, max_examples: int = MAX_EXAMPLES, engine: str = "atheris",
+                 minimise: bool = True):
         self.root = Path(root)
+        self.minimise = minimise
+        #: a cause's signature -> the signature it is filed under (`record`)
+        self._alias: dict[str, str] = {}
         self.max_examples = max_examples
         self.engine = engine
         self.state = self.root / STATE_DIR
@@ -137,6 +141,7 @@ class FindingStore:
         self._last_flush = time.monotonic()
         #: what this process knows of each signature on disk: smallest size, example names
         self._known: dict[str, tuple[tuple[int, int], set[str]]] = {}
+        self._impls: dict[str, set[str]] = {}  # signature -> implementations seen with it
         self.new_this_process: list[str] = []
 
     # ---------------------------------------------------------- locking --
@@ -156,23 +161,36 @@ class FindingStore:
     # -------------------------------------------------------- recording --
 
     def record(self, report) -> list[str]:
-        """Record the primary divergence of an oracle report
-        (`oracle.Report.primary`; the others are most often its
-        consequences -- a lost exit also changes the final level -- and
-        would multiply the findings of one bug); returns the signatures this
-        call wrote as new findings."""
+        """Record each root cause of an oracle report (`report.causes`: what
+        each differing implementation did wrong first, grouped; the rest of
+        what it does differently is most often a consequence); returns the
+        signatures this call wrote as new findings.
+
+        A cause this store has not seen is first minimised
+        (`minimize.minimize_symptom`) and filed under the signature of the
+        minimised scenario, as syzkaller names a crash by its reproducer: a
+        note made by an event that has nothing to do with the bug then no
+        longer names the finding.  The minimised scenario is the finding's
+        smallest input, the one that was met an example."""
         new = []
         scenario = report.scenario
         size = None
-        for d in report.divergences[:1]:
-            sig = d.signature
-            known = self._known.get(sig)
-            if known is None:
-                if self._write_new_or_load(sig, d, scenario):  # written with its first hit
-                    new.append(sig)
+        filed_now: set[str] = set()
+        for cause in report.causes:
+            sig = self._alias.get(cause.signature)
+            if sig is None:
+                sig, written = self._file(cause, report)
+                new += written
+                if written:
+                    filed_now.add(sig)
                     continue
-                known = self._known[sig]
+            if sig in filed_now:
+                continue  # two causes of this scenario minimised to one
+            filed_now.add(sig)
+            known = self._known[sig]
             self._pending[sig] = self._pending.get(sig, 0) + 1
+            if not set(cause.impls) <= self._impls[sig] and cause.signature == sig:
+                self._add_impls(sig, cause)
             smallest, examples = known
             size = size or scenario_size(scenario)
             if size < smallest:
@@ -182,6 +200,25 @@ class FindingStore:
         if time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
         return new
+
+    def _file(self, cause, report) -> tuple[str, list[str]]:
+        """Where a cause this process meets for the first time is filed:
+        (signature, [signature] if this call wrote it as a new finding)."""
+        raw = cause.signature
+        if not self.minimise or raw in self._known or (self.dir_for(raw) / "finding.json").exists():
+            self._alias[raw] = raw
+            new = self._write_new_or_load(raw, cause, report.scenario)
+            return raw, [raw] if new else []
+        from fuzz import oracle
+        from fuzz.minimize import minimize_symptom
+
+        impl = cause.impls[0]
+        small = minimize_symptom(report.scenario, impl)
+        again = oracle.compare(small, list(report.results))
+        mine = next((c for c in again.causes if impl in c.impls), cause)
+        sig = self._alias[raw] = mine.signature
+        new = self._write_new_or_load(sig, mine, small, example=report.scenario)
+        return sig, [sig] if new else []
 
     def dir_for(self, signature: str) -> Path:
         return self.root / signature_hash(signature)
@@ -197,8 +234,12 @@ class FindingStore:
         ex = d / "examples"
         names = {p.stem for p in ex.glob("*.txt")} if ex.is_dir() else set()
         self._known[sig] = ((sm.get("events", 1 << 30), sm.get("extra", 1 << 30)), names)
+        self._impls[sig] = set(meta.get("impls", ()))
 
-    def _write_new_or_load(self, sig: str, div, scenario: Scenario) -> bool:
+    def _write_new_or_load(self, sig: str, div, scenario: Scenario, example: Scenario | None = None) -> bool:
+        """Load the finding `sig`, or write it with `scenario` as its
+        smallest input and `example` (default: `scenario`) as its first
+        example; `div` is a `fuzz.causes.Cause`.  Whether it was new."""
         d = self.dir_for(sig)
         with self.lock():
             meta = self._read_meta(d)
@@ -212,6 +253,7 @@ class FindingStore:
                     "signature": sig,
                     "hash": signature_hash(sig),
                     "field": div.field,
+                    "function": div.function,
                     "impls": list(div.impls),
                     "vendor": scenario.config.vendor,
                     "expected": div.expected,
@@ -227,7 +269,8 @@ class FindingStore:
                 tmp = Path(tempfile.mkdtemp(dir=self.state / "tmp", prefix=f"{os.getpid()}-"))
                 self._write_input(tmp / "smallest", sig, scenario)
                 (tmp / "examples").mkdir()
-                self._write_input(tmp / "examples" / self._example_name(scenario), sig, scenario)
+                example = example or scenario
+                self._write_input(tmp / "examples" / self._example_name(example), sig, example)
                 write_atomic(tmp / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
                 if d.exists():  # a directory without finding.json: from a store we cannot read; keep it
                     d.rename(d.with_name(d.name + f".unreadable-{int(time.time())}"))
@@ -237,6 +280,20 @@ class FindingStore:
         if new:
             self.new_this_process.append(sig)
         return new
+
+    def _add_impls(self, sig: str, cause) -> None:
+        """An implementation seen with this cause for the first time: add it,
+        with its verdicts (first seen wins for a pair already there)."""
+        d = self.dir_for(sig)
+        with self.lock():
+            meta = self._read_meta(d)
+            if meta is None:
+                return
+            meta["impls"] = sorted(set(meta.get("impls", ())) | set(cause.impls))
+            meta["got"] = {**cause.got, **meta.get("got", {})}
+            meta["verdicts"] = {**cause.verdicts, **meta.get("verdicts", {})}
+            write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
+            self._impls[sig] = set(meta["impls"])
 
     def _update_smallest(self, sig: str, scenario: Scenario, size) -> None:
         d = self.dir_for(sig)

@@ -1,4 +1,4 @@
-"""Reduce a scenario to a 1-minimal one that keeps one divergence's signature.
+"""Reduce a scenario to a 1-minimal one that keeps one root cause's signature.
 
 Three passes, repeated until none changes anything:
 
@@ -9,9 +9,10 @@ Three passes, repeated until none changes anything:
    error code ...), one at a time, only ever lowering `cost`,
 3. configuration: drop each cap; nested paging back on.
 
-A candidate is kept only if the oracle still reports the **same signature**
-(for an implementation's crash: the same exception type and raising line,
-which its signature names), so the minimiser never jumps to another bug.
+A candidate is kept only if the oracle still reports a root cause with the
+**same signature** (`fuzz.causes`: the same blamed branch of a KVM function;
+for an implementation's crash, the same exception type and raising line), so
+the minimiser never jumps to another bug.
 At the end no single event can be removed and no single field simplified
 without losing it: the result is 1-minimal.  Results of the oracle are cached
 by scenario.
@@ -37,7 +38,8 @@ class Result:
 
 
 def signatures(scenario: Scenario, names: list[str] | None) -> set[str]:
-    return {d.signature for d in oracle.compare(scenario, names).divergences}
+    """The signatures of the scenario's root causes (`fuzz.causes`)."""
+    return {c.signature for c in oracle.compare(scenario, names).causes}
 
 
 # --------------------------------------------------------------- fields --
@@ -93,17 +95,22 @@ def _config_variants(sc: Scenario):
 
 
 class Minimizer:
+    """Keeps a root cause's signature; `SymptomMinimizer` a symptom."""
+
     def __init__(self, signature: str, names: list[str] | None = None):
         self.signature = signature
         self.names = names
         self.cache: dict[tuple, bool] = {}
         self.checks = 0
 
+    def holds(self, sc: Scenario) -> bool:
+        return self.signature in signatures(sc, self.names)
+
     def keeps(self, sc: Scenario) -> bool:
         key = (sc.config, sc.events)
         if key not in self.cache:
             self.checks += 1
-            self.cache[key] = self.signature in signatures(sc, self.names)
+            self.cache[key] = self.holds(sc)
         return self.cache[key]
 
     def ddmin(self, sc: Scenario) -> Scenario:
@@ -156,19 +163,47 @@ class Minimizer:
                 return sc
 
 
+class SymptomMinimizer(Minimizer):
+    """Keeps what one implementation did wrong first (`causes.symptom`: the
+    field and the shapes of its first divergence), not the note it was
+    blamed on: a note made by an event the minimiser removes then gives way
+    to the note of the branch that really went wrong."""
+
+    def __init__(self, impl: str, symptom: tuple):
+        super().__init__(f"{impl}: {symptom}", [oracle.REFERENCE, impl])
+        self.impl, self.symptom = impl, symptom
+
+    def holds(self, sc: Scenario) -> bool:
+        from fuzz.causes import symptom
+
+        return symptom(oracle.compare(sc, self.names), self.impl) == self.symptom
+
+
+def minimize_symptom(scenario: Scenario, impl: str) -> Scenario:
+    """The 1-minimal scenario in which `impl` still deviates first the way
+    it does in `scenario` (`SymptomMinimizer`); what a new finding is keyed
+    on (`fuzz.findings`)."""
+    from fuzz.causes import symptom
+
+    return SymptomMinimizer(impl, symptom(oracle.compare(scenario, [oracle.REFERENCE, impl]), impl)).run(scenario)
+
+
 def minimize(scenario: Scenario, signature: str | None = None, names: list[str] | None = None) -> Result:
-    """Minimise `scenario` keeping `signature` (default: its primary
-    divergence's, `oracle.Report.primary`).  Raises ValueError if the scenario shows no divergence or
+    """Minimise `scenario` keeping the root cause `signature` (default: its
+    first, `oracle.Report.causes`), running only the reference and the
+    implementations that show it (unless `names` says otherwise).  Raises ValueError if the scenario shows no divergence or
     not that one."""
     start = time.perf_counter()
     report = oracle.compare(scenario, names)
-    found = {d.signature for d in report.divergences}
+    found = {c.signature: c for c in report.causes}
     if not found:
         raise ValueError("the scenario shows no divergence: nothing to keep while minimising")
     if signature is None:
-        signature = report.primary.signature
+        signature = report.causes[0].signature
     elif signature not in found:
         raise ValueError(f"the scenario does not show the signature {signature!r}")
+    if names is None:  # a cause depends on its implementations and the reference only
+        names = [oracle.REFERENCE, *found[signature].impls]
     m = Minimizer(signature, names)
     out = m.run(scenario)
     desc = f"minimised from {len(scenario.events)} events, keeping: {signature}"

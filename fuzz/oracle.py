@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, Undefined, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VmExit, matches
 from impls.arch import Ev, EvType
 
 REFERENCE = "reference"
@@ -54,6 +54,9 @@ class Divergence:
     expected: str  # the reference's value (shape), for people
     got: dict[str, str]  # each differing implementation's value (shape)
     verdicts: dict[str, str] = field(default_factory=dict)  # "prepatch->postpatch": "fixed"
+    #: implementation -> (its own first diverging step, expected, got), the
+    #: last two as signatures see them (`abstract`); what `causes` reads
+    per_impl: dict[str, tuple] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict:
         return {
@@ -72,6 +75,7 @@ class Report:
     scenario: object
     results: dict[str, Result]
     divergences: list[Divergence]
+    _causes: list | None = field(default=None, repr=False, compare=False)
 
     @property
     def agree(self) -> bool:
@@ -82,6 +86,16 @@ class Report:
         """The divergence that names this scenario's bug (`_significance`),
         the others are usually its consequences."""
         return self.divergences[0] if self.divergences else None
+
+    @property
+    def causes(self) -> list:
+        """What each differing implementation did wrong first, grouped
+        (`fuzz.causes`): what findings are filed under."""
+        if self._causes is None:
+            from fuzz.causes import causes
+
+            self._causes = causes(self)
+        return self._causes
 
     def to_json(self) -> dict:
         def res(r):
@@ -164,6 +178,8 @@ def _class(ev) -> str:
         return "ext-int"
     if ev.type is EvType.SOFT_INT:
         return "INT n"
+    if ev.type in (EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION):
+        return "soft exception"  # INT3 / INTO / INT1: VMX type 6 / 5, not 3
     return _NAMED.get(ev.vector, "exception")
 
 
@@ -193,6 +209,8 @@ def _describe(name: str, exp, act) -> tuple:
         step = exp if exp is not None else act
         e, a = ("no shutdown" if exp is None else "shutdown"), ("no shutdown" if act is None else "shutdown")
         return step, e, a, e, a
+    if name.startswith("final.") and isinstance(act, bool):
+        return None, str(exp), str(act), str(exp), str(act)
     return None, str(exp), str(act), "", ""
 
 
@@ -214,6 +232,28 @@ def _drop_final(exp: dict, act: dict) -> None:
     for vals in (exp, act):
         for k in [k for k in vals if k.startswith("final.")]:
             del vals[k]
+
+
+def _drop_wiped_deliveries(vals: dict) -> None:
+    """Leave out the deliveries an INIT reset wipes before their handler's
+    first instruction: the reset (SDM 9.1) reloads everything a delivery
+    changes that a guest could read afterwards (RIP, CS, RFLAGS, the
+    interruptibility state; the frame pushed to memory, which no outcome
+    records, aside), so no guest can tell whether the handler was reached.
+    Those are the `Delivered` observations that come last before the
+    `Reset` in the trace of the level it found running, at its step: events
+    at one step are one instruction boundary and then, after the deliveries,
+    the instruction, so none of the handler's instructions ran between."""
+    reset = next((obs for _, obs in vals["l1"][-1:] if isinstance(obs, Reset)), None)
+    if reset is None:
+        return
+    step = vals["l1"][-1][0]
+    name = "l1" if reset.level == 1 else "l2"
+    trace = vals[name][:-1] if name == "l1" else vals[name]
+    end = len(trace)
+    while end and trace[end - 1][0] == step and isinstance(trace[end - 1][1], Delivered):
+        end -= 1
+    vals[name] = trace[:end] + (vals[name][-1:] if name == "l1" else ())
 
 
 def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
@@ -251,6 +291,8 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
         exp_vals, act_vals = _field_values(best), _field_values(res)
         if best.undefined_from is not None:
             _truncate(exp_vals, act_vals, best.undefined_from)
+        for vals in (exp_vals, act_vals):
+            _drop_wiped_deliveries(vals)
         if vendor == "svm" and best.shutdown is not None and res.shutdown is not None:
             # L0 sees its guest's shutdown through the shutdown intercept,
             # after which the VMCB state is undefined (APM 15.14.3): so is the
@@ -284,7 +326,8 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
                     verdicts[f"{before}->{after}"] = (
                         "fixed" if b and not a else "regression" if a and not b else "still-wrong"
                     )
-        out.append(Divergence(fname, differing, sig, step, expected, got, verdicts))
+        detail = {n: (v[0], v[3], v[4]) for n, v in sorted(per_impl.items())}
+        out.append(Divergence(fname, differing, sig, step, expected, got, verdicts, detail))
     out.sort(key=_significance)
     return out
 

@@ -44,13 +44,13 @@ NAMES: list[str] | None = None
 
 def check(scenario, names=None, store=None, known=frozenset()) -> None:
     """The property on one scenario.  Records every divergence in `store`
-    (if given); raises `DivergenceFound` for the first one whose signature
-    is not in `known`."""
+    (if given); raises `DivergenceFound` for the first root cause
+    (`fuzz.causes`) whose signature is not in `known`."""
     report = oracle.compare(scenario, names)
     if report.divergences:
         if store is not None:
             store.record(report)
-        fresh = [d for d in report.divergences[:1] if d.signature not in known]
+        fresh = [c for c in report.causes if c.signature not in known][:1]
         if fresh:
             raise_divergence(report, fresh[0])
 
@@ -133,7 +133,7 @@ def replay_store(store, names) -> tuple[int, int]:
         report = oracle.compare(read_scenario(path), names)
         if report.divergences:
             store.record(report)
-            still += any(d.signature == f.signature for d in report.divergences)
+            still += any(c.signature == f.signature for c in report.causes)
     store.flush()
     return n, still
 
@@ -149,7 +149,9 @@ def run_campaign(opts, console) -> int:
     names = targetenv.impl_names(api, {targetenv.IMPLS: opts.impls or ""})
     for n in names:
         api.load(n)
-    store = FindingStore(opts.findings, opts.max_examples, engine="hypothesis")
+    # Hypothesis shrinks each new signature itself (and marks it "shrunk"),
+    # so the store does not minimise on top of it.
+    store = FindingStore(opts.findings, opts.max_examples, engine="hypothesis", minimise=False)
     store.clean_stale()
     mon = campaign.Monitor(opts, store, "hypothesis", console)
     mon.stats.implementations = names

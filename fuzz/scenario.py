@@ -22,6 +22,20 @@ Kinds, by who acts (the README has the full table with examples):
   `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
   into a fresh vCPU),
 * `run`: run to the next quiescent point.
+
+Where the language can say something with no architectural meaning, it is
+given one meaning here, before any implementation sees it (the text form
+rejects the explicit spelling, the binary form maps it):
+
+* an error code the manual fixes is that value (`FIXED_ERROR_CODES`), and a
+  vector that pushes none has 0 (`normalise`);
+* without `caps=exception_payload`, `user.set_exception` sets an injected
+  exception, the only one KVM's ABI has then (`Scenario`).
+
+What depends on the vCPU's state as it runs (an exception a mode cannot
+raise, an event userspace claims in flight where no CPU recognises it, a
+mode change while an event is pending) is given its meaning by
+`impls.arch.possible` and the reference's and the driver's mode change.
 """
 from __future__ import annotations
 
@@ -56,6 +70,15 @@ EXCEPTION_VECTORS = (0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19,
 #: (#DB) come after a delivery, not during it; #UD and the rest are not raised
 #: by delivery; #AC is not raised by the CPL-0 pushes of a delivery.
 DELIVERY_FAULT_VECTORS = (10, 11, 12, 13, 14, 18)
+#: Exceptions whose error code the processor fixes, with that code: #DF
+#: always pushes 0 (SDM 6.15 Interrupt 8), #AC pushes 0 (SDM 6.15 Interrupt
+#: 17; EXT would be set only for an #AC raised while delivering an event,
+#: which the CPL-0 pushes of a delivery never raise).  `normalise` applies it
+#: to every exception the vCPU raises or holds; an L1 injecting an event
+#: (`l1.vmentry inject=`) may give any error code (SDM 26.5.1.1).
+FIXED_ERROR_CODES = {8: 0, 17: 0}
+#: The cap without which KVM_SET_VCPU_EVENTS has no pending exception.
+EXCEPTION_PAYLOAD = "exception_payload"
 
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
@@ -116,7 +139,8 @@ def _specs() -> tuple[EventSpec, ...]:
     for lvl in ("l1", "l2"):
         out += [
             EventSpec(f"{lvl}.mode", (_p("mode", PType.ENUM, "protected", ("real", "protected", "long"), True),),
-                      f"{lvl.upper()}'s CPU mode (real mode pushes no error codes)"),
+                      f"{lvl.upper()}'s CPU mode (real mode pushes no error codes); an instruction "
+                      f"while {lvl.upper()} runs"),
             EventSpec(f"{lvl}.idt", (_p("vector", PType.VECTOR, 14, positional=True),
                                      _p("gate", PType.ENUM, "not_present", ("ok", "not_present", "bad_type"))),
                       f"make {lvl.upper()}'s IDT gate for a vector unusable (or usable again)"),
@@ -159,11 +183,14 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("init", (), "an INIT signal (INIT IPI) becomes pending"),
         EventSpec("smi", (), "an SMI becomes pending; its SMM handler returns with RSM at once"),
         EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
-                  "KVM_SET_VCPU_EVENTS with a pending (or injected) exception"),
+                  "KVM_SET_VCPU_EVENTS with a pending (or injected) exception; injected without "
+                  "the exception_payload cap"),
         EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),
-                  "KVM_SET_VCPU_EVENTS with an NMI pending (or injected)"),
+                  "KVM_SET_VCPU_EVENTS with an NMI pending (or injected, where a CPU could be "
+                  "delivering one)"),
         EventSpec("user.set_irq", (_p("vector", PType.VECTOR, 0x20, positional=True),),
-                  "KVM_SET_VCPU_EVENTS with an injected interrupt"),
+                  "KVM_SET_VCPU_EVENTS with an injected interrupt (where a CPU could be "
+                  "delivering one)"),
         EventSpec("user.interrupt", (_p("vector", PType.VECTOR, 0x20, positional=True),), "KVM_INTERRUPT"),
         EventSpec("user.nmi", (), "KVM_NMI"),
         EventSpec("user.migrate", (), "KVM_GET_VCPU_EVENTS, then KVM_SET_VCPU_EVENTS into a fresh vCPU"),
@@ -208,13 +235,17 @@ def event(kind: str, *positional: Any, **named: Any) -> Event:
 
 def normalise(ev: Event) -> Event:
     """The one canonical form of an event: an error code is 0 where the
-    vector pushes none, so that equal scenarios print equal text."""
+    vector pushes none and the fixed value where the manual fixes it
+    (`FIXED_ERROR_CODES`), so that equal scenarios print equal text and
+    every implementation gets an error code a CPU can push."""
     spec = ev.spec
     if "ec" in {p.name for p in spec.params}:
         vec = ev.args[0]
         i = spec.index("ec")
         if vec is None or not has_error_code(vec):
             ev = Event(ev.kind, ev.args[:i] + (0,) + ev.args[i + 1 :])
+        elif vec in FIXED_ERROR_CODES:
+            ev = Event(ev.kind, ev.args[:i] + (FIXED_ERROR_CODES[vec],) + ev.args[i + 1 :])
         if "cr2" in {p.name for p in spec.params} and vec != 14:
             j = spec.index("cr2")
             ev = Event(ev.kind, ev.args[:j] + (0,) + ev.args[j + 1 :])
@@ -234,12 +265,33 @@ class Config:
     caps: frozenset[str] = frozenset()
 
 
+_SET_EXCEPTION = "user.set_exception"
+
+
+def pending_exception_unsettable(config: Config, ev: Event) -> bool:
+    """`ev` asks KVM_SET_VCPU_EVENTS for a pending exception that the
+    configuration's ABI cannot express: without KVM_CAP_EXCEPTION_PAYLOAD
+    there is no pending exception, only an injected one."""
+    return ev.kind == _SET_EXCEPTION and not ev.args[2] and EXCEPTION_PAYLOAD not in config.caps
+
+
 @dataclass(frozen=True)
 class Scenario:
+    """A configuration and its events.  Constructing one gives each event
+    its one meaning under the configuration: without `caps=exception_payload`
+    a `user.set_exception` is injected (`pending_exception_unsettable`)."""
+
     config: Config = field(default_factory=Config)
     events: tuple[Event, ...] = ()
     #: Leading comment of a text file; not part of equality.
     description: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        if EXCEPTION_PAYLOAD not in self.config.caps:
+            events = tuple(Event(e.kind, e.args[:2] + (True,)) if pending_exception_unsettable(self.config, e)
+                           else e for e in self.events)
+            if events != self.events:
+                object.__setattr__(self, "events", events)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]

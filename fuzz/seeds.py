@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fuzz import binary
-from fuzz.scenario import SPECS, Event, PType, Scenario, normalise
+from fuzz.scenario import SPECS, Event, PType, normalise
 from impls.arch import Ev, EvType
 from fuzz.text import read_scenario
 
@@ -57,7 +57,7 @@ def write_binary_seeds(outdir: Path, seeds: Path = SEEDS) -> int:
 
 
 def _record(ev: Event) -> bytes:
-    return binary.encode(Scenario(events=(ev,)))[1:]
+    return binary.encode_record(ev)
 
 
 def _escape(data: bytes) -> str:

@@ -20,7 +20,9 @@ from pathlib import Path
 from impls.arch import MNEMONICS, Ev, EvType, mnemonic
 from fuzz.scenario import (
     CAPS,
+    EXCEPTION_PAYLOAD,
     EXCEPTION_VECTORS,
+    FIXED_ERROR_CODES,
     SPEC_BY_KIND,
     VENDORS,
     Config,
@@ -30,6 +32,7 @@ from fuzz.scenario import (
     Scenario,
     ScenarioError,
     normalise,
+    pending_exception_unsettable,
 )
 
 COMMENT = ";"
@@ -202,7 +205,12 @@ def _parse_header(words: list[str]) -> Config:
     return Config(vendor, npt, caps)
 
 
-def parse_event_line(line: str) -> Event:
+def parse_event_line(line: str, config: Config | None = None) -> Event:
+    """One event line.  Values with no architectural meaning, written
+    explicitly, are refused (the binary form maps them instead, `normalise`
+    and `Scenario`): an error code a vector does not push or the manual
+    fixes, an address for anything but #PF, and with `config` a pending
+    `user.set_exception` its ABI cannot express."""
     words = line.split()
     kind = words[0]
     spec = SPEC_BY_KIND.get(kind)
@@ -229,11 +237,21 @@ def parse_event_line(line: str) -> Event:
         seen.add(param.name)
         values[param.name] = parse_value(param, val)
     ev = Event(kind, tuple(values[p.name] for p in spec.params))
-    if "ec" in values and ev != normalise(ev) and values.get("ec"):
-        raise ValueError(f"ec= given but {mnemonic(ev.args[0])} pushes no error code")
-    if "cr2" in values and ev != normalise(ev) and values.get("cr2"):
+    canon = normalise(ev)
+    if "ec" in seen and canon["ec"] != values["ec"]:
+        vec = ev.args[0]
+        if vec is None:
+            raise ValueError("ec= given but no fault= to carry it")
+        if vec in FIXED_ERROR_CODES:
+            raise ValueError(f"{mnemonic(vec)}'s error code is always {FIXED_ERROR_CODES[vec]:#x} "
+                             f"(SDM 6.15, Table 6-1); ec={values['ec']:#x} is not one a CPU pushes")
+        raise ValueError(f"ec= given but {mnemonic(vec)} pushes no error code")
+    if "cr2" in seen and canon["cr2"] != values["cr2"]:
         raise ValueError("cr2= is only for #PF")
-    return normalise(ev)
+    if "injected" in seen and config is not None and pending_exception_unsettable(config, canon):
+        raise ValueError(f"injected=0 (a pending exception) needs caps={EXCEPTION_PAYLOAD} in the header: "
+                         "without it KVM_SET_VCPU_EVENTS sets only injected exceptions")
+    return canon
 
 
 def parse_scenario(text: str, path: str = "<string>") -> Scenario:
@@ -251,7 +269,7 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
             if config is None:
                 config = _parse_header(body.split())
             else:
-                events.append(parse_event_line(body))
+                events.append(parse_event_line(body, config))
         except ValueError as e:
             raise ScenarioError(str(e), path, lineno) from None
     if config is None:

@@ -14,8 +14,10 @@ from impls.api import Implementation, Outcome, VmExit
 
 
 def _reference(scenario) -> Outcome:
+    """The reference's outcome without its notes: they name manual rules,
+    which a port's notes never do (`fuzz.causes` blames a port's notes)."""
     out = api.load("reference").run(scenario)
-    return out.outcomes[0] if isinstance(out, api.Allowed) else out
+    return replace(out.outcomes[0] if isinstance(out, api.Allowed) else out, notes=())
 
 
 class _Fake(Implementation):

@@ -78,8 +78,8 @@ def test_target_records_and_goes_on(tmp_path):
         api.IMPLEMENTATIONS.update(prepatch="fakes:DropVectoringAndShutdown", postpatch="fakes:CrashOnMigrate")
         api._loaded.pop("prepatch", None), api._loaded.pop("postpatch", None)
         for p in sorted(inputs.iterdir()):
-            for d in oracle.compare(binary.decode(p.read_bytes())).divergences[:1]:  # the primary
-                expected[d.signature] = expected.get(d.signature, 0) + 1
+            for c in oracle.compare(binary.decode(p.read_bytes())).causes:  # each root cause
+                expected[c.signature] = expected.get(c.signature, 0) + 1
     finally:
         api.IMPLEMENTATIONS.clear(), api.IMPLEMENTATIONS.update(saved[0])
         api._loaded.clear(), api._loaded.update(saved[1])
@@ -121,7 +121,7 @@ def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     assert not list((out / ".evdiff" / "artifacts").glob("crash-*"))  # divergences are not libFuzzer crashes
     stats = json.loads((out / "stats.json").read_text())
     assert stats["status"] == "done" and stats["findings"] == len(sigs) and stats["execs"] > 0
-    assert "distinct signature(s)" in r.stdout and "smallest.txt" in r.stdout
+    assert "root cause(s)" in r.stdout and "smallest.txt" in r.stdout
     assert (out / "plot_data.csv").read_text().startswith("unix_time,")
 
 
@@ -177,7 +177,7 @@ def test_ctrl_c_writes_final_stats_and_the_summary(tmp_path):
     assert proc.returncode == 0, output[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["status"] == "interrupted"
-    assert "distinct signature(s)" in output or "no findings" in output
+    assert "root cause(s)" in output or "no findings" in output
 
 
 # ------------------------------------------------------- options, errors --

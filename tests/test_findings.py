@@ -40,9 +40,9 @@ def _report(scenario, names):
 
 
 def test_one_directory_per_signature_with_everything_a_reader_needs(tmp_path, dropping):
-    store = findings.FindingStore(tmp_path)
+    store = findings.FindingStore(tmp_path, minimise=False)
     report = _report(LONG, dropping)
-    (d,) = report.divergences
+    (d,) = report.causes
     assert store.record(report) == [d.signature]
     (f,) = store.findings()
     assert f.path == tmp_path / findings.signature_hash(d.signature)
@@ -55,8 +55,25 @@ def test_one_directory_per_signature_with_everything_a_reader_needs(tmp_path, dr
     assert d.signature in (f.path / "smallest.txt").read_text()  # the comment says what it shows
 
 
+def test_a_new_finding_is_minimised_and_keyed_on_the_minimised_scenario(tmp_path, dropping):
+    """The smallest input of a new finding is the minimised scenario (its
+    signature is the minimised scenario's); the input met is kept as an
+    example; the same input met again is a hit, not a second minimisation."""
+    store = findings.FindingStore(tmp_path)
+    report = _report(LONG, dropping)
+    (sig,) = store.record(report)
+    (f,) = store.findings()
+    small = read_scenario(f.path / "smallest.txt")
+    assert len(small.events) < len(LONG.events)
+    assert sig in {c.signature for c in oracle.compare(small, dropping).causes}
+    assert LONG in [read_scenario(p) for p in (f.path / "examples").glob("*.txt")]
+    assert store.record(_report(LONG, dropping)) == []
+    store.flush()
+    assert store.findings()[0].hits == 2
+
+
 def test_known_signature_counts_hits_keeps_the_smallest_and_bounds_examples(tmp_path, dropping):
-    store = findings.FindingStore(tmp_path, max_examples=3)
+    store = findings.FindingStore(tmp_path, max_examples=3, minimise=False)
     store.record(_report(LONG, dropping))
     for vector in range(0x90, 0xa0):  # 16 different inputs, one signature (an unused gate changes)
         s = parse_scenario(f"evdiff 1 vendor=vmx ept=off\nl1.idt {vector:#x}\nl1.intercept exceptions=#PF\n"
@@ -73,7 +90,7 @@ def test_known_signature_counts_hits_keeps_the_smallest_and_bounds_examples(tmp_
 
 
 def test_two_processes_share_one_store_without_duplicates(tmp_path, dropping):
-    a, b = findings.FindingStore(tmp_path), findings.FindingStore(tmp_path)
+    a, b = findings.FindingStore(tmp_path, minimise=False), findings.FindingStore(tmp_path, minimise=False)
     report = _report(SHORT, dropping)
     assert a.record(report) and not b.record(report)  # b finds a's directory
     b.record(report)
@@ -83,11 +100,11 @@ def test_two_processes_share_one_store_without_duplicates(tmp_path, dropping):
 
 
 def test_a_resumed_store_records_nothing_twice(tmp_path, dropping):
-    first = findings.FindingStore(tmp_path)
+    first = findings.FindingStore(tmp_path, minimise=False)
     first.record(_report(SHORT, dropping))
     first.flush()
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".evdiff" not in p.parts)
-    again = findings.FindingStore(tmp_path)
+    again = findings.FindingStore(tmp_path, minimise=False)
     assert again.record(_report(SHORT, dropping)) == []
     again.flush()
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".evdiff" not in p.parts)
@@ -116,7 +133,7 @@ WRITER = textwrap.dedent("""
     from fuzz.text import parse_scenario
     from impls import api
     api.IMPLEMENTATIONS["prepatch"] = "fakes:DropVectoring"
-    store = findings.FindingStore({dir!r}, max_examples=1000)
+    store = findings.FindingStore({dir!r}, max_examples=1000, minimise=False)
     head = {head!r}
     print("ready", flush=True)
     n = 0
@@ -138,7 +155,7 @@ def test_sigkill_at_any_moment_leaves_no_half_file(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    store = findings.FindingStore(tmp_path)
+    store = findings.FindingStore(tmp_path, minimise=False)
     found = store.findings()
     assert found, "the writer should have recorded findings"
     dirs = [d for d in tmp_path.iterdir() if not d.name.startswith(".")]
@@ -166,20 +183,20 @@ def test_distinct_signatures_raise_from_distinct_places(dropping):
     a = _report(SHORT, dropping)
     b = _report(parse_scenario("evdiff 1 vendor=svm npt=off\nl1.intercept exceptions=#PF\nl2.stack #PF\n"
                                "l1.vmentry inject=nmi\n"), dropping)
-    assert a.divergences[0].signature != b.divergences[0].signature
-    exc_a, origin_a, tb_a = _origin(a, a.divergences[0])
-    exc_b, origin_b, tb_b = _origin(b, b.divergences[0])
+    assert a.causes[0].signature != b.causes[0].signature
+    exc_a, origin_a, tb_a = _origin(a, a.causes[0])
+    exc_b, origin_b, tb_b = _origin(b, b.causes[0])
     assert origin_a != origin_b  # Hypothesis: two failures
     assert [(f.filename, f.name) for f in tb_a[-3:]] != [(f.filename, f.name) for f in tb_b[-3:]]  # ClusterFuzz
-    h = findings.signature_hash(a.divergences[0].signature)
+    h = findings.signature_hash(a.causes[0].signature)
     assert all(h in f.name and h in f.filename for f in tb_a[-3:])
     again = _report(parse_scenario(HEAD + "cli\nl1.vmentry inject=intr(0x20)\n"), dropping)
-    assert again.divergences[0].signature == a.divergences[0].signature
-    assert _origin(again, again.divergences[0])[1] == origin_a  # Hypothesis: the same failure
+    assert again.causes[0].signature == a.causes[0].signature
+    assert _origin(again, again.causes[0])[1] == origin_a  # Hypothesis: the same failure
 
 
 def test_the_raised_divergence_carries_a_replayable_scenario(dropping):
     report = _report(SHORT, dropping)
-    exc = _origin(report, report.divergences[0])[0]
+    exc = _origin(report, report.causes[0])[0]
     assert exc.signature in str(exc) and "evdiff replay" in str(exc)
     assert parse_scenario(exc.text) == SHORT

@@ -45,7 +45,7 @@ def test_summary_lists_known_findings_apart(tmp_path, fake_impl):
     report = oracle.compare(SCENARIO, ["reference", "prepatch"])
     store.record(report)
     store.flush()
-    sig = report.primary.signature
+    sig = report.causes[0].signature
 
     def text(known_list):
         buf = io.StringIO()
@@ -53,8 +53,8 @@ def test_summary_lists_known_findings_apart(tmp_path, fake_impl):
         return buf.getvalue()
 
     plain = text({})
-    assert "1 distinct signature(s)" in plain and "known:" not in plain
+    assert "1 root cause(s)" in plain and "evdiff export-test" in plain and "known:" not in plain
     listed = text({sig: "seed class A, 5.11"})
-    assert "known: 1 signature(s)" in listed and "seed class A, 5.11" in listed
-    assert "distinct signature(s)" not in listed
+    assert "known: 1 root cause(s)" in listed and "seed class A, 5.11" in listed
+    assert "1 root cause(s) in" not in listed
     assert [f.signature for f in store.findings()] == [sig]  # still recorded

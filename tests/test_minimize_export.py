@@ -55,9 +55,9 @@ def buggy(fake_impl, monkeypatch):
 def test_minimises_to_the_few_events_that_matter(buggy):
     sc = parse_scenario(LONG)
     assert len(sc.events) >= 20
-    sig = oracle.compare(sc).divergences[0].signature
+    sig = oracle.compare(sc).causes[0].signature
     res = minimize(sc)
-    assert res.signature == sig and sig in {d.signature for d in oracle.compare(res.scenario).divergences}
+    assert res.signature == sig and sig in {c.signature for c in oracle.compare(res.scenario).causes}
     text = format_scenario(res.scenario, with_description=False)
     assert text.splitlines()[1:] == ["l1.intercept exceptions=#GP", "l2.idt 0x30 gate=bad_type",
                                      "l1.vmentry inject=intr(0x30)"]
@@ -69,7 +69,7 @@ def test_result_is_one_minimal(buggy):
     sc, sig = res.scenario, res.signature
     for i in range(len(sc.events)):
         fewer = replace(sc, events=sc.events[:i] + sc.events[i + 1:])
-        assert sig not in {d.signature for d in oracle.compare(fewer).divergences}
+        assert sig not in {c.signature for c in oracle.compare(fewer).causes}
 
 
 def test_refuses_a_scenario_without_divergence(buggy):

@@ -82,7 +82,7 @@ def test_allowed_outcomes_each_accepted(fake_impl):
 
 
 def test_nothing_compared_after_the_reference_leaves_the_architecture(fake_impl):
-    sc = parse_scenario("evdiff 1\nirq 0x21\ncli\nuser.set_irq 0x20\nrun\n")
+    sc = parse_scenario("evdiff 1\nirq 0x21\nuser.set_irq 0x20\nuser.set_nmi injected=1\nrun\n")
     before = lambda o: tuple(x for x in o.l1 if x[0] < 2)  # noqa: E731
     fake_impl("prepatch", lambda o, s: Outcome(before(o), o.l2, 3, None, o.alarms, o.livelock))
     assert oracle.compare(sc, ["reference", "prepatch"]).agree

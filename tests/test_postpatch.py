@@ -306,12 +306,14 @@ def test_regression_set_events_never_clears():
 
 def test_stale_soft_exception_beats_interrupt():
     """The same slip with a soft exception, which get-events never reports:
-    the VMM's SET for an interrupt leaves the injected #OF in place, and the
+    the VMM's SET for an interrupt leaves the queued #OF in place, and the
     #OF is delivered instead of the interrupt.  The reference reads the pair
-    as #OF raised during the interrupt's delivery (Table 6-5, serial) and
-    delivers #OF too, so here the slip happens to give the architectural
-    answer, where prepatch delivers the interrupt."""
-    s = scenario("vmx", "on", "user.set_exception #OF\nuser.set_irq 0x20\n")
+    (a pending #OF: the payload cap) as #OF raised during the interrupt's
+    delivery (Table 6-5, serial) and delivers #OF too, so here the slip
+    happens to give the architectural answer, where prepatch delivers the
+    interrupt.  (Without the cap the #OF would be in flight beside the
+    interrupt, a state no CPU is in.)"""
+    s = scenario("vmx", "on", "user.set_exception #OF\nuser.set_irq 0x20\n", "caps=exception_payload")
     assert verdicts(s) == {"l1": "fixed"}
     assert [str(o) for _, o in postpatch(s).l1] == ["L1 handles #OF"]
     assert [str(o) for _, o in api.load("prepatch").run(s).l1] == ["L1 handles ext-int 0x20"]

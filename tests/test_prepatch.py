@@ -285,11 +285,13 @@ def test_any_exception_during_double_fault_delivery_is_a_triple_fault(vendor):
 
 def test_user_exception_without_payload_cap_bypasses_l1():
     """Without KVM_CAP_EXCEPTION_PAYLOAD, KVM_SET_VCPU_EVENTS can only set an
-    injected exception: it reaches L2 without L1's intercept check."""
+    injected exception: it reaches L2 without L1's intercept check, and the
+    scenario means that for the reference too (fuzz.scenario.Scenario)."""
     body = "l1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP ec=0x0\nrun\n"
-    assert not agrees(scenario("vmx", "on", body))
+    no_cap = scenario("vmx", "on", body)
+    assert agrees(no_cap) and [str(o) for _, o in prepatch(no_cap).l2] == ["L2 handles #GP(ec=0x0)"]
     with_cap = parse_scenario("evdiff 1 vendor=vmx caps=exception_payload\n" + body)
-    assert agrees(with_cap)
+    assert agrees(with_cap) and prepatch(with_cap).final.level == 1
 
 
 def test_svm_nmi_mask_is_one_mask_for_both_levels():
@@ -317,23 +319,55 @@ def test_svm_intercepted_interrupt_livelock():
     assert agrees(scenario("vmx", "on", "l1.intercept intr=1\ncli\nl1.vmentry\nirq 0x20\nrun\n"))
 
 
+def _driver_after(vendor: str, body: str):
+    """A prepatch driver that has run `body`'s events, not the final run: for
+    VMM steps the scenario language gives another meaning (see
+    impls.arch.possible and the mode change as an instruction)."""
+    from impls.api import HANDLER
+    from impls.prepatch.driver import Driver
+    from impls.prepatch.vcpu import Vcpu
+
+    d = Driver(scenario(vendor, "on", body), Vcpu)
+    for step, ev in enumerate(d.events):
+        d.rec.step = step
+        getattr(d, HANDLER[ev.kind])(ev)
+    return d
+
+
 def test_vmx_stale_error_code_flag_fails_entry():
     """VMX: an exception set with an error code while L1 was in protected
-    mode is injected after L1 switched to real mode: kvm_multiple_exception
-    decided has_error_code at queue time (RFC patch 1/4 moves that to
-    injection), the VM entry fails (SDM 26.2.1.3) and KVM exits with
-    KVM_EXIT_FAIL_ENTRY."""
-    s = scenario("vmx", "on", "user.set_exception #GP ec=0x0 injected=1\nl1.mode real\nrun\n")
-    assert any(a.startswith("KVM_EXIT_FAIL_ENTRY") for a in prepatch(s).alarms)
+    mode is injected after the VMM switched L1 to real mode (KVM_SET_SREGS
+    after KVM_SET_VCPU_EVENTS): kvm_multiple_exception decided
+    has_error_code at queue time (RFC patch 1/4 moves that to injection), the
+    VM entry fails (SDM 26.2.1.3) and KVM exits with KVM_EXIT_FAIL_ENTRY.
+    In a scenario, `l1.mode real` is an instruction after the delivery."""
+    from impls.arch import Mode
+
+    d = _driver_after("vmx", "user.set_exception #GP ec=0x0 injected=1\n")
+    d.cpu.set_desc(1, mode=Mode.REAL)
+    d.ev_run(None)
+    assert any(a.startswith("KVM_EXIT_FAIL_ENTRY") for a in d.outcome().alarms)
+    assert agrees(scenario("vmx", "on", "user.set_exception #GP ec=0x0 injected=1\nl1.mode real\nrun\n"))
 
 
-def test_vmx_user_injected_interrupt_with_if_clear_fails_entry():
-    """VMX: KVM_SET_VCPU_EVENTS marks an interrupt injected while IF=0; KVM
-    re-injects it without looking at IF and the VM entry fails (SDM
-    26.3.1.5).  SVM's EVENTINJ does not check IF and agrees."""
-    body = "cli\nuser.set_irq 0x30\nrun\n"
-    assert any("0x80000021" in a for a in prepatch(scenario("vmx", "on", body)).alarms)
-    assert agrees(scenario("svm", "on", body))
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_user_injected_interrupt_with_if_clear(vendor):
+    """KVM_SET_VCPU_EVENTS accepts an interrupt injected while IF=0 and KVM
+    re-injects it without looking at IF: on VMX the VM entry fails (SDM
+    26.3.1.5, exit reason 0x80000021), SVM's EVENTINJ does not check IF and
+    delivers it.  No VMM sets that state (no CPU acknowledges an interrupt
+    with IF=0): in a scenario `user.set_irq` then does nothing."""
+    d = _driver_after(vendor, "cli\n")
+    events = d.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
+    events.interrupt_injected, events.interrupt_nr, events.interrupt_soft = 1, 0x30, 0
+    d._set_events(events)
+    d.ev_run(None)
+    out = d.outcome()
+    if vendor == "vmx":
+        assert any("0x80000021" in a for a in out.alarms)
+    else:
+        assert [str(o) for _, o in out.l1] == ["L1 handles ext-int 0x30"]
+    assert agrees(scenario(vendor, "on", "cli\nuser.set_irq 0x30\nrun\n"))
 
 
 #: The primary divergence of prepatch against the reference on each seed bug

@@ -82,7 +82,7 @@ def test_distinct_signatures_are_distinct_failures(fake_impl):
     assert len(sigs) == len(errors) >= 2
     for e in errors:  # shrunk: the minimal scenario shows its bug in a few events
         assert len(e.report.scenario.events) <= 4
-        assert e.signature in {d.signature for d in e.report.divergences}
+        assert e.signature in {c.signature for c in e.report.causes}
 
 
 def test_state_machine_agrees_where_implementations_agree(fake_impl):
@@ -126,8 +126,8 @@ def _env():
 
 def test_hypothesis_campaign_records_shrunk_findings_and_resumes(tmp_path):
     out = tmp_path / "findings"
-    cmd = [sys.executable, "-m", "fuzz.cli", "fuzz", "--engine", "hypothesis", "--time", "8", "--findings",
-           str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "fuzz.cli", "fuzz", "--engine", "hypothesis",
+           "--time", "8", "--findings", str(out), "--quiet"]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     store = findings.FindingStore(out)

@@ -147,7 +147,8 @@ def test_l0_and_save_restore_events_are_invisible():
 
 
 def test_user_pending_exception_is_intercept_checked_injected_is_not():
-    pending = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP\nrun\n")
+    pending = run("evdiff 1 caps=exception_payload\nl1.intercept exceptions=#GP\nl1.vmentry\n"
+                  "user.set_exception #GP\nrun\n")
     assert obs(pending, 1)[0].reason == "EXCEPTION_NMI"
     injected = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\nuser.set_exception #GP injected=1\nrun\n")
     assert obs(injected, 2) == [Delivered(2, exception(13, 0))]
@@ -172,19 +173,21 @@ def test_deliver_error_code_only_for_the_vectors_the_sdm_lists():
     assert obs(out, 1) == [] and obs(out, 2) == [Delivered(2, exception(21, 0))]
 
 
-def test_interrupt_in_flight_with_if_clear_is_outside_the_architecture():
+def test_interrupt_in_flight_with_if_clear_is_not_set():
+    """No CPU acknowledges an interrupt with IF=0 (SDM 6.8.1): userspace
+    setting one in flight does nothing (impls.arch.possible)."""
     out = run("evdiff 1\ncli\nrun\nuser.set_irq 0x20\nrun\n")
-    assert out.undefined_from == 2
-    assert run("evdiff 1\nuser.set_irq 0x20\nrun\n").undefined_from is None
+    assert out.undefined_from is None and obs(out, 1) == [] and out.final.irq_pending == ()
+    assert obs(run("evdiff 1\nuser.set_irq 0x20\nrun\n"), 1) == [Delivered(1, ext_intr(0x20))]
 
 
 def test_user_pending_exception_beside_an_interrupt_in_flight_faults_its_delivery():
     """Table 6-5: the exception was raised while the interrupt was being
     delivered; benign first: serial, the interrupt is not delivered.  In L2
     the exit to L1 carries the interrupt as IDT-vectoring info."""
-    out = run("evdiff 1\nuser.set_irq 0x20\nuser.set_exception #GP\nrun\n")
+    out = run("evdiff 1 caps=exception_payload\nuser.set_irq 0x20\nuser.set_exception #GP\nrun\n")
     assert obs(out, 1) == [Delivered(1, exception(13, 0))]
-    nested = run("evdiff 1\nl1.intercept exceptions=#GP\nl1.vmentry\n"
+    nested = run("evdiff 1 caps=exception_payload\nl1.intercept exceptions=#GP\nl1.vmentry\n"
                  "user.set_irq 0x20\nuser.set_exception #GP\nrun\n")
     assert obs(nested, 1) == [VmExit("EXCEPTION_NMI", exception(13, 0), ext_intr(0x20))]
 

@@ -107,6 +107,25 @@ DF, TS, NP, SS, GP, PF, AC, MC = 8, 10, 11, 12, 13, 14, 17, 18
 
 MNEMONICS = {info.mnemonic: v for v, info in VECTORS.items()}
 
+#: Vectors only an instruction raises, as a software exception: #BP by INT3
+#: and #OF by INTO (SDM 6.3.1 Table 6-1, "Source" column).  VMX reports them
+#: as type 6, "software exception" (SDM 24.8.3 Table 24-13; 27.2.2 exit
+#: interruption information, 27.2.3 IDT-vectoring); SVM as type 3 (APM 15.7.2).
+SOFT_EXCEPTION_VECTORS = frozenset({BP, OF})
+#: Length of INT3 (CCh) and INTO (CEh): one byte (SDM2 INT n/INTO/INT3/INT1;
+#: APM 15.12.4-5 name the same opcodes).
+SOFT_EXCEPTION_LENGTH = 1
+
+
+def raised_type(vector: int) -> EvType:
+    """The type of the exception the current instruction raises on `vector`:
+    a software exception for #BP and #OF, which only INT3 and INTO raise, a
+    hardware exception otherwise.  A software exception is delivered as a
+    trap of its vector (SDM 6.4.2), with EXT=0 in the error code of a fault
+    met during its delivery (SDM 6.13, `ext_bit`), is benign for double-fault
+    purposes (SDM Table 6-4, `second_exception`) and pushes no error code."""
+    return EvType.SOFT_EXCEPTION if vector in SOFT_EXCEPTION_VECTORS else EvType.HW_EXCEPTION
+
 
 def mnemonic(vector: int) -> str:
     """`#PF` for 14; other vectors in hex (`0x20`)."""
@@ -136,11 +155,11 @@ def second_exception(first: Ev, second: int) -> Merge:
 
     SDM vol. 3 6.15, "Interrupt 8 - Double Fault Exception (#DF)", Table 6-5
     "Conditions for Generating a Double Fault".  Only a hardware exception
-    can be contributory or page-fault class: NMI, INTR and INT n are benign
-    (Table 6-4).  AMD: APM8* "Double-Fault Exception Conditions" gives the
-    same rows (secondary copy only); APM 15.7.2's example (#PF while
-    delivering #DF: shutdown) confirms one cell.  #CP's class: NOT FOUND for
-    either vendor (`VECTORS`).
+    can be contributory or page-fault class: NMI, INTR, INT n and the
+    software exceptions #BP / #OF (INT3, INTO) are benign (Table 6-4).  AMD:
+    APM8* "Double-Fault Exception Conditions" gives the same rows (secondary
+    copy only); APM 15.7.2's example (#PF while delivering #DF: shutdown)
+    confirms one cell.  #CP's class: NOT FOUND for either vendor (`VECTORS`).
     """
     if first.type is not EvType.HW_EXCEPTION:
         return Merge.SERIAL

@@ -35,8 +35,9 @@ EXIT_NAMES = {
 
 
 def encode(ev: Ev | None) -> tuple[int, int]:
-    """(EVENTINJ / EXITINTINFO low word, error code).  INT1, INT3 and INTO
-    are type 3 on SVM (APM 15.7.2)."""
+    """(EVENTINJ / EXITINTINFO low word, error code).  The events INT1, INT3
+    and INTO raise are exceptions, type 3, not software interrupts (APM
+    15.7.2, the paragraph after Table 15-1)."""
     if ev is None:
         return 0, 0
     typ = {EvType.PRIV_SOFT_EXCEPTION: TYPE_EXEPT, EvType.SOFT_EXCEPTION: TYPE_EXEPT}.get(
@@ -49,10 +50,18 @@ def encode(ev: Ev | None) -> tuple[int, int]:
 
 
 def decode(info: int, error_code: int = 0) -> Ev | None:
+    """The event an EVENTINJ / EXITINTINFO value describes.  Type 3 with
+    vector 3 or 4 is INT3's #BP or INTO's #OF, a software exception: that is
+    how EXITINTINFO reports them (APM 15.7.2), and an injected one "behaves
+    like a trap raised by INT3 and INTO" (APM 15.20).  No other event is an
+    exception with those vectors."""
     if not info & EVTINJ_VALID:
         return None
     ec = error_code if info & EVTINJ_VALID_ERR else None
-    return Ev(EvType((info >> 8) & 7), info & 0xFF, ec)
+    typ, vector = (info >> 8) & 7, info & 0xFF
+    if typ == TYPE_EXEPT and vector in (3, 4):
+        return Ev(EvType.SOFT_EXCEPTION, vector, ec)
+    return Ev(EvType(typ), vector, ec)
 
 
 def exit_name(code: int) -> str:

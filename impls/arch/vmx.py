@@ -33,6 +33,13 @@ EXIT_REASON_NAMES = {
 }
 
 
+#: Types of the events an instruction raises (4 INT n, 5 INT1, 6 INT3 / INTO):
+#: their injection pushes RIP plus the VM-entry instruction length (SDM
+#: 26.5.1.1), and an exit during their delivery, or an exit on INT3 / INTO
+#: itself, reports the instruction's length (SDM 27.2.4).
+INSTRUCTION_TYPES = frozenset({EvType.SOFT_INT, EvType.PRIV_SOFT_EXCEPTION, EvType.SOFT_EXCEPTION})
+
+
 def encode(ev: Ev | None) -> tuple[int, int]:
     """(interruption info, error code) for an event; (0, 0) for none."""
     if ev is None:

@@ -22,9 +22,11 @@ in `impls.hw.environment`.  Shared by every KVM port.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from impls import arch
 from impls.api import Delivered
-from impls.arch import DB, DF, PF, UD, BR, DescriptorState, Ev, EvType, Merge, Mode
+from impls.arch import DB, DF, PF, UD, BR, DescriptorState, Ev, EvType, Merge, Mode, possible
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw.environment import Environment, Origin
@@ -96,7 +98,7 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "rip")
+                 "fixup_delivery", "fixup_iret", "rip", "restart")
 
     def __init__(self, cr2_cell: list[int] | None = None):
         self.desc = DescriptorState()
@@ -112,6 +114,17 @@ class LevelState:
         self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
         self.fixup_iret = 0  # ... for the next IRETs
         self.rip = 0  # instructions completed at this level
+        #: (vector, ec, cr2) of the INT3 / INTO at RIP whose #BP / #OF has not
+        #: reached its handler: an exit before or during its delivery leaves
+        #: RIP on the instruction, so the level executes it again unless an
+        #: event is delivered first.  Sources: the guest state saved is that
+        #: of the moment the exit commences (SDM 27.3; APM 15.7.1), with the
+        #: instruction's length reported for re-injection (SDM 27.2.4); an
+        #: intercepted INT3 / INTO saves its own rIP (APM 15.12, 15.12.4).
+        #: For an exit during the delivery the APM names no rIP: KVM 5.11
+        #: relies on this re-execution (svm_complete_interrupts).  The VMM
+        #: sets it with a #BP / #OF it sets (impls.hw.environment, "The VMM").
+        self.restart: tuple[int, int, int] | None = None
 
     @property
     def cr2(self) -> int:
@@ -127,9 +140,10 @@ class Vmcs:
 
     __slots__ = ("name", "level", "exception_bitmap", "pf_mask", "pf_match", "nmi_exiting",
                  "virtual_nmis", "ext_intr_exiting", "intr_window_exiting", "nmi_window_exiting",
-                 "preemption_timer_zero", "entry_intr_info", "entry_error_code",
+                 "preemption_timer_zero", "entry_intr_info", "entry_error_code", "entry_instruction_len",
                  "exit_reason", "exit_intr_info", "exit_intr_error_code", "idt_vectoring_info",
-                 "idt_vectoring_error_code", "exit_qualification", "instr_error", "launched")
+                 "idt_vectoring_error_code", "exit_qualification", "exit_instruction_len", "instr_error",
+                 "launched")
 
     def __init__(self, name: str, level: int):
         self.name, self.level = name, level
@@ -138,10 +152,10 @@ class Vmcs:
         self.nmi_exiting = self.virtual_nmis = self.ext_intr_exiting = True  # L0's pin controls
         self.intr_window_exiting = self.nmi_window_exiting = False
         self.preemption_timer_zero = False
-        self.entry_intr_info = self.entry_error_code = 0
+        self.entry_intr_info = self.entry_error_code = self.entry_instruction_len = 0
         self.exit_reason = self.exit_intr_info = self.exit_intr_error_code = 0
         self.idt_vectoring_info = self.idt_vectoring_error_code = 0
-        self.exit_qualification = 0
+        self.exit_qualification = self.exit_instruction_len = 0
         self.instr_error = 0
         self.launched = False
 
@@ -224,6 +238,10 @@ class Cpu:
         self.ran_noop = False  # this entry executed a no-op (RUN phase)
         self.entered_with_event = False  # this entry injected an event
         self.vmfail = False  # the last VMX entry failed with VMfail
+        #: Length of the instruction behind the software event being raised or
+        #: delivered (INT3 / INTO, or an injection's VM-entry instruction
+        #: length): what a VMX exit reports for it (SDM 27.2.4).
+        self.soft_event_length = 0
         # SMM (impls.hw.environment): the state-save area KVM's enter_smm
         # writes into SMRAM (a dict of what the port saves, or None), and
         # whether the guest is running the SMM handler, whose first
@@ -233,14 +251,16 @@ class Cpu:
 
     # ----------------------------------------------------------- helpers --
 
-    def _exc(self, lv: LevelState, vector: int, error_code: int | None) -> Ev:
-        """A hardware exception as raised at a level: no error code in real
-        mode (SDM 20.1.4) or for vectors that push none (SDM Table 6-1)."""
+    def _exc(self, lv: LevelState, vector: int, error_code: int | None,
+             typ: EvType = EvType.HW_EXCEPTION) -> Ev:
+        """An exception as raised at a level: no error code in real mode (SDM
+        20.1.4) or for vectors that push none (SDM Table 6-1).  A hardware
+        exception unless `typ` says otherwise (`arch.raised_type`)."""
         if lv.desc.mode is Mode.REAL or not arch.has_error_code(vector):
             error_code = None
         elif error_code is None:
             error_code = 0
-        return Ev(EvType.HW_EXCEPTION, vector, error_code)
+        return Ev(typ, vector, error_code)
 
     def _intercepts(self, ctl, ev: Ev) -> bool:
         """Whether the control block makes exception `ev` a VM exit: the
@@ -269,6 +289,12 @@ class Cpu:
         if vectoring is not None and vectoring.error_code is not None:
             vmcs.idt_vectoring_error_code = ec
         vmcs.exit_qualification = qual
+        # SDM 27.2.4: an exit on INT3 / INTO (exit interruption type 6) or
+        # during the delivery of a type 4/5/6 event reports the length of its
+        # instruction; for other exits the field is not modelled (0).
+        soft = (intr is not None and intr.type is EvType.SOFT_EXCEPTION) or (
+            vectoring is not None and vectoring.type in avmx.INSTRUCTION_TYPES)
+        vmcs.exit_instruction_len = self.soft_event_length if soft else 0
 
     def _svm_exit(self, vmcb: Vmcb, code: int, info1: int = 0, info2: int = 0,
                   vectoring: Ev | None = None) -> None:
@@ -388,13 +414,15 @@ class Cpu:
 
     def _delivered(self, level: int, lv: LevelState, ev: Ev) -> None:
         """The handler is reached: IF cleared (interrupt gates), the STI /
-        MOV-SS shadow ends (SDM 6.8.3).  Real mode and events other than
-        hardware exceptions push no error code."""
+        MOV-SS shadow ends (SDM 6.8.3), RIP is the handler's, so no INT3 /
+        INTO is left to execute again (`LevelState.restart`).  Real mode and
+        events other than hardware exceptions push no error code."""
         if ev.error_code is not None and (lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION):
             ev = ev.without_error_code()
         self.rec.observe(level, Delivered(level, ev))
         lv.rflags_if = False
         lv.shadow = None
+        lv.restart = None
 
     # -------------------------------------------------------------- entry --
 
@@ -411,7 +439,7 @@ class Cpu:
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
-        lv = self.lv[vmcs.level]
+        lv = self._enter(vmcs.level)
         inj = avmx.decode(vmcs.entry_intr_info, vmcs.entry_error_code)
         if inj is not None:
             want_ec = (inj.type is EvType.HW_EXCEPTION and lv.desc.mode is not Mode.REAL
@@ -431,6 +459,7 @@ class Cpu:
         vmcs.launched = True
         if inj is not None:
             self.entered_with_event = True
+            self.soft_event_length = vmcs.entry_instruction_len if inj.type in avmx.INSTRUCTION_TYPES else 0
             if not self.deliver(vmcs, inj):
                 return
         if vmcs.preemption_timer_zero:
@@ -455,7 +484,7 @@ class Cpu:
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
-        lv = self.lv[vmcb.level]
+        lv = self._enter(vmcb.level)
         inj = asvm.decode(vmcb.event_inj, vmcb.event_inj_err)
         if inj is not None and inj.type is EvType.NMI:
             inj = Ev(EvType.NMI, 2)  # the vector of an NMI is ignored (APM 15.20)
@@ -477,13 +506,28 @@ class Cpu:
             return
         self._boundary(vmcb, lv)
 
+    def _enter(self, level: int) -> LevelState:
+        """The guest state of the level an entry runs.  Entering a level
+        forgets an INT3 / INTO the other level had left to execute again:
+        after a nested exit L1 does not let L2 execute it again
+        (impls.hw.environment, "L1, the hypervisor"), and L0 never makes L1
+        run one again from L2."""
+        self.lv[3 - level].restart = None
+        return self.lv[level]
+
     # -------------------------------------------------------- instructions --
 
     def _boundary(self, ctl, lv: LevelState) -> None:
         """The instruction boundary: execute what the driver asked for; the
-        SMM handler executes RSM first, whatever the driver asked."""
+        SMM handler executes RSM first, whatever the driver asked; an INT3 /
+        INTO whose delivery an exit interrupted executes again next
+        (`LevelState.restart`), as when L0 re-enters without re-injecting
+        its event (KVM 5.11 on SVM, svm_complete_interrupts)."""
         if self.smm_handler:
             self._op_rsm(ctl, lv)
+            return
+        if lv.restart is not None:
+            self._op_exception(ctl, lv, *lv.restart)
             return
         if self.phase == RUN:
             self.ran_noop = True
@@ -556,11 +600,18 @@ class Cpu:
         self._complete(ctl, lv)
 
     def _op_exception(self, ctl, lv, vector: int, ec: int, cr2: int):
-        """The instruction raises `vector`: an exit if intercepted (a #PF
-        loads no CR2 then, SDM 27.1 / APM 15.12), else delivered."""
+        """The instruction raises `vector` (as its mode allows:
+        `possible.raised`): an exit if intercepted (a #PF loads no CR2 then,
+        SDM 27.1 / APM 15.12), else delivered.  #BP and #OF are INT3's and
+        INTO's software exceptions (`arch.raised_type`): until their handler
+        is reached, RIP stays on the instruction (`LevelState.restart`)."""
+        vector = possible.raised(vector, lv.desc.mode)
         lv.shadow = None
         self.env.last_origin = Origin.GUEST
-        ev = self._exc(lv, vector, ec)
+        ev = self._exc(lv, vector, ec, arch.raised_type(vector))
+        if ev.type is EvType.SOFT_EXCEPTION:
+            self.soft_event_length = arch.SOFT_EXCEPTION_LENGTH
+            lv.restart = (vector, ec, cr2)
         if self._intercepts(ctl, ev):
             self._exception_exit(ctl, ev, None, cr2)
             return
@@ -613,9 +664,18 @@ class Cpu:
             return
         self._op_exception(ctl, lv, UD, 0, 0)
 
+    def _op_mode(self, ctl, lv, mode: Mode):
+        """MOV to CR0 / WRMSR to EFER changing the level's mode (KVM's CR0 and
+        EFER intercepts are not modelled: the CPU executes it)."""
+        lv.desc = replace(lv.desc, mode=mode)
+        lv.shadow = None
+        self._complete(ctl, lv)
+
     def _op_emulate(self, ctl, lv):
-        """An access L0 must emulate (MMIO): an exit L0 handles by emulation."""
+        """An access L0 must emulate (MMIO): an exit L0 handles by emulation;
+        the emulator decodes the instruction in the level's mode."""
         self.env.last_origin = Origin.EMULATE
+        self.env.decode_in(lv.desc.mode)
         if self.svm:
             self._svm_exit(ctl, SVM_EXIT_NPF, 1 | (1 << 3), 0xFEE0_0000)
         else:
@@ -624,8 +684,6 @@ class Cpu:
     # ----------------------------------------------------- scenario state --
 
     def set_desc(self, level: int, **changes) -> None:
-        from dataclasses import replace
-
         lv = self.lv[level]
         lv.desc = replace(lv.desc, **changes)
 

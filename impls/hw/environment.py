@@ -19,7 +19,8 @@ by the scenario's events instead of being modelled, and every KVM port
   must emulate (an MMIO access: EPT misconfiguration on VMX, an NPF on SVM,
   whatever the paging mode); the emulator either completes it or raises V,
   which KVM queues through `inject_emulated_exception` /
-  `kvm_inject_emulated_page_fault`.  A #UD that L0 intercepts goes to the
+  `kvm_inject_emulated_page_fault`; it decodes in the mode of the level
+  that exited (a #BR in 64-bit mode is #UD, `impls.arch.possible`).  A #UD that L0 intercepts goes to the
   emulator too (`handle_ud`), which fails to decode it and queues #UD.
 * **Host-side events.**  A guest #MC is a host machine check: the host's
   handler and the VMM turn it back into a guest #MC as KVM_X86_SET_MCE would,
@@ -50,7 +51,10 @@ by the scenario's events instead of being modelled, and every KVM port
   exit for an instruction it emulates (VMCALL / VMMCALL) L1 skips it,
   moving L2's RIP and ending its STI / MOV-SS blocking.  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
-  EFER.SVME (SVM) from the start, and never leaves VMX operation.
+  EFER.SVME (SVM) from the start, and never leaves VMX operation.  After an
+  exit before or during the delivery of L2's INT3 / INTO (whose RIP is still
+  on the instruction), L1 does not let L2 execute it again: it re-injects the
+  event only if `l1.vmentry inject=` says so, as in the reference.
 * **INIT and reset.**  `init` is an INIT IPI the in-kernel LAPIC accepts
   (`__apic_accept_irq`, APIC_DM_INIT: `apic.pending_events`, KVM_REQ_EVENT,
   and a kick that is a no-op, the vCPU being outside guest mode between
@@ -87,23 +91,35 @@ by the scenario's events instead of being modelled, and every KVM port
   it); RIP is an instruction counter per level; CR2 is
   one register on VMX (the VMCS does not hold it) and per level on SVM (the
   VMCB save area does), as in the reference; every IDT gate is an interrupt gate,
-  `mov_ss` after `mov_ss` always blocks.  On SVM, an EVENTINJ error code is
+  `mov_ss` after `mov_ss` always blocks; a mode change (`lN.mode` of the
+  running level) is an instruction the CPU executes, not a CR0 / EFER write
+  that exits to L0.  On SVM, an EVENTINJ error code is
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
   timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
-  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  The VMX CPU
-  raises #CP with an error code (`arch.VECTORS`), so its VM-entry check on
-  the deliver-error-code bit takes every vector that pushes one
-  (`arch.has_error_code`) and accepts L0 re-injecting a #CP its own exit
-  reported; the SDM 059 list that the reference applies to L1's entries
-  (`arch.vmx.ENTRY_ERROR_CODE_VECTORS`) predates CET and has no #CP.
+  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  `exception
+  #BP` / `#OF` is an INT3 / INTO, one byte long: until its handler is
+  reached RIP stays on it, so when L0 re-enters without injecting anything
+  first the CPU executes it again (`LevelState.restart`).  The VMX CPU
+  reports instruction lengths in the VM-exit instruction-length field only
+  for INT3 / INTO and software events (SDM 27.2.4); it does not check the
+  VM-entry instruction length (KVM writes 0 to 2), and RIP pushed by a
+  delivery is not modelled.  The VMX CPU raises #CP with an error code
+  (`arch.VECTORS`), so its VM-entry check on the deliver-error-code bit
+  takes every vector that pushes one (`arch.has_error_code`) and accepts L0
+  re-injecting a #CP its own exit reported; the SDM 059 list that the
+  reference applies to L1's entries (`arch.vmx.ENTRY_ERROR_CODE_VECTORS`)
+  predates CET and has no #CP.
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),
   which is recorded as an alarm.  It enables KVM_CAP_EXCEPTION_PAYLOAD when
   the scenario lists `exception_payload`; caps the kernel does not have are
   not enabled.  With KVM_SET_VCPU_EVENTS it sets
-  `has_error_code` as the guest's mode requires.  A migration carries every
+  `has_error_code` as the guest's mode requires, and a #BP / #OF comes with
+  RIP on the INT3 / INTO that raised it, as KVM's ABI assumes
+  (KVM_GET_VCPU_EVENTS leaves software exceptions out, for the guest to
+  raise them again).  A migration carries every
   other piece of state (registers, nested state, LAPIC) faithfully; only the
   event state goes through KVM_GET_VCPU_EVENTS / KVM_SET_VCPU_EVENTS.
 
@@ -113,6 +129,8 @@ from, so that KVM's MMU and emulator can ask this module for their verdict.
 from __future__ import annotations
 
 import enum
+
+from impls.arch.possible import raised
 
 
 class VcpuReset(Exception):
@@ -153,6 +171,16 @@ class Environment:
         """The instruction behind the latest exit is the SMM handler's RSM
         (the emulator decodes it, even under EMULTYPE_TRAP_UD)."""
         return self.last_origin is Origin.RSM
+
+    def decode_in(self, mode) -> None:
+        """The CPU exited for the instruction to emulate at a level in
+        `mode`: the emulator raises what that instruction raises there
+        (`impls.arch.possible.raised`: BOUND is #UD in 64-bit mode)."""
+        if self.emulate_fault is not None:
+            vector, ec, cr2 = self.emulate_fault
+            actual = raised(vector, mode)
+            if actual != vector:
+                self.emulate_fault = (actual, 0, 0)
 
     def emulator_fault(self) -> tuple[int, int, int] | None:
         """What the emulated instruction raises: (vector, ec, cr2) or None."""

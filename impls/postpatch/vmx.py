@@ -37,6 +37,7 @@ class VmxRfc:
             intr_info |= INTR_INFO_DELIVER_CODE
         vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_queue_exception: emulation required")
         if kvm_exception_is_soft(nr):
+            vmcs.entry_instruction_len = vcpu.arch.event_exit_inst_len
             intr_info |= INTR_TYPE_SOFT_EXCEPTION
         else:
             intr_info |= INTR_TYPE_HARD_EXCEPTION

@@ -1,8 +1,10 @@
 """Maps scenario events to what a VMM, L1 and the guest do to a KVM vCPU.
 
 * Guest configuration (`lN.mode`, `lN.idt`, ...) changes the simulated CPU's
-  per-level state directly; `delivery_fault` and `l0.mmu_fixup` arm faults at
-  the level running when the event comes (L2 while KVM is in guest mode).
+  per-level state directly, except a mode change of the running level, which
+  is an instruction (as in the reference); `delivery_fault` and
+  `l0.mmu_fixup` arm faults at the level running when the event comes (L2
+  while KVM is in guest mode).
 * An instruction event (`exception`, `sti`, ..., `l1.vmentry`, `l2.vmcall`,
   `l0.emulate`) is a KVM_RUN: `vcpu_run`'s loop runs until the guest has
   executed the instruction (or, if it belongs to the other level, reached
@@ -19,7 +21,9 @@
   LAPIC's INIT latch); an INIT that resets the vCPU ends the scenario
   (`kvm_vcpu_reset` raises `VcpuReset`, no final state); `user.*` are
   KVM_SET_VCPU_EVENTS (after KVM_GET_VCPU_EVENTS), KVM_INTERRUPT, KVM_NMI
-  and the migration; see impls.hw.environment for what the VMM does.
+  and the migration; see impls.hw.environment for what the VMM does.  The
+  VMM sets no state a CPU cannot be in (`impls.arch.possible`, as the
+  reference): such a `user.set_*` event issues no ioctl.
 
 Shared by every KVM port: a port passes its `Vcpu` class.
 """
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 from impls import arch
 from impls.api import HANDLER, FinalState, Outcome
-from impls.arch import Gate, Mode
+from impls.arch import Gate, Mode, possible
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
@@ -64,8 +68,10 @@ class Driver:
 
     def in_flight(self) -> bool:
         """KVM still holds an event it must deliver before the guest moves on
-        (`Vcpu.event_in_flight`, which a port with other state overrides)."""
-        return self.vcpu.event_in_flight()
+        (`Vcpu.event_in_flight`, which a port with other state overrides),
+        or the guest has an INT3 / INTO to execute again, whose delivery an
+        exit interrupted and KVM did not re-inject (`LevelState.restart`)."""
+        return self.vcpu.event_in_flight() or self.cpu.lv[self.level()].restart is not None
 
     def userspace_exit(self) -> None:
         """KVM_RUN returned with an exit the VMM must handle."""
@@ -177,7 +183,14 @@ class Driver:
         return int(ev.kind[1])
 
     def ev_l1_mode(self, ev):
-        self.cpu.set_desc(self._level_of(ev), mode=Mode(ev.args[0]))
+        """The running level's mode changes by an instruction of its own
+        (KVM_RUN, `Cpu._op_mode`); the other level's is vmcs12 / vmcb12 guest
+        state L1 writes, at once."""
+        level, mode = self._level_of(ev), Mode(ev.args[0])
+        if level == self.level():
+            self.kvm_run(INSTR, ("mode", mode), level)
+        else:
+            self.cpu.set_desc(level, mode=mode)
 
     ev_l2_mode = ev_l1_mode
 
@@ -327,8 +340,23 @@ class Driver:
         if r < 0:
             self.rec.alarm(f"KVM_SET_VCPU_EVENTS failed ({r})")
 
+    def _nmi_blocked(self) -> bool:
+        """The running level's NMI blocking: the guest interruptibility state
+        on VMX; on SVM (no vNMI) the CPU holds none, KVM's NMI mask is the
+        guest's."""
+        if self.svm:
+            return bool(self.vcpu.kvm_x86_ops.get_nmi_mask(self.vcpu))
+        return self.cpu.lv[self.level()].nmi_blocked
+
+    def _in_flight_possible(self, kind: arch.EvType) -> bool:
+        lv = self.cpu.lv[self.level()]
+        return possible.in_flight_possible(kind, lv.rflags_if, lv.shadow,
+                                           kind is arch.EvType.NMI and self._nmi_blocked())
+
     def ev_user_set_exception(self, ev):
         vector, ec, injected = ev.args
+        if not possible.exception_settable(vector, self.cpu.lv[self.level()].desc.mode):
+            return
         v = self.vcpu
         events = v.kvm_vcpu_ioctl_x86_get_vcpu_events()
         if v.kvm.exception_payload_enabled:
@@ -343,9 +371,15 @@ class Driver:
         events.exception_error_code = ec
         events.exception_has_payload = 0
         events.exception_payload = 0
+        # RIP on the INT3 / INTO that raised a #BP / #OF, else on no such
+        # instruction (impls.hw.environment, "The VMM").
+        soft = vector in arch.SOFT_EXCEPTION_VECTORS
+        self.cpu.lv[self.level()].restart = (vector, 0, 0) if soft else None
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
+        if ev.args[0] and not self._in_flight_possible(arch.EvType.NMI):
+            return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         if ev.args[0]:
             events.nmi_injected = 1
@@ -354,6 +388,8 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_irq(self, ev):
+        if not self._in_flight_possible(arch.EvType.EXT_INTR):
+            return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         events.interrupt_injected = 1
         events.interrupt_nr = ev.args[0]
@@ -410,6 +446,7 @@ class Driver:
                 if x.nested.nested_run_pending:
                     n.vmcs02.vmcs.entry_intr_info = x.nested.vmcs12.vm_entry_intr_info_field
                     n.vmcs02.vmcs.entry_error_code = x.nested.vmcs12.vm_entry_exception_error_code
+                    n.vmcs02.vmcs.entry_instruction_len = x.nested.vmcs12.vm_entry_instruction_len
         self.vcpu = new
         self._set_events(events)
 

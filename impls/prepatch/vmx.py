@@ -131,6 +131,7 @@ class Vmx:
             intr_info |= INTR_INFO_DELIVER_CODE
         vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_queue_exception: emulation required")
         if kvm_exception_is_soft(nr):
+            vmcs.entry_instruction_len = vcpu.arch.event_exit_inst_len
             intr_info |= INTR_TYPE_SOFT_EXCEPTION
         else:
             intr_info |= INTR_TYPE_HARD_EXCEPTION
@@ -140,7 +141,11 @@ class Vmx:
     def vmx_inject_irq(vcpu) -> None:
         irq = vcpu.arch.interrupt.nr
         intr = irq | INTR_INFO_VALID
-        intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
+        if vcpu.arch.interrupt.soft:
+            intr |= INTR_TYPE_SOFT_INTR
+            vcpu.vmcs().entry_instruction_len = vcpu.arch.event_exit_inst_len
+        else:
+            intr |= INTR_TYPE_EXT_INTR
         vcpu.vmcs().entry_intr_info = intr
 
     @origin(VMX_C, "vmx_inject_nmi", tree=TREE)
@@ -232,9 +237,10 @@ class Vmx:
             vmx.loaded_vmcs.nmi_known_unmasked = not (vcpu.vmx_interruptibility() & GUEST_INTR_STATE_NMI)
 
     @origin(VMX_C, "__vmx_complete_interrupts", tree=TREE)
-    def _vmx_complete_interrupts(vcpu, idt_vectoring_info: int, error_code: int) -> None:
+    def _vmx_complete_interrupts(vcpu, idt_vectoring_info: int, instr_len: int, error_code: int) -> None:
         """Turn the event the CPU was delivering back into KVM's queues, after
-        dropping whatever KVM had queued (pending exceptions included)."""
+        dropping whatever KVM had queued (pending exceptions included); a
+        soft event keeps its instruction length for the re-injection."""
         a = vcpu.arch
         a.nmi_injected = False
         vcpu.kvm_clear_exception_queue()
@@ -248,22 +254,28 @@ class Vmx:
             a.nmi_injected = True
             vcpu.vmx_set_nmi_mask(False)
         elif type_ in (INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_HARD_EXCEPTION):
+            if type_ == INTR_TYPE_SOFT_EXCEPTION:
+                a.event_exit_inst_len = instr_len
             if idt_vectoring_info & INTR_INFO_DELIVER_CODE:
                 vcpu.kvm_requeue_exception_e(vector, error_code)
             else:
                 vcpu.kvm_requeue_exception(vector)
         elif type_ in (INTR_TYPE_SOFT_INTR, INTR_TYPE_EXT_INTR):
+            if type_ == INTR_TYPE_SOFT_INTR:
+                a.event_exit_inst_len = instr_len
             vcpu.kvm_queue_interrupt(vector, type_ == INTR_TYPE_SOFT_INTR)
         # PRIV_SW_EXCEPTION and OTHER_EVENT: dropped
 
     @origin(VMX_C, "vmx_complete_interrupts", tree=TREE)
     def vmx_complete_interrupts(vcpu) -> None:
-        vcpu._vmx_complete_interrupts(vcpu.vmx.idt_vectoring_info, vcpu.vmcs().idt_vectoring_error_code)
+        vmcs = vcpu.vmcs()
+        vcpu._vmx_complete_interrupts(vcpu.vmx.idt_vectoring_info, vmcs.exit_instruction_len,
+                                      vmcs.idt_vectoring_error_code)
 
     @origin(VMX_C, "vmx_cancel_injection", tree=TREE)
     def vmx_cancel_injection(vcpu) -> None:
         vmcs = vcpu.vmcs()
-        vcpu._vmx_complete_interrupts(vmcs.entry_intr_info, vmcs.entry_error_code)
+        vcpu._vmx_complete_interrupts(vmcs.entry_intr_info, vmcs.entry_instruction_len, vmcs.entry_error_code)
         vmcs.entry_intr_info = 0
 
     @origin(VMX_C, "vmx_vcpu_run", tree=TREE)

@@ -160,6 +160,7 @@ class VmxNested:
         if vmx.nested.nested_run_pending:
             vmcs02.entry_intr_info = vmcs12.vm_entry_intr_info_field
             vmcs02.entry_error_code = vmcs12.vm_entry_exception_error_code
+            vmcs02.entry_instruction_len = vmcs12.vm_entry_instruction_len
             # GUEST_INTERRUPTIBILITY_INFO from vmcs12: L2's state in the CPU.
             vmx.vmcs02.nmi_known_unmasked = not vcpu.cpu.lv[2].nmi_blocked
         else:
@@ -219,6 +220,7 @@ class VmxNested:
         vmcs12.exit_qualification = exit_qualification
         vmcs12.vm_exit_intr_info = exit_intr_info
         vmcs12.idt_vectoring_info_field = 0
+        vmcs12.vm_exit_instruction_len = vcpu.vmcs().exit_instruction_len  # vmcs02's (VMX_INSTRUCTION_INFO: not modelled)
         if not vm_exit_reason & hw.VMX_EXIT_REASONS_FAILED_VMENTRY:
             vmcs12.launch_state = 1
             vmcs12.vm_entry_intr_info_field &= ~INTR_INFO_VALID

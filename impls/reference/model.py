@@ -5,7 +5,8 @@ SDM and AMD APM describe it.  Written from the manuals only (citations as in
 There is no L0 here: L1 sees the VMX/SVM architecture directly, so every
 `l0.*` event and every `user.*` save/restore must leave no trace.
 
-How a scenario runs.  Configuration events change tables at once.  Platform
+How a scenario runs.  Configuration events change tables at once, except a
+mode change of the running level, which is an instruction.  Platform
 events make an NMI or interrupt pending.  An instruction event (`exception`,
 `sti`, ..., `l1.vmentry`, `l2.vmcall`, `l0.emulate`) first lets the CPU reach
 its instruction boundary -- delivering, in priority order, every pending event
@@ -22,13 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from impls import arch
-from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, vmx as avmx, svm as asvm
+from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, possible, vmx as avmx, svm as asvm
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
+#: Event types that are exceptions (raised, intercept-checked as exceptions).
+_EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION)
 
 
 class Livelock(Exception):
@@ -146,26 +149,29 @@ class Machine:
             self.note(f"outside the architecture from here: {why}")
 
     def _impossible_exception(self, vector: int) -> bool:
-        """#BR cannot be raised in 64-bit mode (BOUND is invalid there, SDM2
-        BOUND); #PF cannot be raised in real mode (no paging, SDM 20.1)."""
+        """#PF cannot be raised in real mode (no paging, SDM 20.1).  (#BR in
+        64-bit mode has one meaning instead: `possible.raised`.)"""
         mode = self.cur.desc.mode
-        if vector == arch.BR and mode is Mode.LONG:
-            self._outside("#BR raised in 64-bit mode")
-            return True
         if vector == PF and mode is Mode.REAL:
             self._outside("#PF raised in real mode")
             return True
         return False
 
-    def _exc(self, vector: int, error_code: int | None) -> Ev:
-        """A hardware exception as delivered at the current level: no error
-        code in real mode (SDM 20.1.4; SDM 26.5.1.3 for injection), none for
-        vectors that push none (SDM Table 6-1)."""
+    def _exc(self, vector: int, error_code: int | None, typ: EvType = EvType.HW_EXCEPTION) -> Ev:
+        """An exception as delivered at the current level: no error code in
+        real mode (SDM 20.1.4; SDM 26.5.1.3 for injection), none for vectors
+        that push none (SDM Table 6-1).  A hardware exception unless `typ`
+        says otherwise (`arch.raised_type`: the #BP / #OF of INT3 / INTO)."""
         if self.cur.desc.mode is Mode.REAL or not arch.has_error_code(vector):
             error_code = None
         elif error_code is None:
             error_code = 0
-        return Ev(EvType.HW_EXCEPTION, vector, error_code)
+        return Ev(typ, vector, error_code)
+
+    def _raised(self, vector: int, error_code: int | None) -> Ev:
+        """The exception the current instruction raises on `vector`: #BP and
+        #OF are INT3's and INTO's software exceptions (`arch.raised_type`)."""
+        return self._exc(vector, error_code, arch.raised_type(vector))
 
     def _intercepted(self, ev: Ev) -> bool:
         """Whether L1 intercepts exception `ev` raised in L2.  VMX: exception
@@ -242,7 +248,7 @@ class Machine:
         delivery reports the event being delivered as IDT-vectoring info /
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
         """
-        if self.level == 2 and check_first and ev.type is EvType.HW_EXCEPTION and self._intercepted(ev):
+        if self.level == 2 and check_first and ev.type in _EXCEPTIONS and self._intercepted(ev):
             self._exception_exit(ev, None, None)
             return
         if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
@@ -531,6 +537,17 @@ class Machine:
         lv.desc = replace(lv.desc, **changes)
 
     def ev_l1_mode(self, ev):
+        """A mode changes only by an instruction of its level (MOV to CR0,
+        WRMSR to EFER), so the running level's mode change is an instruction:
+        the boundary first, which delivers what is pending or in flight, then
+        the change; if the boundary left that level (an exit to L1), the
+        instruction never runs.  The other level's mode is configuration (L1
+        writing vmcs12 / vmcb12 guest state), at once."""
+        level = int(ev.kind[1])
+        if level == self.level:
+            self._execute()
+            if self.level != level:
+                return
         self._set_desc(ev, mode=Mode(ev.args[0]))
 
     ev_l2_mode = ev_l1_mode
@@ -558,7 +575,10 @@ class Machine:
             self.icpt = Intercepts(*ev.args)
 
     def ev_l1_vmentry(self, ev):
-        """VMLAUNCH/VMRESUME or VMRUN with an optional injected event."""
+        """VMLAUNCH/VMRESUME or VMRUN with an optional injected event.  The
+        language's `inject=#BP` is the encoding L1 writes, type 3 vector 3: on
+        VMX a hardware exception (SDM 24.8.3 Table 24-13; EXT=1 for a fault
+        during its delivery, SDM 26.5.1.2), on SVM INT3's trap (APM 15.20)."""
         if self.level != 1:
             return
         self._boundaries()
@@ -587,7 +607,11 @@ class Machine:
             return
         # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
         l2.shadow = None
-        ev2 = self._exc(inject.vector, inject.error_code) if inject.type is EvType.HW_EXCEPTION else inject
+        if self.svm:
+            # APM 15.20: EVENTINJ type 3 with vector 3 or 4 behaves like INT3 /
+            # INTO; the event is what L1's EVENTINJ encodes.
+            inject = asvm.decode(*asvm.encode(inject))
+        ev2 = self._exc(inject.vector, inject.error_code, inject.type) if inject.type in _EXCEPTIONS else inject
         # SDM 26.5.1 / APM 15.20: the injected event is not intercept-checked;
         # faults during its delivery are.
         self.deliver(ev2, check_first=False, injected_by_l1=True)
@@ -641,12 +665,20 @@ class Machine:
         self._vmexit(VmExit(name))
 
     def _raise(self, vector: int, ec: int, cr2: int) -> None:
-        """The current instruction raises `vector` (an exception, not an INT n).
-        A #PF loads CR2 unless intercepted (SDM 27.1, APM 15.12)."""
+        """The current instruction raises `vector` (an exception, not an INT n;
+        #BP and #OF as INT3 / INTO: `_raised`).  A #PF loads CR2 unless
+        intercepted (SDM 27.1, APM 15.12).  An intercepted INT3 / INTO exits
+        with type 6 on VMX (SDM 27.2.2); an exit during its delivery reports
+        it as IDT-vectoring type 6 (SDM 27.2.3), on SVM as EXITINTINFO type 3
+        (APM 15.7.2).  L2 does not execute the INT3 / INTO again after such an
+        exit: what L1 does next is the scenario's (impls.hw.environment, "L1,
+        the hypervisor").  The VM-exit instruction length (SDM 27.2.4) and the
+        return address pushed are not part of `Outcome`."""
         self._execute()
+        vector = possible.raised(vector, self.cur.desc.mode)
         if self._impossible_exception(vector):
             return
-        exc = self._exc(vector, ec)
+        exc = self._raised(vector, ec)
         if self.level == 2 and self._intercepted(exc):
             self.note(f"{exc} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
             self._exception_exit(exc, None, cr2)
@@ -747,12 +779,20 @@ class Machine:
         an earlier one.  A pending one is raised at the next boundary and is
         subject to L1's intercepts; one in flight is delivered without that
         check.  A pending exception beside an NMI or interrupt in flight was
-        raised during that delivery (`_boundary`)."""
+        raised during that delivery (`_boundary`).  KVM_SET_VCPU_EVENTS names a
+        vector, not a type: the vCPU's #BP / #OF is INT3's / INTO's software
+        exception (`_raised`), the only source of either (SDM Table 6-1).  One
+        a vCPU in this mode cannot have raised is not set
+        (`possible.exception_settable`)."""
         vector, ec, injected = ev.args
+        if not possible.exception_settable(vector, self.cur.desc.mode):
+            self.note(f"userspace set {arch.mnemonic(vector)}, which no instruction raises in "
+                      f"{self.cur.desc.mode.value} mode: not set (possible.exception_settable)")
+            return
         if self._impossible_exception(vector):
             return
-        exc = self._exc(vector, ec)
-        if self.user_in_flight is not None and self.user_in_flight.type is EvType.HW_EXCEPTION:
+        exc = self._raised(vector, ec)
+        if self.user_in_flight is not None and self.user_in_flight.type in _EXCEPTIONS:
             self.user_in_flight = None
         self.user_pending = None
         if injected:
@@ -767,21 +807,28 @@ class Machine:
             self._outside(f"userspace set {ev} in flight beside {self.user_in_flight}")
         self.user_in_flight = ev
 
+    def _in_flight_possible(self, ev: Ev) -> bool:
+        """Userspace sets an NMI or interrupt in flight only where a CPU could
+        have recognised it (`possible.in_flight_possible`); otherwise the
+        event does nothing."""
+        lv = self.cur
+        if possible.in_flight_possible(ev.type, lv.rflags_if, lv.shadow, self.nmi_blocked(self.level)):
+            return True
+        self.note(f"userspace set {ev} in flight where no CPU recognises it: not set "
+                  "(possible.in_flight_possible)")
+        return False
+
     def ev_user_set_nmi(self, ev):
-        if ev.args[0]:
-            self._set_in_flight(Ev(EvType.NMI, 2))
-        else:
+        if not ev.args[0]:
             self.ev_nmi(ev)
+        elif self._in_flight_possible(Ev(EvType.NMI, 2)):
+            self._set_in_flight(Ev(EvType.NMI, 2))
 
     def ev_user_set_irq(self, ev):
-        """An interrupt in flight.  A CPU acknowledges an interrupt only with
-        IF=1 and no shadow (SDM 6.8.1, 6.8.3); userspace claiming one in flight
-        while IF=0 describes a state no CPU can be in, so the manuals say
-        nothing of what follows: the outcome is undefined from this step."""
-        lv = self.cur
-        if not lv.rflags_if or lv.shadow:
-            self._outside("userspace set an interrupt in flight with IF=0")
-        self._set_in_flight(Ev(EvType.EXT_INTR, ev.args[0]))
+        """An interrupt in flight (`_in_flight_possible`: IF=1, no shadow)."""
+        irq = Ev(EvType.EXT_INTR, ev.args[0])
+        if self._in_flight_possible(irq):
+            self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
         self.extint_pending.add(ev.args[0])

@@ -12,9 +12,8 @@ Reused unchanged (compared with 7709aba8, module parameters as in
 vmx_nmi_blocked / vmx_nmi_allowed, vmx_interrupt_blocked /
 vmx_interrupt_allowed, the window hooks, vmx_recover_nmi_blocking,
 __vmx_complete_interrupts / vmx_complete_interrupts / vmx_cancel_injection
-(6.1 also saves the instruction length of soft events, which the simulated
-CPU does not have; the queue clearing is the 6.1 kvm_clear_exception_queue
-through the override), vmx_vcpu_run, vmx_handle_exit (6.1's
+(the queue clearing is the 6.1 kvm_clear_exception_queue through the
+override), vmx_vcpu_run, vmx_handle_exit (6.1's
 emulation_required exit never happens here), handle_exception_nmi and the
 other exit handlers.
 """
@@ -46,7 +45,8 @@ class Vmx61:
         # vm86 real mode (kvm_inject_realmode_interrupt): never, unrestricted guest.
         vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_inject_exception: emulation required")
         if kvm_exception_is_soft(ex.vector):
-            intr_info |= INTR_TYPE_SOFT_EXCEPTION  # VM_ENTRY_INSTRUCTION_LEN: not modelled
+            vmcs.entry_instruction_len = vcpu.arch.event_exit_inst_len
+            intr_info |= INTR_TYPE_SOFT_EXCEPTION
         else:
             intr_info |= INTR_TYPE_HARD_EXCEPTION
         vmcs.entry_intr_info = intr_info
@@ -56,7 +56,11 @@ class Vmx61:
     def vmx_inject_irq(vcpu, reinjected: bool) -> None:
         irq = vcpu.arch.interrupt.nr
         intr = irq | INTR_INFO_VALID
-        intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
+        if vcpu.arch.interrupt.soft:
+            intr |= INTR_TYPE_SOFT_INTR
+            vcpu.vmcs().entry_instruction_len = vcpu.arch.event_exit_inst_len
+        else:
+            intr |= INTR_TYPE_EXT_INTR
         vcpu.vmcs().entry_intr_info = intr
 
     # ------------------------------------------------------------------ SMM --

@@ -312,7 +312,7 @@ class VmxNested61:
             vmcs12.vm_entry_intr_info_field &= ~INTR_INFO_VALID
             vcpu.vmcs12_save_pending_event(vm_exit_reason, exit_intr_info)
             vmcs12.vm_exit_intr_info = exit_intr_info
-            # VM_EXIT_INSTRUCTION_LEN / VMX_INSTRUCTION_INFO: not modelled.
+            vmcs12.vm_exit_instruction_len = vcpu.vmcs().exit_instruction_len  # vmcs02's (VMX_INSTRUCTION_INFO: not modelled)
 
     @origin(NESTED_C, "nested_vmx_vmexit", tree=TREE)
     def nested_vmx_vmexit(vcpu, vm_exit_reason: int, exit_intr_info: int, exit_qualification: int) -> None:

@@ -1,0 +1,56 @@
+"""What no CPU can produce, and the one meaning every implementation gives it.
+
+The event language can name situations that have no architectural meaning:
+an instruction raising an exception its mode cannot raise, or userspace
+(KVM_SET_VCPU_EVENTS) claiming the vCPU was delivering an event it could
+not have recognised.  The reference and the KVM ports' driver must be handed
+the same architectural situation, so both ask this module (the README's
+event table documents each meaning):
+
+* `raised`: an instruction that "raises #BR" in 64-bit mode raises #UD;
+* `exception_settable`: userspace sets no exception a vCPU in that mode could
+  not have raised (the event does nothing);
+* `in_flight_possible`: userspace sets no NMI or interrupt in flight in a
+  state where no CPU recognises one, which is what VM entry refuses to
+  inject (the event does nothing).
+"""
+from __future__ import annotations
+
+from impls.arch import BR, UD, Mode
+from impls.arch.events import EvType
+
+
+def raised(vector: int, mode: Mode) -> int:
+    """The exception an instruction raises where the scenario says it
+    raises `vector` at a level in `mode`.  #BR comes only from BOUND (SDM
+    Table 6-1), which is an invalid opcode in 64-bit mode (SDM2 BOUND,
+    "64-Bit Mode Exceptions": #UD): there it raises #UD.  Every other vector
+    is itself."""
+    if vector == BR and mode is Mode.LONG:
+        return UD
+    return vector
+
+
+def exception_settable(vector: int, mode: Mode) -> bool:
+    """Whether a vCPU at a level in `mode` can hold exception `vector`
+    pending or in flight: only an exception an instruction can raise there
+    (`raised`).  SVM's VMRUN refuses such an EVENTINJ (APM 15.20: #BR in
+    64-bit mode gives VMEXIT_INVALID)."""
+    return raised(vector, mode) == vector
+
+
+def in_flight_possible(kind: EvType, rflags_if: bool, shadow: str | None, nmi_blocked: bool) -> bool:
+    """Whether a CPU can be delivering an NMI or external interrupt
+    (`kind`) in this state of the level, i.e. could have recognised it.  An
+    external interrupt needs IF=1 and no STI or MOV-SS blocking (SDM 6.8.1,
+    6.8.3); an NMI needs NMIs unblocked (SDM 6.7.1) and no MOV-SS blocking
+    (SDM Table 24-3).  These are the checks VMX entry makes on an injected
+    event against the guest's interruptibility state (SDM 26.3.1.5, with
+    virtual NMIs for blocking by NMI); NMI under STI blocking, which SDM
+    26.3.1.5 leaves IMPL-SPECIFIC, is possible here.  `shadow` is "sti",
+    "movss" or None."""
+    if kind is EvType.EXT_INTR:
+        return rflags_if and shadow is None
+    if kind is EvType.NMI:
+        return not nmi_blocked and shadow != "movss"
+    return True
