@@ -40,6 +40,23 @@ def test_triple_fault_in_l1_is_a_shutdown_and_stops_the_vcpu():
     assert obs(out, 1) == []
 
 
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("events, field, value", [
+    ("user.set_nmi\nmov_ss", "interrupt_shadow", False),  # no MOV-SS shadow
+    ("cli\nuser.set_nmi\nsti", "interrupt_shadow", False),  # no STI shadow ...
+    ("cli\nuser.set_nmi\nsti", "interrupts_enabled", False),  # ... and IF still 0
+    ("user.set_irq 0x20\ncli", "interrupts_enabled", True),  # IF still 1
+    ("user.set_nmi\niret", "nmi_blocked", True),  # NMIs still blocked
+])
+def test_an_instruction_whose_boundary_shuts_down_does_not_execute(vendor, events, field, value):
+    """The NMI / interrupt in flight meets #PF pushing its frame, then #DF,
+    then #PF again: a triple fault at the instruction's boundary (SDM 6.15).
+    The vCPU is shut down, so the instruction never executes."""
+    out = run(f"evdiff 1 vendor={vendor}\nl1.stack #PF\n{events}\n")
+    assert out.shutdown == len(events.splitlines())
+    assert getattr(out.final, field) is value
+
+
 def test_real_mode_pushes_no_error_code():
     out = run("evdiff 1\nl1.mode real\nexception #GP ec=0x8\n")
     assert obs(out, 1) == [Delivered(1, Ev(EvType.HW_EXCEPTION, 13))]
@@ -144,6 +161,16 @@ def test_vmx_entry_control_checks_fail_with_vmfailvalid():
     assert obs(run("evdiff 1\nl2.mode real\nl1.vmentry inject=#GP(0x0)\n"), 1) == [EntryFailed("VMfailValid(7)")]
     assert obs(run("evdiff 1\nmov_ss\nl1.vmentry\n"), 1) == [EntryFailed("VMfailValid(26)")]
     assert run("evdiff 1 vendor=svm\nmov_ss\nl1.vmentry\n").final.level == 2
+
+
+def test_deliver_error_code_only_for_the_vectors_the_sdm_lists():
+    """SDM 26.2.1.3 (059): the deliver-error-code bit is set exactly for #DF,
+    #TS, #NP, #SS, #GP, #PF and #AC, so injecting #CP with an error code
+    fails the entry.  APM 15.20 gives VMRUN no such check on EVENTINJ.EV:
+    on SVM the #CP is delivered with its error code."""
+    assert obs(run("evdiff 1 vendor=vmx\nl1.vmentry inject=#CP(0x0)\n"), 1) == [EntryFailed("VMfailValid(7)")]
+    out = run("evdiff 1 vendor=svm\nl1.vmentry inject=#CP(0x0)\n")
+    assert obs(out, 1) == [] and obs(out, 2) == [Delivered(2, exception(21, 0))]
 
 
 def test_interrupt_in_flight_with_if_clear_is_not_set():

@@ -13,6 +13,12 @@ each was checked on.  Abbreviations used in citations:
           (course notes and the rust-osdev x86_64 crate copying AMD's #DF
           table); every rule citing it is to be re-checked against the PDF.
 
+Most facts here feed both the reference and the simulated CPU under the KVM
+ports (`impls.hw`), so an error in one is shared by both sides and no
+differential run shows it.  Each says which vendor's source it has; where
+only Intel's manual is known, the docstring says so, and the AMD side is an
+assumption that the vendors agree.
+
 Sub-modules: `events` (the event value type shared by all implementations),
 `vmx` and `svm` (exit encodings).
 """
@@ -59,7 +65,14 @@ _F, _T, _A = Kind.FAULT, Kind.TRAP, Kind.ABORT
 #: fault or trap; listed as trap (data/single-step, the common case here).
 #: Vectors 15 and 22-31 are reserved; 26.5.1 (footnote) makes an injected
 #: reserved vector benign.  #CP (21): class NOT FOUND in the 2016 SDM; taken as
-#: benign per that same footnote (MANUALS.md open question 4).
+#: benign per that same footnote (MANUALS.md open question 4).  #VE (20):
+#: page-fault class (Table 6-4; 26.5.1's footnote makes it benign only on a
+#: processor without "EPT-violation #VE"); Intel only, no scenario raises it.
+#: AMD: the APM's exception table (vol. 2 ch. 8) is NOT FOUND; the error-code
+#: column is corroborated for #NP #SS #GP #AC #PF #CP by APM 15.12 (their
+#: intercepts put the error code in EXITINFO1), the classes only by APM8*.
+#: AMD's 28-31 (#HV, #VC, #SX; #VC and #SX push error codes, APMt) stay
+#: reserved here: no scenario raises them.  `kind` is descriptive only.
 VECTORS: dict[int, VectorInfo] = {
     v.vector: v
     for v in (
@@ -82,7 +95,7 @@ VECTORS: dict[int, VectorInfo] = {
         VectorInfo(17, "#AC", _F, True, _B),
         VectorInfo(18, "#MC", _A, False, _B),
         VectorInfo(19, "#XM", _F, False, _B),
-        VectorInfo(20, "#VE", _F, False, _B),
+        VectorInfo(20, "#VE", _F, False, _P),
         VectorInfo(21, "#CP", _F, True, _B),
     )
 }
@@ -122,7 +135,7 @@ def mnemonic(vector: int) -> str:
 
 def has_error_code(vector: int) -> bool:
     """Whether a hardware exception on `vector` pushes an error code in
-    protected mode (SDM 6.3.1 Table 6-1, 6.13)."""
+    protected mode (SDM 6.3.1 Table 6-1, 6.13; AMD: see `VECTORS`)."""
     info = VECTORS.get(vector)
     return bool(info and info.error_code)
 
@@ -143,8 +156,10 @@ def second_exception(first: Ev, second: int) -> Merge:
     SDM vol. 3 6.15, "Interrupt 8 - Double Fault Exception (#DF)", Table 6-5
     "Conditions for Generating a Double Fault".  Only a hardware exception
     can be contributory or page-fault class: NMI, INTR, INT n and the
-    software exceptions #BP / #OF (INT3, INTO) are benign (Table 6-4).  AMD: APM8* "Double-Fault Exception Conditions" gives the
-    same rows (secondary copy only).
+    software exceptions #BP / #OF (INT3, INTO) are benign (Table 6-4).  AMD:
+    APM8* "Double-Fault Exception Conditions" gives the same rows (secondary
+    copy only); APM 15.7.2's example (#PF while delivering #DF: shutdown)
+    confirms one cell.  #CP's class: NOT FOUND for either vendor (`VECTORS`).
     """
     if first.type is not EvType.HW_EXCEPTION:
         return Merge.SERIAL
@@ -158,19 +173,38 @@ def second_exception(first: Ev, second: int) -> Merge:
     return Merge.SERIAL
 
 
-def ext_bit(delivering: Ev) -> int:
+def ext_bit(delivering: Ev, vendor: str) -> int:
     """EXT bit of an error code for a fault met while delivering `delivering`.
 
-    SDM 6.13 "Error Code"; SDM2 INT n pseudo-code: EXT is 0 while delivering
-    a software interrupt (INT n, INT3, INTO), else 1.  SDM 26.5.1.2: for VMX
-    injection, types 0/2/3/5 set EXT, 4/6 clear it.
+    `vendor` is the scenario's (`vmx` or `svm`); the vendors differ:
+
+    * Intel (`vmx`): SDM 6.13 "Error Code"; SDM2 INT n pseudo-code: EXT is 0
+      while delivering a software interrupt (INT n, INT3, INTO), else 1 --
+      also for an exception met while delivering an exception.  SDM 26.5.1.2:
+      for VMX injection, types 0/2/3/5 set EXT, 4/6 clear it.
+    * AMD (`svm`): EXT is 1 only while delivering an event external to the
+      processor (INTR, NMI); an exception met while delivering an exception
+      or a software interrupt has EXT=0.  Source: hardware-validated, not the
+      manual: KVM's selftest nested_exceptions_test.c (torvalds/linux
+      6757641d3982d745a57d1d982656045e8d7b29ac,
+      tools/testing/selftests/kvm/x86_64/nested_exceptions_test.c) injects
+      #SS into L2 with IDTR.limit=0 and asserts the #GP exit's EXITINFO1 is
+      SS_VECTOR*8|IDT = 0x62 on AMD where Intel reports 0x63 (|EXT); it
+      passes on both vendors' hardware.  That pins EXT=0 for an exception
+      being delivered; EXT=1 for INTR and NMI is the selftest's reading of
+      AMD's wording, not asserted by it.  The APM's own text (vol. 2 ch. 8,
+      "Error Codes") was NOT FOUND, only secondary copies (APM8*).
     """
+    if vendor == "svm":
+        return 1 if delivering.type in (EvType.EXT_INTR, EvType.NMI) else 0
     return 0 if delivering.type in (EvType.SOFT_INT, EvType.SOFT_EXCEPTION) else 1
 
 
 def idt_error_code(vector: int, ext: int) -> int:
     """Error code naming an IDT gate: index in bits 15:3, IDT=1 (bit 1), EXT.
-    SDM 6.13 Figure 6-6; SDM2 INT n pseudo-code error_code(num, idt=1, ext)."""
+    SDM 6.13 Figure 6-6; SDM2 INT n pseudo-code error_code(num, idt=1, ext).
+    AMD: the APM text is NOT FOUND; the index and IDT bit are hardware-
+    validated by the selftest cited in `ext_bit` (0x62 = #SS*8 | IDT)."""
     return ((vector << 3) | 2 | ext) & 0xFFFF
 
 
@@ -189,7 +223,8 @@ class Mode(enum.Enum):
 
 
 #: Error code of the #PF raised when pushing onto a not-present stack page:
-#: P=0, W/R=1 (a write), U/S=0 (supervisor).  SDM 4.7, Figure 4-12.
+#: P=0, W/R=1 (a write), U/S=0 (supervisor).  SDM 4.7, Figure 4-12; AMD's
+#: page-fault error code (APM vol. 2 ch. 8) is NOT FOUND here: Intel only.
 STACK_PF_ERROR_CODE = 0x2
 #: Linear address reported for such a fault (the scenario does not choose it).
 STACK_PF_ADDRESS = 0xFFFF_F000
@@ -205,21 +240,25 @@ class DescriptorState:
     stack_fault: int | None = None  # SS or PF: pushes on the handler stack fault
 
 
-def gate_fault(desc: DescriptorState, event: Ev) -> tuple[int, int] | None:
+def gate_fault(desc: DescriptorState, event: Ev, vendor: str) -> tuple[int, int] | None:
     """The exception that reading the IDT gate for `event` raises, if any:
-    (vector, error code).
+    (vector, error code), the error code's EXT bit per `vendor` (`ext_bit`).
 
     Protected / IA-32e mode, SDM2 INT n pseudo-code, in its order: the
     descriptor beyond the IDT limit, or not an interrupt/trap(/task) gate ->
     #GP(vector*8+2+EXT); the gate not present -> #NP(vector*8+2+EXT) (also
     SDM 6.10 "Interrupt Descriptor Table", 6.12.1).  Real mode (SDM 20.1.4,
     SDM2 INT n real-address mode): an IVT entry beyond the IDTR limit -> #GP;
-    IVT entries have no present bit or type.
+    IVT entries have no present bit or type.  AMD: only the limit case is
+    known, hardware-validated in protected mode (the selftest in `ext_bit`:
+    IDTR.limit=0 -> #GP with the gate's error code); the gate type and
+    present checks, their order and real mode are Intel's text only (APM
+    vol. 2 ch. 8 and vol. 3 INT NOT FOUND).
     """
     if desc.mode is Mode.REAL:
         return (GP, 0) if event.vector >= desc.idt_entries else None
     gate = dict(desc.gates).get(event.vector, Gate.OK)
-    ext = ext_bit(event)
+    ext = ext_bit(event, vendor)
     if event.vector >= desc.idt_entries or gate is Gate.BAD_TYPE:
         return (GP, idt_error_code(event.vector, ext))
     if gate is Gate.NOT_PRESENT:
@@ -227,16 +266,18 @@ def gate_fault(desc: DescriptorState, event: Ev) -> tuple[int, int] | None:
     return None
 
 
-def push_fault(desc: DescriptorState, event: Ev) -> tuple[int, int, int] | None:
+def push_fault(desc: DescriptorState, event: Ev, vendor: str) -> tuple[int, int, int] | None:
     """The exception that pushing the frame for `event` raises, if any:
     (vector, error code, faulting address or 0).
 
     SDM2 INT n pseudo-code, stack checks: no room on the stack -> #SS(EXT)
     (real mode: #SS, SDM 20.1.4); a not-present stack page -> #PF with its own
-    error code (SDM2 INT n; SDM 4.7 "Page-Fault Exceptions").
+    error code (SDM2 INT n; SDM 4.7 "Page-Fault Exceptions").  Intel's text
+    only: AMD's stack checks during delivery are NOT FOUND (the EXT bit of
+    the #SS follows `ext_bit`'s AMD rule).
     """
     if desc.stack_fault == SS or (desc.stack_fault is not None and desc.mode is Mode.REAL):
-        return (SS, 0 if desc.mode is Mode.REAL else ext_bit(event), 0)
+        return (SS, 0 if desc.mode is Mode.REAL else ext_bit(event, vendor), 0)
     if desc.stack_fault == PF:
         return (PF, STACK_PF_ERROR_CODE, STACK_PF_ADDRESS)
     return None
@@ -245,5 +286,6 @@ def push_fault(desc: DescriptorState, event: Ev) -> tuple[int, int, int] | None:
 def pf_intercepted(bitmap_bit: bool, mask: int, match: int, error_code: int) -> bool:
     """Whether a #PF with `error_code` causes a VM exit.  SDM 25.2 "Other
     Causes of VM Exits" and 24.6.3 "Exception Bitmap": if (PFEC & MASK) ==
-    MATCH the exit follows bit 14 of the bitmap, else its inverse."""
+    MATCH the exit follows bit 14 of the bitmap, else its inverse.  VMX
+    only: SVM has no #PF filter (APM 15.12)."""
     return bitmap_bit if (error_code & mask) == match else not bitmap_bit

@@ -1,6 +1,7 @@
 """SVM encodings.  APM vol. 2 15.20 (EVENTINJ, Figure 15-5, Table 15-11),
-15.7.2 (EXITINTINFO, same layout), App. C (exit codes; exception intercepts
-are 0x40 + vector, MANUALS.md section 7)."""
+15.7.2 (EXITINTINFO, same layout), App. C Table C-1 (exit codes: 40h-5Fh
+exception vectors 0-31, 60h INTR ... 64h VINTR, 7Fh SHUTDOWN, 81h VMMCALL,
+-1 VMEXIT_INVALID; checked in APMe, read_file id 66442657062).  AMD only."""
 from __future__ import annotations
 
 from impls.arch.events import Ev, EvType

@@ -1,6 +1,6 @@
 """VMX encodings.  SDM 24.8.3 (VM-entry interruption-information field,
 Table 24-13), 24.9.2 (exit interruption info, Table 24-15; IDT-vectoring
-info, Table 24-16), App. C (basic exit reasons)."""
+info, Table 24-16), App. C (basic exit reasons).  Intel only."""
 from __future__ import annotations
 
 from impls.arch.events import Ev, EvType
@@ -48,6 +48,24 @@ def encode(ev: Ev | None) -> tuple[int, int]:
     if ev.error_code is not None:
         info |= INTR_INFO_DELIVER_CODE
     return info, ev.error_code or 0
+
+
+#: The vectors whose injection must set the deliver-error-code bit, SDM
+#: 26.2.1.3 (V3-1098): "8 = #DF; 10 = TS; 11 = #NP; 12 = #SS; 13 = #GP;
+#: 14 = #PF; or 17 = #AC".  The 059 edition predates CET: #CP (21) is not in
+#: the list, and 26.5.1 (footnote 3) counts 21-31 as unused vectors.  What
+#: newer editions list is NOT FOUND here (KVM's CET series adds 21 and, for
+#: IA32_VMX_BASIC[56], drops the vector check: a hint, not a source).
+ENTRY_ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17})
+
+
+def entry_wants_error_code(ev: Ev, protected_mode: bool) -> bool:
+    """Whether VM entry requires the deliver-error-code bit for injecting
+    `ev` (SDM 26.2.1.3): 1 if and only if (unrestricted guest is 0 or the
+    guest's CR0.PE is 1), the type is hardware exception and the vector is
+    in `ENTRY_ERROR_CODE_VECTORS`; a mismatch fails the entry with
+    VMfailValid, VM-instruction error 7 (SDM 30.4)."""
+    return ev.type is EvType.HW_EXCEPTION and protected_mode and ev.vector in ENTRY_ERROR_CODE_VECTORS
 
 
 def decode(info: int, error_code: int = 0) -> Ev | None:

@@ -223,6 +223,7 @@ class Cpu:
     """One logical CPU with the guest levels L1 and L2."""
 
     def __init__(self, vendor: str, npt: bool, rec: Recorder, env: Environment):
+        self.vendor = vendor
         self.svm = vendor == "svm"
         self.npt = npt
         self.rec = rec
@@ -354,12 +355,12 @@ class Cpu:
         if lv.fixup_delivery:
             lv.fixup_delivery -= 1
             return None, Origin.FIXUP
-        gate = arch.gate_fault(lv.desc, ev)
+        gate = arch.gate_fault(lv.desc, ev, self.vendor)
         if gate is not None:
             return (gate[0], gate[1], 0), Origin.GUEST
         if lv.armed:
             return lv.armed.pop(0), Origin.GUEST
-        push = arch.push_fault(lv.desc, ev)
+        push = arch.push_fault(lv.desc, ev, self.vendor)
         return (push, Origin.GUEST) if push is not None else (None, None)
 
     def deliver(self, ctl, ev: Ev) -> bool:

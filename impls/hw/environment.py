@@ -45,8 +45,11 @@ by the scenario's events instead of being modelled, and every KVM port
   off, no MTF, no
   preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
   IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
-  across exits, as vmcs12 / vmcb12 would carry it; an L1 that injects an NMI
-  clears L2's blocking by NMI first (SDM 31.7.1.2).  L1 uses VMLAUNCH for its
+  across exits, as vmcs12 / vmcb12 would carry it.  What L1 does with that
+  state is `impls.l1`, which the reference applies too: on VMX an L1 that
+  injects an NMI clears L2's blocking by NMI first (SDM 31.7.1.2); after an
+  exit for an instruction it emulates (VMCALL / VMMCALL) L1 skips it,
+  moving L2's RIP and ending its STI / MOV-SS blocking.  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
   EFER.SVME (SVM) from the start, and never leaves VMX operation.  After an
   exit before or during the delivery of L2's INT3 / INTO (whose RIP is still
@@ -101,7 +104,12 @@ by the scenario's events instead of being modelled, and every KVM port
   reports instruction lengths in the VM-exit instruction-length field only
   for INT3 / INTO and software events (SDM 27.2.4); it does not check the
   VM-entry instruction length (KVM writes 0 to 2), and RIP pushed by a
-  delivery is not modelled.
+  delivery is not modelled.  The VMX CPU raises #CP with an error code
+  (`arch.VECTORS`), so its VM-entry check on the deliver-error-code bit
+  takes every vector that pushes one (`arch.has_error_code`) and accepts L0
+  re-injecting a #CP its own exit reported; the SDM 059 list that the
+  reference applies to L1's entries (`arch.vmx.ENTRY_ERROR_CODE_VECTORS`)
+  predates CET and has no #CP.
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),

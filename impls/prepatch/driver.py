@@ -36,6 +36,8 @@ from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
 from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
+from impls.l1 import handle_exit as l1_handles_exit
+from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.origin import glue
 from impls.prepatch import state as st
 
@@ -137,10 +139,19 @@ class Driver:
             if self.dead:
                 break
             self.rec.step = step
-            getattr(self, HANDLER[ev.kind])(ev)
+            self._run_event(getattr(self, HANDLER[ev.kind]), ev)
         self.rec.step = len(self.events)
         if not self.dead:
-            self.ev_run(None)
+            self._run_event(self.ev_run, None)
+
+    def _run_event(self, handler, ev) -> None:
+        """One scenario event; then L1 answers the nested exits it observed
+        meanwhile, as the scenario defines L1 (`impls.l1`), on L2's state,
+        which the simulated CPU holds as vmcs12 / vmcb12 would."""
+        seen = len(self.rec.l1)
+        handler(ev)
+        for _, obs in self.rec.l1[seen:]:
+            l1_handles_exit(obs, self.cpu.lv[2])
 
     def outcome(self) -> Outcome:
         if self.reset:
@@ -247,8 +258,7 @@ class Driver:
         if self.level() != 1:
             return
         inject = ev.args[0]
-        if inject is not None and inject.type is arch.EvType.NMI:
-            self.cpu.lv[2].nmi_blocked = False  # SDM 31.7.1.2: L1 clears blocking by NMI
+        l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode(inject)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, possible, vmx as avmx, svm as asvm
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
+from impls.l1 import handle_exit as l1_handles_exit
+from impls.l1 import prepare_entry as l1_prepares_entry
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -34,6 +36,12 @@ _EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION)
 
 class Livelock(Exception):
     pass
+
+
+class Stopped(Exception):
+    """The vCPU shut down (reported to userspace) or an INIT reset it: the
+    model follows nothing after that moment, not even the rest of the event
+    that caused it (`Machine._stop`)."""
 
 
 @dataclass
@@ -46,6 +54,7 @@ class LevelState:
     shadow: str | None = None  # "sti" or "movss": blocking for one instruction
     nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
     cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
+    rip: int = 0  # moved only by L1 skipping an L2 instruction (impls.l1); not compared
     armed: list = field(default_factory=list)  # delivery faults for the next deliveries
 
 
@@ -64,7 +73,8 @@ class Intercepts:
 class Machine:
     def __init__(self, scenario, answers: list[int]):
         self.cfg = scenario.config
-        self.svm = self.cfg.vendor == "svm"
+        self.vendor = self.cfg.vendor
+        self.svm = self.vendor == "svm"
         self.events = scenario.events
         self.answers = answers  # choices to take, in order
         self.asked: list[tuple[str, int]] = []  # choice points met: (rule, options)
@@ -113,10 +123,6 @@ class Machine:
     @property
     def cur(self) -> LevelState:
         return self.lv[self.level]
-
-    @property
-    def dead(self) -> bool:
-        return self.shutdown is not None or self.reset
 
     def nmi_blocked(self, level: int) -> bool:
         return self.svm_nmi_mask if self.svm else self.lv[level].nmi_blocked
@@ -181,7 +187,8 @@ class Machine:
     def _vmexit(self, exit_: VmExit) -> None:
         """A VM exit to L1.  VMX: RFLAGS is cleared but bit 1 (SDM 27.5.3), so
         L1 runs with IF=0; no STI/MOV-SS blocking after any exit (SDM 27.5.5,
-        MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17)."""
+        MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17).  L1 then does
+        what the scenario's L1 does with L2's state (`impls.l1`)."""
         self.l1_trace.append((self.step, exit_))
         self.level = 1
         l1 = self.lv[1]
@@ -190,6 +197,7 @@ class Machine:
             self.gif = False
         else:
             l1.rflags_if = False
+        l1_handles_exit(exit_, self.lv[2])
 
     def _exception_exit(self, ev: Ev, vectoring, address: int | None) -> None:
         """L1 intercepted exception `ev`.  VMX: reason 0, exit interruption
@@ -225,6 +233,7 @@ class Machine:
             self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SHUTDOWN), None, Undefined("APM 15.14.3")))
         else:
             self.shutdown = self.step
+            self._stop()
 
     # ---------------------------------------------------------- delivery --
 
@@ -294,12 +303,12 @@ class Machine:
         if self.forced_fault is not None:
             fault, self.forced_fault = self.forced_fault, None
             return fault
-        gate = arch.gate_fault(lv.desc, ev)
+        gate = arch.gate_fault(lv.desc, ev, self.vendor)
         if gate is not None:
             return (gate[0], gate[1], 0)
         if lv.armed:
             return lv.armed.pop(0)
-        return arch.push_fault(lv.desc, ev)
+        return arch.push_fault(lv.desc, ev, self.vendor)
 
     def _delivered(self, ev: Ev) -> None:
         """The handler is reached.  Every gate here is an interrupt gate: IF is
@@ -322,8 +331,6 @@ class Machine:
         raised (here: one userspace set) first, then NMI (tier 5), then
         maskable interrupts (tier 6); lower-priority interrupts stay pending.
         VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
-        if self.dead:
-            return False
         if self.user_in_flight is not None:
             # An exception raised while an event was being delivered is a
             # fault during that delivery (SDM 6.15, Table 6-5; nested: SDM
@@ -426,6 +433,14 @@ class Machine:
         self.init_pending = False
         self.l1_trace.append((self.step, Reset(self.level)))
         self.reset = True
+        self._stop()
+
+    def _stop(self) -> None:
+        """The one place where the vCPU stops: a shutdown or a reset ends the
+        scenario at once (`run_events` catches `Stopped`), so no event goes
+        on executing after it -- an STI, MOV SS, CLI or IRET whose boundary
+        shut the vCPU down does not execute."""
+        raise Stopped
 
     def _shadow_blocks(self, lv: LevelState, rule: str) -> bool:
         """MOV-SS blocking holds NMIs and interrupts (SDM Table 24-3, 6.8.3),
@@ -506,14 +521,13 @@ class Machine:
     # ------------------------------------------------------------ events --
 
     def run_events(self) -> None:
-        for self.step, ev in enumerate(self.events):
-            if self.dead:
-                break
-            handler = getattr(self, HANDLER[ev.kind])
-            handler(ev)
-        self.step = len(self.events)
-        if not self.dead:
+        try:
+            for self.step, ev in enumerate(self.events):
+                getattr(self, HANDLER[ev.kind])(ev)
+            self.step = len(self.events)
             self.ev_run(None)
+        except Stopped:
+            pass
 
     def _level_state(self, ev) -> LevelState:
         return self.lv[int(ev.kind[1])]
@@ -532,7 +546,7 @@ class Machine:
         level = int(ev.kind[1])
         if level == self.level:
             self._execute()
-            if self.dead or self.level != level:
+            if self.level != level:
                 return
         self._set_desc(ev, mode=Mode(ev.args[0]))
 
@@ -568,7 +582,7 @@ class Machine:
         if self.level != 1:
             return
         self._boundaries()
-        if self.dead or self.level != 1:
+        if self.level != 1:
             return
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
@@ -577,10 +591,7 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
-        if inject is not None and inject.type is EvType.NMI and not self.svm:
-            # L1 is a VMM that follows SDM 31.7.1.2: re-injecting an NMI, it
-            # clears blocking by NMI in the guest interruptibility state.
-            l2.nmi_blocked = False
+        l1_prepares_entry(inject, l2, self.vendor)
         failure = self._entry_failure(inject, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
@@ -606,22 +617,28 @@ class Machine:
         self.deliver(ev2, check_first=False, injected_by_l1=True)
 
     def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
-        """VM-entry checks on the injected event.  VMX (SDM 26.3.1.5): an
-        external interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI
-        needs no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC),
-        such failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
+        """VM-entry checks on the injected event.  VMX: the control checks of
+        SDM 26.2.1.3 (VMfailValid(7), below); then SDM 26.3.1.5: an external
+        interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI needs
+        no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC), such
+        failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
         EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
-        VMEXIT_INVALID."""
+        VMEXIT_INVALID.  The APM defines EV (bit 11) only as "set to 1 if the
+        exception should push an error code" and lists no VMEXIT_INVALID for
+        EV with a vector that pushes none (APMe 15.20): no such check here."""
         if inject is None:
             return None
         if self.svm:
             if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
                 return asvm.exit_name(asvm.EXIT_ERR)
             return None
-        # SDM 26.2.1.3 (control checks, VMfailValid(7)): error code bits 31:15
-        # clear; "deliver error code" only with CR0.PE=1 (L1 runs L2 with
-        # unrestricted guest, so real mode has PE=0).
-        if inject.error_code is not None and (inject.error_code >> 15 or l2.desc.mode is Mode.REAL):
+        # SDM 26.2.1.3 (control checks, VMfailValid(7)): "deliver error code"
+        # exactly for the vectors it lists (no #CP in the 059 edition) and
+        # only with CR0.PE=1 (L1 runs L2 with unrestricted guest, so real mode
+        # has PE=0); error code bits 31:15 clear.
+        protected = l2.desc.mode is not Mode.REAL
+        if avmx.entry_wants_error_code(inject, protected) != (inject.error_code is not None) or \
+                (inject.error_code or 0) >> 15:
             return "VMfailValid(7)"
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
@@ -635,11 +652,14 @@ class Machine:
 
     def ev_l2_vmcall(self, ev):
         """VMCALL (VMX, exit reason 18, App. C) / VMMCALL (SVM exit 0x81, when
-        intercepted; L1 as a hypervisor intercepts it)."""
+        intercepted; L1 as a hypervisor intercepts it).  The exit comes
+        before the instruction completes, so an STI / MOV-SS shadow is still
+        in effect when it is saved; L1 skipping the instruction ends it
+        (`impls.l1.handle_exit`)."""
         if self.level != 2:
             return
-        self._execute()
-        if self.dead or self.level != 2:
+        self._boundaries()
+        if self.level != 2:
             return
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
         self._vmexit(VmExit(name))
@@ -656,7 +676,7 @@ class Machine:
         return address pushed are not part of `Outcome`."""
         self._execute()
         vector = possible.raised(vector, self.cur.desc.mode)
-        if self.dead or self._impossible_exception(vector):
+        if self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
         if self.level == 2 and self._intercepted(exc):
@@ -823,7 +843,7 @@ class Machine:
         for _ in range(STEP_BOUND):
             self._boundaries()
             lv = self.cur
-            if self.dead or not lv.shadow:
+            if not lv.shadow:
                 return
             lv.shadow = None  # a no-op instruction ends the shadow
         raise Livelock("run did not reach a quiescent point")
