@@ -245,7 +245,7 @@ def test_replay_into_head_keeps_the_exit_code():
     proc.stdout.close()  # as `| head -1` does
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 1, err
-    assert "divergence" in first and err == ""
+    assert "root cause" in first and err == ""
 
 
 def test_ctrl_c_during_replay_is_one_line_and_130(tmp_path):

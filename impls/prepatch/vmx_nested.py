@@ -114,7 +114,7 @@ class VmxNested:
                                   and vector in _X86_EXCEPTION_HAS_ERROR_CODE)
         if has_error_code != should_have_error_code:
             return False
-        if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF8000:
+        if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF0000:  # GENMASK(31, 16) since 5.4
             return False
         return True
 

@@ -42,7 +42,8 @@ class Vmx61:
         # vm86 real mode (kvm_inject_realmode_interrupt): never, unrestricted guest.
         vcpu.warn_on_once(vcpu.vmx.emulation_required, "vmx_inject_exception: emulation required")
         if kvm_exception_is_soft(ex.vector):
-            intr_info |= INTR_TYPE_SOFT_EXCEPTION  # VM_ENTRY_INSTRUCTION_LEN: not modelled
+            vmcs.entry_instruction_len = vcpu.arch.event_exit_inst_len
+            intr_info |= INTR_TYPE_SOFT_EXCEPTION
         else:
             intr_info |= INTR_TYPE_HARD_EXCEPTION
         vmcs.entry_intr_info = intr_info
@@ -52,7 +53,11 @@ class Vmx61:
     def vmx_inject_irq(vcpu, reinjected: bool) -> None:
         irq = vcpu.arch.interrupt.nr
         intr = irq | INTR_INFO_VALID
-        intr |= INTR_TYPE_SOFT_INTR if vcpu.arch.interrupt.soft else INTR_TYPE_EXT_INTR
+        if vcpu.arch.interrupt.soft:
+            intr |= INTR_TYPE_SOFT_INTR
+            vcpu.vmcs().entry_instruction_len = vcpu.arch.event_exit_inst_len
+        else:
+            intr |= INTR_TYPE_EXT_INTR
         vcpu.vmcs().entry_intr_info = intr
 
     # ------------------------------------------------------------------ SMM --

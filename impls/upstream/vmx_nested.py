@@ -26,7 +26,8 @@ Differs:
 * `vmx_has_nested_events` (nested_ops->has_events, 5b4ac1a1; the series had
   hv_timer_pending): the preemption timer or a pending MTF exit.
 * `nested_check_vm_entry_controls` rejects error-code bits 31:16 (since
-  567926cca99b, 5.4), where the 5.11 port checks 31:15.
+  567926cca99b, 5.4; the same in 5.11, whose port checked 31:15 until
+  corrected).
 
 Reused unchanged: see impls.upstream.reused (nested_exit_on_nmi / _intr,
 the failValid helpers, nested_vmx_run, prepare_vmcs02_early,
@@ -123,9 +124,8 @@ class VmxNested61:
 
     @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE, read=STABLE)
     def nested_check_vm_entry_controls(vcpu) -> bool:
-        """5.11's checks on the event-injection fields (True = valid), except
-        that an error code may have bit 15 set: 6.1 rejects bits 31:16 only
-        (5.11: 31:15)."""
+        """The checks on the event-injection fields (True = valid), as in
+        5.11: an error code may have bit 15 set, bits 31:16 are rejected."""
         vmcs12 = vcpu.vmx.nested.vmcs12
         info = vmcs12.vm_entry_intr_info_field
         if not info & INTR_INFO_VALID:
