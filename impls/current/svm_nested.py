@@ -11,6 +11,17 @@ Differs:
 * `recalc_intercepts`: with V_INTR_MASKING, L0's VINTR intercept is dropped
   for L2 only while L1's saved RFLAGS.IF is 0 (6.1: always), so an
   interrupt window KVM opens for L1 while L2 runs now exits.
+* `nested_svm_vmexit`: KVM_REQ_EVENT when L1 does not intercept
+  interrupts (so that KVM re-opens an interrupt window for L1 in vmcb01),
+  and the vNMI state carried between vmcb02 and vmcb01 (vNMI is off here).
+  The port also restores L1's RFLAGS from vmcb01 (kvm_set_rflags), as 6.1
+  did and the 6.1 port does not: TF is the value nested_svm_vmrun saved
+  (KVM's own NMI single-step hidden, svm_get_rflags), plus TF again if
+  KVM still single-steps (svm_set_rflags).  Without it a single-step KVM
+  set on L1 for an NMI window just before VMRUN outlives the #VMEXIT when
+  the injection into L2 cancelled it (disable_nmi_singlestep clears TF of
+  the VMCB that runs, vmcb02): L1 then takes a #DB after every
+  instruction.
 * `nested_sync_control_from_vmcb02` (the port's sync_nested_vmcb_control):
   vmcb02's V_IRQ is not copied back to vmcb12 while L0 (and not L1)
   intercepts VINTR (6.1: only without V_INTR_MASKING).
@@ -19,9 +30,7 @@ Reused unchanged in behaviour (compared with the 6.1.55 stable tree):
 svm_check_nested_events, nested_svm_is_exception_vmexit,
 nested_svm_inject_exception_vmexit, nested_save_pending_event_to_vmcb12,
 nested_svm_simple_vmexit, nested_svm_vmrun, enter_svm_guest_mode,
-nested_vmcb02_prepare_control and nested_svm_vmexit (vNMI branches off:
-see `impls.current.svm`; nested_svm_vmexit's new KVM_REQ_EVENT when L1
-does not intercept interrupts is already made by kvm_set_rflags there),
+nested_vmcb02_prepare_control (vNMI branches off: see `impls.current.svm`),
 nested_svm_exit_special / nested_svm_intercept / nested_svm_exit_handled
 (Hyper-V's L2 TLB flush aside), nested_exit_on_init.
 __nested_vmcb_check_controls refuses V_NMI_ENABLE without the NMI
@@ -29,10 +38,13 @@ intercept: L1 never sets V_NMI_ENABLE here.
 """
 from __future__ import annotations
 
+from impls.arch import DB
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.svm import V_TPR_MASK
-from impls.current.state import KVM_REQ_TRIPLE_FAULT, SVM_EXIT_SHUTDOWN, TREE
+from impls.current.state import (
+    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, SVM_EXIT_SHUTDOWN, TREE,
+)
 
 NESTED_C = "arch/x86/kvm/svm/nested.c"
 
@@ -82,3 +94,44 @@ class SvmNested618:
             return
         vcpu.kvm_clear_request(KVM_REQ_TRIPLE_FAULT)
         vcpu.nested_svm_simple_vmexit(SVM_EXIT_SHUTDOWN)
+
+    @origin(NESTED_C, "nested_svm_vmexit", tree=TREE)
+    def nested_svm_vmexit(vcpu) -> int:
+        """The #VMEXIT to L1: vmcb12 gets the exit and EXITINTINFO, vmcb01
+        runs again with GIF=0 and L1's RFLAGS, KVM drops what it held for
+        L2, and queues #DB if L1 single-stepped its VMRUN."""
+        svm = vcpu.svm
+        vmcb = svm.vmcb
+        vmcb12 = svm.nested.vmcb12
+        vcpu.leave_guest_mode()
+        vcpu.warn_on_once(svm.nested.nested_run_pending, "nested_svm_vmexit: nested_run_pending")
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
+        c12 = vmcb12.control
+        c12.exit_code = vmcb.exit_code
+        c12.exit_info_1 = vmcb.exit_info_1
+        c12.exit_info_2 = vmcb.exit_info_2
+        if c12.exit_code != hw.SVM_EXIT_ERR:
+            vcpu.nested_save_pending_event_to_vmcb12(vmcb12)
+        c12.event_inj = svm.nested.ctl.event_inj
+        c12.event_inj_err = svm.nested.ctl.event_inj_err
+        vmcb.copy_control_from(svm.nested.hsave)  # svm_switch_vmcb(vmcb01)
+        vmcb.level = 1
+        if not vcpu.svm_nested_exit_on_intr():
+            vcpu.kvm_make_request(KVM_REQ_EVENT)
+        # vnmi: off (impls.current.state)
+        vcpu.svm_set_gif(False)
+        vmcb.exit_int_info = 0
+        # kvm_set_rflags(vmcb01's save.rflags): svm_set_rflags keeps TF while
+        # KVM single-steps; KVM_REQ_EVENT.
+        lv1 = vcpu.cpu.lv[1]
+        lv1.rflags_if = svm.nested.hsave_rflags_if
+        lv1.tf = svm.nested.hsave_rflags_tf or svm.nmi_singlestep
+        vcpu.kvm_make_request(KVM_REQ_EVENT)
+        # Drop what svm_complete_interrupts picked up for L2.
+        vcpu.arch.nmi_injected = False
+        vcpu.kvm_clear_exception_queue()
+        vcpu.kvm_clear_interrupt_queue()
+        vcpu.record_nested_svm_vmexit()
+        if svm.nested.hsave_rflags_tf:
+            vcpu.kvm_queue_exception(DB)
+        return 0
