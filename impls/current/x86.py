@@ -73,7 +73,7 @@ X86_H = "arch/x86/kvm/x86.h"
 LAPIC_C = "arch/x86/kvm/lapic.c"
 
 
-def kvm_x86_call_ret0(vcpu, hook: str, *args):
+def _x86_call_ret0(vcpu, hook: str, *args):
     """kvm_x86_call() of a hook declared KVM_X86_OP_OPTIONAL_RET0
     (kvm-x86-ops.h): a vendor without it returns 0."""
     fn = getattr(vcpu.kvm_x86_ops, hook, None)
@@ -180,19 +180,19 @@ class X86_618:
         slot if there is room.  KVM_REQ_EVENT only if NMIs remain."""
         a = vcpu.arch
         limit = 1 if vcpu.kvm_x86_ops.get_nmi_mask(vcpu) or a.nmi_injected else 2
-        if kvm_x86_call_ret0(vcpu, "is_vnmi_pending"):
+        if _x86_call_ret0(vcpu, "is_vnmi_pending"):
             limit -= 1
         a.nmi_pending += a.nmi_queued
         a.nmi_queued = 0
         a.nmi_pending = min(a.nmi_pending, limit)
-        if a.nmi_pending and kvm_x86_call_ret0(vcpu, "set_vnmi_pending"):
+        if a.nmi_pending and _x86_call_ret0(vcpu, "set_vnmi_pending"):
             a.nmi_pending -= 1
         if a.nmi_pending:
             vcpu.kvm_make_request(KVM_REQ_EVENT)
 
     @origin(X86_C, "kvm_get_nr_pending_nmis", tree=TREE)
     def kvm_get_nr_pending_nmis(vcpu) -> int:
-        return vcpu.arch.nmi_pending + kvm_x86_call_ret0(vcpu, "is_vnmi_pending")
+        return vcpu.arch.nmi_pending + _x86_call_ret0(vcpu, "is_vnmi_pending")
 
     # ------------------------------------------------------ nested events --
 
