@@ -319,3 +319,114 @@ def test_in_flight_nmi_dropped_for_a_pending_exception():
     s = read_scenario(SEEDS / "df-benign-then-benign.txt")
     assert fields(s, "current") == {"final.nmi_blocked"}
     assert not run("current", s).final.nmi_blocked
+
+
+# ------------------------------------------------------- the 6.18 mechanisms --
+
+
+def test_nested_vmx_enter_non_root_mode_evaluates_a_pending_interrupt():
+    """nested_vmx_enter_non_root_mode makes KVM_REQ_EVENT when the LAPIC has
+    an interrupt (kvm_apic_has_interrupt), not only for vmcs01's windows
+    and INIT/SIPI."""
+    from impls.current.state import KVM_REQ_EVENT
+    from impls.upstream.vcpu import Vcpu as Vcpu61
+
+    v = vcpu_before_running(sc("vmx", "irq 0x20\n"))
+    v.requests = 0
+    v.nested_vmx_enter_non_root_mode(True)
+    assert v.requests & KVM_REQ_EVENT
+    v.requests = 0
+    Vcpu61.nested_vmx_enter_non_root_mode(v, True)
+    assert not v.requests & KVM_REQ_EVENT
+
+
+def test_nested_vmx_vmexit_evaluates_pending_events():
+    """__nested_vmx_vmexit makes KVM_REQ_EVENT after the exit if an
+    interrupt or NMI is pending, and only then."""
+    from impls.current.state import KVM_REQ_EVENT
+    from impls.hw import cpu as hw
+
+    for pending, made in ((False, False), (True, True)):
+        v = vcpu_after(sc("vmx", "l1.vmentry\n"))
+        assert v.is_guest_mode()
+        v.arch.nmi_pending = int(pending)
+        v.requests = 0
+        v.nested_vmx_vmexit(hw.EXIT_REASON_VMCALL, 0, 0)
+        assert bool(v.requests & KVM_REQ_EVENT) is made
+
+
+@pytest.mark.parametrize("l1_if", [True, False])
+def test_recalc_intercepts_keeps_vintr_while_l1_if_is_set(l1_if):
+    """recalc_intercepts drops L0's VINTR intercept for L2 (V_INTR_MASKING)
+    only while L1's saved RFLAGS.IF is 0, and svm_set_vintr then fakes no
+    V_IRQ (6.1: always dropped, V_IRQ always set)."""
+    from impls.hw import cpu as hw
+
+    v = vcpu_after(sc("svm", "l1.intercept intr=1\nl1.vmentry\n"))
+    assert v.is_guest_mode() and v.svm.nested.ctl.int_ctl & hw.V_INTR_MASKING_MASK
+    v.svm.nested.hsave_rflags_if = l1_if
+    v.svm.vmcb.int_ctl &= ~hw.V_IRQ_MASK
+    v.svm_set_vintr()
+    assert (hw.INTERCEPT_VINTR in v.svm.vmcb.intercepts) is l1_if
+    assert bool(v.svm.vmcb.int_ctl & hw.V_IRQ_MASK) is l1_if
+
+
+def test_nested_sync_control_keeps_l1_v_irq_while_l0_wants_a_window():
+    """nested_sync_control_from_vmcb02: V_IRQ is not copied back to vmcb12
+    while L0 (not L1) intercepts VINTR, V_INTR_MASKING or not."""
+    from impls.hw import cpu as hw
+
+    v = vcpu_after(sc("svm", "l1.intercept intr=1\nl1.vmentry\n"))
+    v.svm.nested.hsave_rflags_if = True
+    v.svm.nested.ctl.int_ctl &= ~hw.V_IRQ_MASK
+    v.svm_set_vintr()
+    v.sync_nested_vmcb_control()
+    assert not v.svm.nested.ctl.int_ctl & hw.V_IRQ_MASK
+
+
+def test_process_nmi_makes_no_event_without_nmis():
+    from impls.current.state import KVM_REQ_EVENT
+
+    v = vcpu_before_running(sc("vmx", ""))
+    v.requests = 0
+    v.process_nmi()
+    assert not v.requests & KVM_REQ_EVENT
+    v.arch.nmi_queued = 1
+    v.process_nmi()
+    assert v.requests & KVM_REQ_EVENT and v.arch.nmi_pending == 1
+
+
+def test_kvm_requeue_exception_overwrites_and_warns_on_a_pending_one():
+    """kvm_requeue_exception no longer merges: the slot becomes the
+    injected exception with its error code, and a pending exception is a
+    WARN."""
+    v = vcpu_before_running(sc("vmx", ""))
+    v.kvm_queue_exception_e(13, 0x10)
+    v.kvm_requeue_exception(14, True, 0x2)
+    ex = v.arch.exception
+    assert ex.injected and ex.vector == 14 and ex.has_error_code and ex.error_code == 0x2
+    assert any("kvm_requeue_exception" in a for a in v.rec.alarms)
+
+
+def test_ack_interrupt_on_exit_carries_the_vector():
+    """vmx_check_nested_events acknowledges the interrupt itself when L1
+    asks for it (VM_EXIT_ACK_INTR_ON_EXIT, which the scenario's L1 never
+    sets): the exit information holds the vector, the IRR loses it."""
+    from impls.arch.vmx import INTR_INFO_VALID
+    from impls.current.state import VM_EXIT_ACK_INTR_ON_EXIT
+
+    v = vcpu_after(sc("vmx", "l1.intercept intr=1\nl1.vmentry\n"))
+    v.vmx.nested.vmcs12.vm_exit_controls |= VM_EXIT_ACK_INTR_ON_EXIT
+    v.kvm_apic_set_irq(0x31)
+    assert v.vmx_check_nested_events() == 0
+    assert not v.is_guest_mode() and v.vmx.nested.vmcs12.vm_exit_intr_info == INTR_INFO_VALID | 0x31
+    assert 0x31 not in v.apic.irr
+
+
+def test_vmx_has_nested_events():
+    """has_events(vcpu, true): MTF or the preemption timer (neither comes
+    from the scenario language)."""
+    v = vcpu_after(sc("vmx", "l1.vmentry\n"))
+    assert not v.vmx_has_nested_events(True)
+    v.vmx.nested.mtf_pending = True
+    assert v.vmx_has_nested_events(True)
