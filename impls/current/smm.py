@@ -5,7 +5,7 @@ x86.c and emulate.c) and of em_rsm in arch/x86/kvm/emulate.c, as of Linux
 What changed since 6.1, for what a guest can see:
 
 * The SMRAM state-save area holds the interrupt shadow (`int_shadow`,
-  fb28875fd7da, 6.2): `enter_smm_save_state_64` saves the vCPU's shadow,
+  810253988e9e, 6.2): `enter_smm_save_state_64` saves the vCPU's shadow,
   `enter_smm` then clears it for the SMM handler, and RSM's
   `rsm_load_state_64` clears the shadow and hands the saved one to the
   emulator's interruptibility, which x86_emulate_instruction's writeback

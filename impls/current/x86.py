@@ -27,7 +27,7 @@ Differs from 6.1 (each method below names its 6.18 origin):
 * `process_nmi` makes KVM_REQ_EVENT only if an NMI is pending, and counts
   a virtual NMI handed to AMD's vNMI (off here, see `state`).
 * KVM_GET/SET_VCPU_EVENTS carry the number of pending NMIs, not a flag
-  (ab2ee212a57b, 6.5): get reports `kvm_get_nr_pending_nmis`, set puts
+  (ab2ee212a57b, 6.4): get reports `kvm_get_nr_pending_nmis`, set puts
   them into nmi_queued with KVM_REQ_NMI (so process_nmi applies its
   limit at the next KVM_RUN), and the SMM / INIT_RECEIVED refusal is gone.
 
