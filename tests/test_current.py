@@ -152,7 +152,9 @@ def test_ops_tables_are_the_618_hooks():
 # ------------------------------------------------------------- what 6.18 fixes --
 
 #: name -> (scenario, the 6.18 C functions that make current agree where the
-#: 6.1 port does not).
+#: 6.1 port does not).  The cases in `IN_V61` are v6.1 code the 6.1 port
+#: does not follow yet (issue 13, SOURCES.md section 3): once it does, the
+#: 6.1 port agrees there too.
 FIXED = {
     # SMRAM holds the interrupt shadow (6.2): the interrupt the STI shadow
     # held waits for the #GP, as in the reference.
@@ -188,10 +190,15 @@ FIXED = {
 }
 
 
+IN_V61 = {"triple-fault-unintercepted-svm", "running-vmx", "running-svm"}
+
+
 @pytest.mark.parametrize("name", sorted(FIXED))
 def test_618_fixes(name):
     s, why = FIXED[name]
     assert agreement.agrees("current", s), why
+    if name in IN_V61:
+        return
     assert not agreement.agrees("upstream", s), f"the 6.1 port agrees already: {name} pins nothing"
     report = compare(s, ["reference", "upstream", "current"])
     assert {d.verdicts["upstream->current"] for d in report.divergences} == {"fixed"}
