@@ -258,6 +258,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "postpatch": "impls.postpatch:Postpatch",
     "postpatch-v2": "impls.postpatch.april:PostpatchV2",
     "upstream": "impls.upstream:Upstream",
+    "current": "impls.current:Current",
 }
 
 #: (before, after) pairs for which the oracle gives a verdict.
@@ -265,6 +266,8 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("prepatch", "postpatch"),
     ("prepatch", "postpatch-v2"),
     ("prepatch", "upstream"),
+    ("prepatch", "current"),
+    ("upstream", "current"),
 )
 
 _loaded: dict[str, Implementation] = {}

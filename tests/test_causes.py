@@ -58,8 +58,8 @@ def test_one_cause_reached_through_different_events_is_one_signature():
 def test_implementations_sharing_a_cause_are_one_entry_with_their_verdicts(tmp_path):
     report = oracle.compare(read_scenario(CASES / "df-then-benign-vmx.txt"))
     by_impls = {c.impls: c for c in report.causes}
-    assert set(by_impls) == {("prepatch", "upstream"), ("postpatch", "postpatch-v2")}
-    shared = by_impls[("prepatch", "upstream")]
+    assert set(by_impls) == {("current", "prepatch", "upstream"), ("postpatch", "postpatch-v2")}
+    shared = by_impls[("current", "prepatch", "upstream")]
     assert shared.function == "kvm_multiple_exception"
     assert shared.verdicts["prepatch->upstream"] == "still-wrong"
     store = findings.FindingStore(tmp_path)
