@@ -388,6 +388,8 @@ class X86_618:
         if not vcpu.kvm.exception_payload_enabled and ex.pending and ex.has_payload:
             vcpu.kvm_deliver_exception_payload(ex)
         events = KvmVcpuEvents()  # memset(events, 0)
+        if kvm_exception_is_soft(ex.vector) and (ex.injected or ex.pending):
+            vcpu.rec.note("KVM_GET_VCPU_EVENTS: a soft exception is left out (its instruction executes again)")
         if not kvm_exception_is_soft(ex.vector):
             events.exception_injected = int(ex.injected)
             events.exception_pending = int(ex.pending)

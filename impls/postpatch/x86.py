@@ -254,6 +254,8 @@ class X86Rfc:
         if not kvm.exception_payload_enabled and p.valid and p.valid:
             vcpu.kvm_deliver_exception_payload()
 
+        if any(e.valid and kvm_exception_is_soft(e.nr) for e in (p, i)):
+            vcpu.rec.note("KVM_GET_VCPU_EVENTS: a soft exception is left out (its instruction executes again)")
         if p.valid and not kvm_exception_is_soft(p.nr):
             events.exception_pending = 1
             events.pending_exception_has_payload = int(p.has_payload)

@@ -603,6 +603,8 @@ class X86_61:
         if not vcpu.kvm.exception_payload_enabled and ex.pending and ex.has_payload:
             vcpu.kvm_deliver_exception_payload(ex)
         if kvm_exception_is_soft(ex.vector):
+            if ex.injected or ex.pending:
+                vcpu.rec.note("KVM_GET_VCPU_EVENTS: a soft exception is left out (its instruction executes again)")
             events.exception_injected = 0
             events.exception_pending = 0
         else:

@@ -175,6 +175,8 @@ class X86April:
         vcpu.warn_on_once(p.valid and i.valid, "get_vcpu_events: pending and injected exception")
         exc = p if p.valid else i
         if kvm_exception_is_soft(exc.nr):
+            if exc.valid:
+                vcpu.rec.note("KVM_GET_VCPU_EVENTS: a soft exception is left out (its instruction executes again)")
             events.exception_injected = 0
             events.exception_pending = 0
         else:
