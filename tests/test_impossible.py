@@ -178,3 +178,14 @@ def test_delivery_whose_handler_ran_before_the_reset_is_compared(fake_impl):
     fake_impl("prepatch", _drop_delivery)
     report = oracle.compare(parse_scenario(text), ["reference", "prepatch"])
     assert [d.field for d in report.divergences] == ["l1"]
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_a_pf_armed_before_a_switch_to_real_mode_does_not_hit_a_real_mode_delivery(vendor):
+    """`delivery_fault #PF` armed in protected mode, then the level enters
+    real mode, where nothing is paged: the #GP the emulator raises is
+    delivered without it, for every side (`possible.delivery_fault_applies`)."""
+    text = f"evdiff 1 vendor={vendor}\ndelivery_fault #PF\nl1.mode real\nl0.emulate #GP\n"
+    assert not possible.delivery_fault_applies(14, Mode.REAL) and possible.delivery_fault_applies(14, Mode.LONG)
+    assert [o for _, o in ref(text).l1] == [Delivered(1, exception(13, None))]
+    assert agree(text, ["reference", "prepatch"])

@@ -10,13 +10,16 @@ event table documents each meaning):
 * `raised`: an instruction that "raises #BR" in 64-bit mode raises #UD;
 * `exception_settable`: userspace sets no exception a vCPU in that mode could
   not have raised (the event does nothing);
+* `delivery_fault_applies`: an MMU fault armed for the next delivery
+  (`delivery_fault #PF`) does not hit a delivery made after the level left
+  paging for real mode (the fault is dropped);
 * `in_flight_possible`: userspace sets no NMI or interrupt in flight in a
   state where no CPU recognises one, which is what VM entry refuses to
   inject (the event does nothing).
 """
 from __future__ import annotations
 
-from impls.arch import BR, UD, Mode
+from impls.arch import BR, PF, UD, Mode
 from impls.arch.events import EvType
 
 
@@ -29,6 +32,15 @@ def raised(vector: int, mode: Mode) -> int:
     if vector == BR and mode is Mode.LONG:
         return UD
     return vector
+
+
+def delivery_fault_applies(vector: int, mode: Mode) -> bool:
+    """Whether a fault armed for the next delivery (the scenario's
+    `delivery_fault`, an MMU fault) can hit a delivery made in `mode`: a #PF
+    needs paging, which real mode does not have (SDM 20.1; SDM 4.1: paging
+    requires CR0.PE=1).  The level's mode may have changed since the fault
+    was armed; where it cannot apply, it is dropped."""
+    return not (vector == PF and mode is Mode.REAL)
 
 
 def exception_settable(vector: int, mode: Mode) -> bool:

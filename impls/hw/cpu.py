@@ -358,8 +358,10 @@ class Cpu:
         gate = arch.gate_fault(lv.desc, ev, self.vendor)
         if gate is not None:
             return (gate[0], gate[1], 0), Origin.GUEST
-        if lv.armed:
-            return lv.armed.pop(0), Origin.GUEST
+        while lv.armed:
+            fault = lv.armed.pop(0)
+            if possible.delivery_fault_applies(fault[0], lv.desc.mode):
+                return fault, Origin.GUEST
         push = arch.push_fault(lv.desc, ev, self.vendor)
         return (push, Origin.GUEST) if push is not None else (None, None)
 

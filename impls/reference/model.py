@@ -306,8 +306,10 @@ class Machine:
         gate = arch.gate_fault(lv.desc, ev, self.vendor)
         if gate is not None:
             return (gate[0], gate[1], 0)
-        if lv.armed:
-            return lv.armed.pop(0)
+        while lv.armed:
+            fault = lv.armed.pop(0)
+            if possible.delivery_fault_applies(fault[0], lv.desc.mode):
+                return fault
         return arch.push_fault(lv.desc, ev, self.vendor)
 
     def _delivered(self, ev: Ev) -> None:
