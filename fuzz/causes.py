@@ -53,6 +53,7 @@ from impls.api import Outcome
 #: The function a note names: "kvm_vcpu_reset(init_event=True): ..." -> kvm_vcpu_reset.
 _FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+_DETAIL = re.compile(r"\s*\[[^\]]*\]$")
 #: Blamed where an implementation made no note up to its diverging step.
 UNATTRIBUTED = "(no note)"
 
@@ -82,9 +83,10 @@ class Cause:
 
 
 def branch(text: str) -> str:
-    """A note without its numbers (vectors, levels, addresses): the branch
-    of the function that made it."""
-    return _NUMBER.sub("N", text)
+    """A note without its numbers (vectors, levels, addresses) and without
+    the details a port puts in a trailing `[...]` (which event the branch
+    handled this time): the branch of the function that made it."""
+    return _NUMBER.sub("N", _DETAIL.sub("", text))
 
 
 #: Notes that record progress, not a choice: a pending exception with nothing

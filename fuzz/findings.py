@@ -289,9 +289,14 @@ class FindingStore:
             meta = self._read_meta(d)
             if meta is None:
                 return
-            meta["impls"] = sorted(set(meta.get("impls", ())) | set(cause.impls))
+            impls = set(meta.get("impls", ())) | set(cause.impls)
+            meta["impls"] = sorted(impls)
             meta["got"] = {**cause.got, **meta.get("got", {})}
-            meta["verdicts"] = {**cause.verdicts, **meta.get("verdicts", {})}
+            verdicts = {**cause.verdicts, **meta.get("verdicts", {})}
+            for pair in verdicts:  # both sides of a pair now show the cause
+                if set(pair.split("->")) <= impls:
+                    verdicts[pair] = "still-wrong"
+            meta["verdicts"] = verdicts
             write_atomic(d / "finding.json", json.dumps(meta, indent=1, sort_keys=True))
             self._impls[sig] = set(meta["impls"])
 

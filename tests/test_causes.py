@@ -76,6 +76,7 @@ def test_a_finding_gathers_every_implementation_seen_with_its_cause(tmp_path):
     store.flush()
     f = next(f for f in store.findings() if f.meta["function"] == "kvm_multiple_exception")
     assert f.meta["impls"] == ["prepatch", "upstream"] and f.hits == 2
+    assert f.meta["verdicts"]["prepatch->upstream"] == "still-wrong"  # not the first scenario's "fixed"
 
 
 def test_agreeing_scenarios_have_no_causes():

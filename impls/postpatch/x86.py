@@ -432,8 +432,8 @@ class X86Rfc:
                 ops.set_irq(vcpu)
                 can_inject = False
         if a.injected_exception.valid and (a.nmi_injected or a.interrupt.injected):
-            vcpu.rec.note("inject_pending_event: the injected exception wins over the in-flight "
-                          f"{'NMI' if a.nmi_injected else 'interrupt'}, which is not re-injected")
+            vcpu.rec.note("inject_pending_event: the injected exception wins over the event in flight, "
+                          f"which is not re-injected [{'NMI' if a.nmi_injected else 'interrupt'}]")
 
         # Nested events (even if something was re-injected).
         if vcpu.is_guest_mode():

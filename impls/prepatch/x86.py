@@ -458,8 +458,8 @@ class X86:
                 can_inject = False
         else:
             if a.nmi_injected or a.interrupt.injected:
-                vcpu.rec.note("inject_pending_event: an exception is pending, so the in-flight "
-                              f"{'NMI' if a.nmi_injected else 'interrupt'} is not re-injected")
+                vcpu.rec.note("inject_pending_event: an exception is pending, so the event in flight "
+                              f"is not re-injected [{'NMI' if a.nmi_injected else 'interrupt'}]")
 
         vcpu.warn_on_once(ex.injected and ex.pending, "inject_pending_event: exception injected and pending")
 

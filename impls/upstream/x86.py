@@ -320,8 +320,8 @@ class X86_61:
             vcpu.kvm_inject_exception()
         elif vcpu.kvm_is_exception_pending():
             if a.nmi_injected or a.interrupt.injected:
-                vcpu.rec.note("kvm_check_and_inject_events: an exception is pending, so the in-flight "
-                              f"{'NMI' if a.nmi_injected else 'interrupt'} is not re-injected")
+                vcpu.rec.note("kvm_check_and_inject_events: an exception is pending, so the event in flight "
+                              f"is not re-injected [{'NMI' if a.nmi_injected else 'interrupt'}]")
         elif a.nmi_injected:
             ops.inject_nmi(vcpu)
         elif a.interrupt.injected:
