@@ -103,7 +103,7 @@ def cmd_explain(args) -> int:
 
     scenario = load_path(Path(args.file))
     report = oracle.compare(scenario, _impl_names(args.impls))
-    print(explain(report, markdown=args.format == "md"))
+    print(explain(report, args.format))
     return 0 if report.agree else 1
 
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("explain", help="side-by-side traces of one scenario")
     p.add_argument("file")
-    p.add_argument("--format", choices=("text", "md"), default="text")
+    p.add_argument("--format", choices=("text", "md", "html"), default="text")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
     p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("minimize", help="reduce a diverging scenario, keeping its signature")
