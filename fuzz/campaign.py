@@ -497,7 +497,7 @@ def run(opts: Options, console=None) -> int:
     if opts.findings.exists() and not opts.findings.is_dir():
         raise EvdiffError(f"--findings {opts.findings}: exists and is not a directory")
     if opts.engine == "atheris":
-        return run_atheris(opts, console)
+        return write_report(opts, console, run_atheris(opts, console))
     if opts.engine == "hypothesis":
         from fuzz.properties import run_campaign
 
@@ -509,8 +509,19 @@ def run(opts: Options, console=None) -> int:
             raise EvdiffError(f"{' '.join(opts.extra)}: flags after -- go to libFuzzer; --engine hypothesis "
                               "takes none")
 
-        return run_campaign(opts, console)
+        return write_report(opts, console, run_campaign(opts, console))
     raise EvdiffError(f"--engine {opts.engine}: one of atheris, hypothesis")
+
+
+def write_report(opts: Options, console, status: int) -> int:
+    """The morning's page (`fuzz.report`), rewritten at the end of every
+    run, a resumed one included, with every finding of the store; says
+    where it is.  Returns `status`."""
+    from fuzz import report
+
+    path = report.write(opts.findings, known=opts.known)
+    console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+    return status
 
 
 def parse_duration(text: str) -> float:

@@ -16,6 +16,9 @@ Commands:
               [--engine atheris|hypothesis] [-- LIBFUZZER-FLAGS...]
                                a fuzz campaign: one directory per divergence
                                signature in findings/, resumable, live status
+  evdiff report FINDINGS [-o OUT]
+                               the campaign as one self-contained HTML page
+                               (default: FINDINGS/report.html)
   evdiff bench                 differential execs/s, scaling, time to first
                                finding per seed bug class
 
@@ -153,6 +156,14 @@ def cmd_fuzz(args) -> int:
     return campaign.run(opts)
 
 
+def cmd_report(args) -> int:
+    from fuzz import known, report
+
+    listed = known.load(Path(args.known) if args.known else known.KNOWN)
+    print(f"wrote {report.write(args.findings, args.output, listed)}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from fuzz import bench
 
@@ -204,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "(default: corpus/known-divergences.txt)")
     p.add_argument("libfuzzer", nargs="*", metavar="-- LIBFUZZER-FLAG", help="passed to libFuzzer")
     p.set_defaults(fn=cmd_fuzz)
+    p = sub.add_parser("report", help="a campaign's findings as one self-contained HTML page")
+    p.add_argument("findings", metavar="FINDINGS", help="findings directory of `evdiff fuzz`")
+    p.add_argument("-o", "--output", help="where to write (default: FINDINGS/report.html)")
+    p.add_argument("--known", help="known divergences, shown apart (default: corpus/known-divergences.txt)")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("bench", help="measure execs/s, scaling and time to first finding")
     from fuzz.bench import add_arguments as _bench_arguments
 

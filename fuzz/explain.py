@@ -17,6 +17,8 @@ from fuzz.text import format_event, format_header
 from impls.api import Allowed, Outcome, matches
 
 MARK = "!!"
+#: The row of the final-state fields on which every implementation agrees.
+SAME = "final, the same in all"
 
 
 def _at(out: Outcome, step: int) -> list[str]:
@@ -68,7 +70,7 @@ def rows(report: Report) -> tuple[list[str], list[list[str]]]:
         else:
             same.append(f"{fname}={next(iter(vals.values()))}")
     if same:
-        table.append(["", "", "final, the same in all"] + [", ".join(same)] + ["" for _ in names[1:]])
+        table.append(["", "", SAME] + [", ".join(same)] + ["" for _ in names[1:]])
     extra = {n: "; ".join(r.alarms) + (f" livelock: {r.livelock}" if r.livelock else "") if isinstance(r, Outcome)
              else f"{r.type} at {r.where}: {r.message}" for n, r in chosen.items()}
     if any(extra.values()):
@@ -171,7 +173,10 @@ def _html(title: str, header: list[str], table: list[list[str]], tail: str) -> s
            "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
     for r in table:
         cls = ' class="diverges"' if r[0] == MARK else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>")
+        cells = [f"<td>{cell(c)}</td>" for c in r]
+        if r[2] == SAME:  # one value across the implementations' columns
+            cells[3:] = [f'<td colspan="{len(r) - 3}">{cell(r[3])}</td>']
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     out.append("</tbody>\n</table>")
     if tail:
         out.append(f'<pre class="causes">{escape(tail)}</pre>')
