@@ -2,7 +2,6 @@
 where Chromium is installed, rendered headless (a screenshot that is not
 blank, no console message)."""
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -103,7 +102,8 @@ def test_every_finding_is_on_the_page_and_nothing_is_fetched(campaign_dir, capsy
     tags = {t for t, _, _ in page.elements}
     assert {"html", "head", "title", "style", "body", "svg", "details"} <= tags
     assert not tags & {"script", "link", "iframe", "object", "embed", "img", "base"}
-    csp = [a["content"] for t, a, _ in page.elements if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    csp = [a["content"] for t, a, _ in page.elements
+           if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
     assert csp and "default-src 'none'" in csp[0]
     urls = [v for _, a, _ in page.elements for k, v in a.items() if k in ("src", "href", "action", "data") and v]
     assert urls and all(u.startswith("#") for u in urls)  # links within the page only
@@ -138,6 +138,21 @@ def test_report_of_a_directory_that_is_no_findings_store(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a findings directory" in capsys.readouterr().err
     assert not (tmp_path / findings.STATE_DIR).exists()  # and leaves nothing behind
+
+
+def test_a_store_without_stats_and_a_broken_scenario_still_make_a_page(tmp_path):
+    """No stats.json nor plot_data.csv (a store the campaign never reached
+    a status line in), and a smallest.txt edited into a bad line: the page
+    says so where each would be and lists the finding all the same."""
+    store = findings.FindingStore(tmp_path, minimise=False)
+    (sig, *_) = store.record(oracle.compare(read_scenario(REGRESSIONS / f"{CASES[0]}.txt")))
+    smallest = store.dir_for(sig) / "smallest.txt"
+    smallest.write_text(smallest.read_text() + "l2.excepton #GP\n")
+    page = Page(report.render(tmp_path))
+    assert not page.errors
+    assert "No stats.json here" in page.text["campaign"] and page.text["campaign"].count("no data") == 3
+    art = page.text[f"h-{store.dir_for(sig).name}"]
+    assert sig in art and f"{smallest}:" in art and "l2.excepton" in art
 
 
 def test_plot_puts_the_maximum_on_top_and_the_runs_end_to_end():
