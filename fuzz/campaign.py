@@ -598,10 +598,10 @@ def run(opts: Options, console=None) -> int:
     _check_impls(opts.impls)
     with campaign_lock(opts.findings, shared=opts.engine == "hypothesis") as lock_fd:
         if opts.engine == "atheris":
-            return run_atheris(opts, console, lock_fd)
+            return write_report(opts, console, run_atheris(opts, console, lock_fd))
         from fuzz.properties import run_campaign
 
-        return run_campaign(opts, console)
+        return write_report(opts, console, run_campaign(opts, console))
 
 
 def _check_impls(impls: str | None) -> None:
@@ -616,6 +616,17 @@ def _check_impls(impls: str | None) -> None:
         raise EvdiffError(str(e)) from None
     for name in targetenv.impl_names(api, {targetenv.IMPLS: impls or ""}):
         api.load(name)
+
+
+def write_report(opts: Options, console, status: int) -> int:
+    """The morning's page (`fuzz.report`), rewritten at the end of every
+    run, a resumed one included, with every finding of the store; says
+    where it is.  Returns `status`."""
+    from fuzz import report
+
+    path = report.write(opts.findings, known=opts.known)
+    console.print(f"report: {path}", markup=False, highlight=False, soft_wrap=True)
+    return status
 
 
 def parse_duration(text: str) -> float:

@@ -16,6 +16,9 @@ Commands:
               [--engine atheris|hypothesis] [-- LIBFUZZER-FLAGS...]
                                a fuzz campaign: one directory per divergence
                                signature in findings/, resumable, live status
+  evdiff report FINDINGS [-o OUT]
+                               the campaign as one self-contained HTML page
+                               (default: FINDINGS/report.html)
   evdiff bench                 differential execs/s, scaling, time to first
                                finding per seed bug class
 
@@ -147,7 +150,7 @@ def cmd_explain(args) -> int:
 
     scenario = load_path(Path(args.file))
     report = oracle.compare(scenario, _impl_names(args.impls))
-    _print(explain(report, markdown=args.format == "md"))
+    _print(explain(report, args.format))
     return 0 if report.agree else 1
 
 
@@ -203,6 +206,14 @@ def cmd_fuzz(args) -> int:
     return campaign.run(opts)
 
 
+def cmd_report(args) -> int:
+    from fuzz import known, report
+
+    listed = known.load(Path(args.known) if args.known else known.KNOWN)
+    print(f"wrote {report.write(args.findings, args.output, listed)}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from fuzz import bench
 
@@ -222,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_replay)
     p = sub.add_parser("explain", help="side-by-side traces of one scenario")
     p.add_argument("file")
-    p.add_argument("--format", choices=("text", "md"), default="text")
+    p.add_argument("--format", choices=("text", "md", "html"), default="text")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
     p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("minimize", help="reduce a diverging scenario, keeping its signature")
@@ -256,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "(default: corpus/known-divergences.txt)")
     p.add_argument("libfuzzer", nargs="*", metavar="-- LIBFUZZER-FLAG", help="passed to libFuzzer")
     p.set_defaults(fn=cmd_fuzz)
+    p = sub.add_parser("report", help="a campaign's findings as one self-contained HTML page")
+    p.add_argument("findings", metavar="FINDINGS", help="findings directory of `evdiff fuzz`")
+    p.add_argument("-o", "--output", help="where to write (default: FINDINGS/report.html)")
+    p.add_argument("--known", help="known divergences, shown apart (default: corpus/known-divergences.txt)")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("bench", help="measure execs/s, scaling and time to first finding")
     from fuzz.bench import add_arguments as _bench_arguments
 

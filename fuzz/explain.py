@@ -10,12 +10,15 @@ verdicts, and each diverging field.
 from __future__ import annotations
 
 import io
+from html import escape
 
 from fuzz.oracle import REFERENCE, Crash, Report, _closest
 from fuzz.text import format_event, format_header
 from impls.api import Allowed, Outcome, matches
 
 MARK = "!!"
+#: The row of the final-state fields on which every implementation agrees.
+SAME = "final, the same in all"
 
 
 def _at(out: Outcome, step: int) -> list[str]:
@@ -67,7 +70,7 @@ def rows(report: Report) -> tuple[list[str], list[list[str]]]:
         else:
             same.append(f"{fname}={next(iter(vals.values()))}")
     if same:
-        table.append(["", "", "final, the same in all"] + [", ".join(same)] + ["" for _ in names[1:]])
+        table.append(["", "", SAME] + [", ".join(same)] + ["" for _ in names[1:]])
     extra = {n: "; ".join(r.alarms) + (f" livelock: {r.livelock}" if r.livelock else "") if isinstance(r, Outcome)
              else f"{r.type} at {r.where}: {r.message}" for n, r in chosen.items()}
     if any(extra.values()):
@@ -94,11 +97,22 @@ def _same_step(ref: Outcome, other: Outcome, step: int) -> bool:
     )
 
 
-def explain(report: Report, markdown: bool = False) -> str:
+FORMATS = ("text", "md", "html")
+
+
+def explain(report: Report, fmt: str = "text") -> str:
+    """The side-by-side table and what it shows, as text (a terminal), `md`
+    (a mail, a bug report) or `html` (a fragment: a `<table
+    class="explain">` and a `<pre>` of the causes; `evdiff report` embeds
+    it, a mail client shows it as it is)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
     header, table = rows(report)
     sc = report.scenario
+    if fmt == "html":
+        return _html(format_header(sc.config), header, table, "\n".join(_findings(report, False)).strip())
     lines = []
-    if markdown:
+    if fmt == "md":
         lines.append(f"**Scenario** `{format_header(sc.config)}`\n")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
@@ -116,6 +130,13 @@ def explain(report: Report, markdown: bool = False) -> str:
         buf = io.StringIO()
         Console(file=buf, width=max(120, 28 * len(header)), color_system=None).print(t)
         lines.append(buf.getvalue().rstrip())
+    return "\n".join(lines + _findings(report, fmt == "md"))
+
+
+def _findings(report: Report, markdown: bool) -> list[str]:
+    """What follows the table: the reference's choices, the root causes,
+    every diverging field."""
+    lines = []
     ref = report.results.get(REFERENCE)
     if isinstance(ref, Allowed):
         n = len(ref.outcomes)
@@ -141,4 +162,25 @@ def explain(report: Report, markdown: bool = False) -> str:
             lines.append(f"  {n}: {g}")
         if verdicts:
             lines.append(f"  verdicts: {verdicts}")
-    return "\n".join(lines)
+    return lines
+
+
+def _html(title: str, header: list[str], table: list[list[str]], tail: str) -> str:
+    """The table as HTML: a diverging row has class `diverges`, a port's
+    notes (`· ...`) are `<span class="note">`."""
+    def cell(text: str) -> str:
+        return "<br>".join(f'<span class="note">{escape(line)}</span>' if line.startswith("· ") else escape(line)
+                           for line in text.split("\n"))
+
+    out = [f'<table class="explain">\n<caption>{escape(title)}</caption>',
+           "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    for r in table:
+        cls = ' class="diverges"' if r[0] == MARK else ""
+        cells = [f"<td>{cell(c)}</td>" for c in r]
+        if r[2] == SAME:  # one value across the implementations' columns
+            cells[3:] = [f'<td colspan="{len(r) - 3}">{cell(r[3])}</td>']
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out.append("</tbody>\n</table>")
+    if tail:
+        out.append(f'<pre class="causes">{escape(tail)}</pre>')
+    return "\n".join(out)

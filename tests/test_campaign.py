@@ -123,6 +123,8 @@ def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     assert stats["status"] == "done" and stats["findings"] == len(sigs) and stats["execs"] > 0
     assert "root cause(s)" in r.stdout and "smallest.txt" in r.stdout
     assert (out / "plot_data.csv").read_text().startswith("unix_time,")
+    assert r.stdout.rstrip().endswith(f"report: {out / 'report.html'}")
+    assert all(f'id="h-{f.path.name}"' in (out / "report.html").read_text() for f in store.findings())
 
 
 def test_workers_mode_runs_two_fuzzers_into_one_store(tmp_path):

@@ -136,6 +136,9 @@ def test_hypothesis_campaign_records_shrunk_findings_and_resumes(tmp_path):
     assert any(f.meta.get("shrunk") for f in found)
     assert all(f.meta["engine"] == "hypothesis" for f in found)
     assert (out / ".evdiff" / "hypothesis").is_dir()
+    assert f"report: {out / 'report.html'}" in r.stdout
+    first_report = (out / "report.html").read_text()
+    assert all(f'id="h-{f.path.name}"' in first_report for f in found)
     before = {f.path.name: f.hits for f in found}
     r = subprocess.run(cmd[:-4] + ["3", "--findings", str(out)], cwd=ROOT, env=_env(), capture_output=True,
                        text=True, timeout=180)
@@ -143,3 +146,5 @@ def test_hypothesis_campaign_records_shrunk_findings_and_resumes(tmp_path):
     assert "replayed" in r.stdout and "still diverge" in r.stdout
     after = {f.path.name: f.hits for f in store.findings()}
     assert all(after[name] > hits for name, hits in before.items())  # replayed first: each hit again
+    again = (out / "report.html").read_text()  # refreshed by the resumed run: every finding, both runs
+    assert again != first_report and all(f'id="h-{name}"' in again for name in after) and "2 runs" in again
