@@ -162,6 +162,9 @@ class Vmx:
     def vmx_get_nmi_mask(vcpu) -> bool:
         lv = vcpu.vmx.loaded_vmcs
         if lv.nmi_known_unmasked:
+            if vcpu.vmx_interruptibility() & GUEST_INTR_STATE_NMI:  # for people: the VMCS disagrees
+                vcpu.rec.note("vmx_get_nmi_mask: nmi_known_unmasked, so NMIs are reported unmasked "
+                              "[the VMCS has blocking by NMI]")
             return False
         masked = bool(vcpu.vmx_interruptibility() & GUEST_INTR_STATE_NMI)
         lv.nmi_known_unmasked = not masked
