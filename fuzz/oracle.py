@@ -257,13 +257,35 @@ def _drop_wiped_deliveries(vals: dict) -> None:
     vals[name] = trace[:end] + (vals[name][-1:] if name == "l1" else ())
 
 
-def _closest(allowed: Allowed | Outcome, out: Outcome) -> Outcome:
+def _compared(expected: Outcome, actual: Outcome, vendor: str) -> tuple[dict, dict]:
+    """The field values the oracle compares, after its rules: only what came
+    before `undefined_from`, no deliveries an INIT reset wiped, and on SVM no
+    final state where both shut down."""
+    exp_vals, act_vals = _field_values(expected), _field_values(actual)
+    if expected.undefined_from is not None:
+        _truncate(exp_vals, act_vals, expected.undefined_from)
+    for vals in (exp_vals, act_vals):
+        _drop_wiped_deliveries(vals)
+    if vendor == "svm" and expected.shutdown is not None and actual.shutdown is not None:
+        # L0 sees its guest's shutdown through the shutdown intercept,
+        # after which the VMCB state is undefined (APM 15.14.3): so is the
+        # state a VMM reads.  The shutdown and all before it are compared;
+        # on VMX a triple-fault exit saves guest state (SDM 27.3), so the
+        # final state is compared there.
+        _drop_final(exp_vals, act_vals)
+    return exp_vals, act_vals
+
+
+def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> Outcome:
+    """The allowed outcome with the fewest differing fields, counted as the
+    comparison counts them (`_compared`: what comes after an outcome's
+    `undefined_from` does not count against it)."""
     if not isinstance(allowed, Allowed):
         return allowed  # one candidate: nothing to rank
     cands = allowed.outcomes
 
     def ndiff(r: Outcome) -> int:
-        e, a = _field_values(r), _field_values(out)
+        e, a = _compared(r, out, vendor)
         return sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
 
     return min(cands, key=ndiff)
@@ -288,19 +310,7 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
             continue
         if res == ref or (isinstance(ref, Allowed) and res in ref.outcomes):
             continue  # equal to an allowed outcome (notes aside): no field can differ
-        best = _closest(ref, res)
-        exp_vals, act_vals = _field_values(best), _field_values(res)
-        if best.undefined_from is not None:
-            _truncate(exp_vals, act_vals, best.undefined_from)
-        for vals in (exp_vals, act_vals):
-            _drop_wiped_deliveries(vals)
-        if vendor == "svm" and best.shutdown is not None and res.shutdown is not None:
-            # L0 sees its guest's shutdown through the shutdown intercept,
-            # after which the VMCB state is undefined (APM 15.14.3): so is the
-            # state a VMM reads.  The shutdown and all before it are compared;
-            # on VMX a triple-fault exit saves guest state (SDM 27.3), so the
-            # final state is compared there.
-            _drop_final(exp_vals, act_vals)
+        exp_vals, act_vals = _compared(_closest(ref, res, vendor), res, vendor)
         for fname in exp_vals.keys() | act_vals.keys():
             e, a = exp_vals.get(fname), act_vals.get(fname)
             if not matches(e, a):
