@@ -7,8 +7,12 @@ changed overridden, as the 6.1 port is the 5.11 port with 6.1's changes:
 vmx/nested.c), `svm` / `svm_nested` (svm/svm.c, svm/nested.c), on the
 state of `state`.  Each module's docstring lists what 6.18 changed in its
 file and which 6.1 functions are reused unchanged; every function ported
-here names its 6.18 origin (`tree="6.18"`).  docs/kernel/current.md walks
-through the 6.1 -> 6.18 diff function by function.
+here names its 6.18 origin (`tree="6.18"`), and every function the port
+still runs from the 6.1 port, or from the 5.11 port through it, is listed
+with where its 6.18 version was read in `reused` (checked by
+tests/test_fidelity.py).  docs/kernel/current.md walks through the
+6.1 -> 6.18 diff function by function.  The scenario driver is the 6.1
+port's (`impls.upstream.driver`).
 
 What a guest sees differently from 6.1, in brief: the interrupt shadow
 survives an SMI (SMRAM holds it, 6.2); an exception pending from
@@ -31,8 +35,10 @@ Simplifications are those of `impls.hw.environment`; AMD vNMI is off
 """
 from __future__ import annotations
 
+from impls.current.reused import REUSED_FROM_61, REUSED_FROM_511
 from impls.current.vcpu import Vcpu
 from impls.upstream import Upstream
+from impls.upstream.driver import Driver
 
 
 class Current(Upstream):
@@ -41,3 +47,9 @@ class Current(Upstream):
     summary = "port of KVM's event injection as of Linux 6.18, the 6.1 port with 6.18's changes"
 
     vcpu_class = Vcpu
+    driver_class = Driver
+
+    kernel_tree = "6.18"
+    #: The 6.1 port's functions, and the 5.11 ones it reused, that 6.18 has
+    #: unchanged for what the port models.
+    takes_over = {"6.1": REUSED_FROM_61, "5.11-rc7": REUSED_FROM_511}

@@ -27,6 +27,10 @@ from impls.upstream.state import *  # noqa: F401,F403 -- the unchanged 6.1 names
 
 TREE = "6.18"
 
+#: Where 6.18 was read: the v6.18 release as imported there (its Makefile
+#: says 6.18.0; the next commit moves to 6.18.1).
+RELEASE = "clywm520/6.18.y 947ac181 (v6.18)"
+
 #: The `vnmi` module parameter of kvm_amd: off (see the module docstring).
 VNMI_ENABLED = False
 

@@ -14,10 +14,12 @@ from impls.current.svm_nested import SvmNested618
 from impls.current.vmx import Vmx618
 from impls.current.vmx_nested import VmxNested618
 from impls.current.x86 import X86_618
+from impls.origin import glue
 from impls.upstream.vcpu import SVM_NESTED_OPS_61, SVM_X86_OPS_61, VMX_NESTED_OPS_61, VMX_X86_OPS_61
 from impls.upstream.vcpu import Vcpu as Vcpu61
 
 
+@glue("builds a 6.18 nested_ops table from the 6.1 one (the hooks' method names)")
 def _nested_ops(ops: dict, has_events: str | None) -> dict:
     """A 6.1 nested_ops table with hv_timer_pending renamed has_events (it
     gained a `for_injection` argument)."""

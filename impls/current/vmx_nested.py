@@ -27,8 +27,7 @@ Differs:
   hv_timer_pending) takes `for_injection`.
 
 Reused unchanged (compared with the 6.1.55 stable tree):
-nested_vmx_is_exception_vmexit, nested_vmx_inject_exception_vmexit,
-vmcs12_save_pending_event, prepare_vmcs12 (takes the instruction length,
+nested_vmx_is_exception_vmexit, vmcs12_save_pending_event, prepare_vmcs12 (takes the instruction length,
 not modelled), prepare_vmcs02 (CET and debugctl state aside),
 prepare_vmcs02_early, load_vmcs12_host_state (CET state aside),
 nested_vmx_run, nested_vmx_l0_wants_exit / nested_vmx_l1_wants_exit (new
@@ -38,6 +37,11 @@ nested_exit_on_intr, the #DB helpers, nested_vmx_update_pending_dbg.
 vCPU reports VMX_BASIC_NO_HW_ERROR_CODE_CC, which matters only for a
 hardware exception whose deliver-error-code bit disagrees with its
 vector: the scenario language injects none, so the port keeps 6.1's check.
+
+Not followed yet: `nested_vmx_inject_exception_vmexit` is 6.1.55's in 6.18,
+with 80962ec912db (no error code in an exception exit from real mode), but
+the 6.1 port, whose version this port runs, follows the v6.1 tag without
+it (see `impls.current.reused`).
 """
 from __future__ import annotations
 

@@ -48,7 +48,8 @@ kvm_apic_ack_interrupt, the same here), and lapic.c's INIT path:
 kvm_apic_accept_events (mp_state through kvm_set_mp_state),
 kvm_apic_init_sipi_allowed, kvm_apic_has_pending_init_or_sipi.
 KVM_SMI is kvm_inject_smi (smm.h), 5.11's kvm_vcpu_ioctl_smi under a new
-name with the same body (KVM_REQ_SMI).
+name with the same request (KVM_REQ_SMI), refused only where the vendor
+cannot emulate SMBASE (both can here).
 
 Not modelled, as for 6.1 (impls.hw.environment): RFLAGS.RF, guest
 debugging, async page faults, posted interrupts, the fastpath re-entry
@@ -57,7 +58,7 @@ loop, Xen event channels.
 from __future__ import annotations
 
 from impls.arch import DB, DF, NMI_VECTOR
-from impls.origin import origin
+from impls.origin import glue, origin
 from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK
 from impls.prepatch.x86 import exception_class, kvm_exception_is_soft
 from impls.current.state import (
@@ -73,6 +74,8 @@ X86_H = "arch/x86/kvm/x86.h"
 LAPIC_C = "arch/x86/kvm/lapic.c"
 
 
+@glue("kvm_x86_call() on a KVM_X86_OP_OPTIONAL_RET0 hook: a macro and the static call that "
+      "kvm_ops_update points at __static_call_return0 for a vendor without the hook")
 def _x86_call_ret0(vcpu, hook: str, *args):
     """kvm_x86_call() of a hook declared KVM_X86_OP_OPTIONAL_RET0
     (kvm-x86-ops.h): a vendor without it returns 0."""
