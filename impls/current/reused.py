@@ -19,8 +19,8 @@ says how (docs/kernel/current.md walks through the same diff).  An entry
 without a note is the same code, or differs only in how a kvm_x86_ops hook
 is called (kvm_x86_call for static_call).
 
-One entry is not the same: `nested_vmx_inject_exception_vmexit`, where the
-6.1 port follows the v6.1 tag and 6.18 carries a later fix (see its entry).
+`nested_vmx_inject_exception_vmexit` is not here: 6.18 carries 80962ec912db,
+which the 6.1 port (the v6.1 tag) lacks, so impls.current.vmx_nested ports it.
 """
 from __future__ import annotations
 
@@ -90,11 +90,6 @@ _VMX_61 = {
                                       "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "
                                       "that has it; the simulated CPU (SDM 059) does not, so every case is "
                                       "6.1's",
-    "nested_vmx_inject_exception_vmexit": f"{R} (vmx/nested.c) NOT the same: 6.18 has 80962ec912db (also "
-                                          "in 6.1.24), no error code in an exception exit from real "
-                                          "mode; the 6.1 port follows the v6.1 tag and reports it (l1.intercept "
-                                          "exceptions=#GP / l1.vmentry / l2.mode real / l0.emulate #GP ec=0x8: "
-                                          "current says #GP(ec=0x8), the reference #GP); to be ported",
     "nested_vmx_is_exception_vmexit": f"{R} (vmx/nested.c)",
     "nested_vmx_update_pending_dbg": f"{R} (vmx/nested.c)",
     "vmcs12_save_pending_event": f"{R} (vmx/nested.c)",

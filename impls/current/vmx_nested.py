@@ -45,10 +45,15 @@ it (see `impls.current.reused`).
 """
 from __future__ import annotations
 
-from impls.arch import NMI_VECTOR
+from impls.arch import DB, NMI_VECTOR, PF
+from impls.arch.vmx import INTR_INFO_DELIVER_CODE
 from impls.hw import cpu as hw
 from impls.origin import origin
-from impls.prepatch.vmx import INTR_TYPE_EXT_INTR, INTR_TYPE_NMI_INTR
+from impls.prepatch.vmx import (
+    INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION, INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION,
+    VECTORING_INFO_VALID_MASK,
+)
+from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.arch.vmx import INTR_INFO_VALID
 from impls.prepatch.vmx_nested import (
     EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
@@ -57,6 +62,7 @@ from impls.current.state import (
     EBUSY, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
     KVM_REQ_TRIPLE_FAULT, TREE, VM_EXIT_ACK_INTR_ON_EXIT,
 )
+from impls.upstream.state import DR6_ACTIVE_LOW, DR6_BT
 from impls.upstream.vmx_nested import EXIT_REASON_MONITOR_TRAP_FLAG
 
 NESTED_C = "arch/x86/kvm/vmx/nested.c"
@@ -64,6 +70,31 @@ NESTED_C = "arch/x86/kvm/vmx/nested.c"
 
 class VmxNested618:
     """arch/x86/kvm/vmx/nested.c of 6.18, as methods of the vCPU."""
+
+    @origin(NESTED_C, "nested_vmx_inject_exception_vmexit", tree=TREE)
+    def nested_vmx_inject_exception_vmexit(vcpu) -> None:
+        """6.1's, with 80962ec912db (6.3-rc, in 6.1.24): an exception exit
+        from an L2 in real mode carries no error code, as VMX hardware
+        reports none there; the error code kept is its low 16 bits."""
+        ex = vcpu.arch.exception_vmexit
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        intr_info = ex.vector | INTR_INFO_VALID
+        if ex.has_payload:
+            exit_qual = ex.payload
+        elif ex.vector == PF:
+            exit_qual = vcpu.guest().cr2  # vcpu->arch.cr2
+        elif ex.vector == DB:
+            exit_qual = (vcpu.arch.dr6 & ~DR6_BT) ^ DR6_ACTIVE_LOW
+        else:
+            exit_qual = 0
+        if ex.has_error_code and vcpu.is_protmode():
+            vmcs12.vm_exit_intr_error_code = ex.error_code & 0xFFFF
+            intr_info |= INTR_INFO_DELIVER_CODE
+        intr_info |= INTR_TYPE_SOFT_EXCEPTION if kvm_exception_is_soft(ex.vector) else INTR_TYPE_HARD_EXCEPTION
+        if not vmcs12.idt_vectoring_info_field & VECTORING_INFO_VALID_MASK and vcpu.vmx_get_nmi_mask():
+            intr_info |= hw.INTR_INFO_UNBLOCK_NMI
+        vcpu.rec.note(f"nested_vmx_inject_exception_vmexit: exception_vmexit vector {ex.vector} to L1")
+        vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI, intr_info, exit_qual)
 
     @origin(NESTED_C, "nested_vmx_triple_fault", tree=TREE)
     def nested_vmx_triple_fault(vcpu) -> None:
