@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from fuzz import binary, corpus_path
-from fuzz.scenario import SPECS, Event, PType, Scenario, normalise
+from fuzz.scenario import SPECS, Event, PType, normalise
 from impls.arch import Ev, EvType
 from fuzz.text import read_scenario
 

@@ -120,7 +120,7 @@ CHANGED_IN_61 = [
     "vmx_inject_exception", "vmx_inject_irq",
     "nested_vmx_is_exception_vmexit", "nested_vmx_inject_exception_vmexit", "nested_vmx_triple_fault",
     "vmx_check_nested_events", "vmcs12_save_pending_event", "prepare_vmcs12", "nested_vmx_vmexit",
-    "prepare_vmcs02", "nested_check_vm_entry_controls", "vmx_has_nested_events",
+    "prepare_vmcs02", "vmx_has_nested_events",
     "svm_inject_exception", "svm_inject_irq", "svm_inject_nmi", "svm_nmi_allowed", "svm_interrupt_allowed",
     "svm_complete_interrupts",
     "nested_svm_is_exception_vmexit", "nested_svm_inject_exception_vmexit", "nested_svm_triple_fault",

@@ -85,11 +85,6 @@ _VMX_61 = {
     "vmx_inject_irq": R,
     "vmx_enter_smm": f"{R}: SMRAM is a union",
     "vmx_leave_smm": f"{R}: SMRAM is a union",
-    "nested_check_vm_entry_controls": f"{R} (vmx/nested.c): the check that the deliver-error-code bit "
-                                      "agrees with the vector is skipped when L1's IA32_VMX_BASIC[56] "
-                                      "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "
-                                      "that has it; the simulated CPU (SDM 059) does not, so every case is "
-                                      "6.1's",
     "nested_vmx_is_exception_vmexit": f"{R} (vmx/nested.c)",
     "nested_vmx_update_pending_dbg": f"{R} (vmx/nested.c)",
     "vmcs12_save_pending_event": f"{R} (vmx/nested.c)",
@@ -214,6 +209,11 @@ _SVM_511 = {
 }
 
 _VMX_511 = {
+    "nested_check_vm_entry_controls": f"{R} (vmx/nested.c): the check that the deliver-error-code bit "
+                                      "agrees with the vector is skipped when L1's IA32_VMX_BASIC[56] "
+                                      "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "
+                                      "that has it; the simulated CPU (SDM 059) does not, so every case is "
+                                      "5.11's",
     "handle_ept_misconfig": f"{R}: the emulation pre-check renamed",
     "handle_ept_violation": f"{R}: the NMI-unblocking bit as in 6.1; the error code is computed in "
                             "__vmx_handle_ept_violation (vmx/common.h) and vcpu->arch.exit_qualification "

@@ -35,8 +35,6 @@ and 6.1.55.  What the re-reading changed (the series' state is not 6.1):
 * kvm_vcpu_running lost its nested-events check (26844fee);
 * the end-of-ladder WARN exempts a requested triple fault (dea0d5a2fde6);
 * nested_ops->has_events replaced hv_timer_pending (5b4ac1a1);
-* the VM-entry error-code check rejects bits 31:16 (as 5.11 does; the 5.11
-  port had 31:15 until corrected);
 * the entry is cancelled on any pending request (kvm_vcpu_exit_request),
   which the 5.11 port models as the kick only.
 

@@ -129,7 +129,9 @@ _SVM = {
 
 _VMX = {
     "is_exception_n": f"{S} (vmx/vmcs.h)",
-    "_vmx_complete_interrupts": f"{S}: 6.1 also saves the instruction length of soft events, not modelled",
+    "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
+    "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
+                                      "(567926cca99b, 5.4)",
     "handle_ept_misconfig": S,
     "handle_ept_violation": S,
     "handle_exception_nmi": f"{S}: 6.1 adds #NM (XFD) and the VMware #GP path, neither intercepted here; "

@@ -25,9 +25,6 @@ Differs:
   KVM_REQ_TRIPLE_FAULT (92e7d5c83aff), then a TRIPLE_FAULT exit.
 * `vmx_has_nested_events` (nested_ops->has_events, 5b4ac1a1; the series had
   hv_timer_pending): the preemption timer or a pending MTF exit.
-* `nested_check_vm_entry_controls` rejects error-code bits 31:16 (since
-  567926cca99b, 5.4; the same in 5.11, whose port checked 31:15 until
-  corrected).
 
 Reused unchanged: see impls.upstream.reused (nested_exit_on_nmi / _intr,
 the failValid helpers, nested_vmx_run, prepare_vmcs02_early,
@@ -44,17 +41,16 @@ KVM_REQ_EVENT for a pending INIT or SIPI (a56953e9).
 """
 from __future__ import annotations
 
-from impls.arch import DB, DF, NMI_VECTOR, PF, Mode
+from impls.arch import DB, DF, NMI_VECTOR, PF
 from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
 from impls.origin import origin
 from impls.prepatch.vmx import (
-    INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
+    INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
     INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
 )
 from impls.prepatch.vmx_nested import (
-    _X86_EXCEPTION_HAS_ERROR_CODE, EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, INTR_TYPE_OTHER_EVENT,
-    INTR_TYPE_RESERVED, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
+    EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.upstream.state import (
@@ -121,33 +117,6 @@ class VmxNested61:
         hv_timer_pending): an expired preemption timer or a pending MTF
         exit, neither of which L1 uses here."""
         return vcpu.nested_vmx_preemption_timer_pending() or vcpu.vmx.nested.mtf_pending
-
-    @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE, read=STABLE)
-    def nested_check_vm_entry_controls(vcpu) -> bool:
-        """The checks on the event-injection fields (True = valid), as in
-        5.11: an error code may have bit 15 set, bits 31:16 are rejected."""
-        vmcs12 = vcpu.vmx.nested.vmcs12
-        info = vmcs12.vm_entry_intr_info_field
-        if not info & INTR_INFO_VALID:
-            return True
-        vector = info & INTR_INFO_VECTOR_MASK
-        intr_type = info & INTR_INFO_INTR_TYPE_MASK
-        has_error_code = bool(info & INTR_INFO_DELIVER_CODE)
-        if intr_type in (INTR_TYPE_RESERVED, INTR_TYPE_OTHER_EVENT):
-            return False  # OTHER_EVENT: no MTF for L1
-        if intr_type == INTR_TYPE_NMI_INTR and vector != NMI_VECTOR:
-            return False
-        if intr_type == INTR_TYPE_HARD_EXCEPTION and vector > 31:
-            return False
-        # L1 runs L2 with unrestricted guest: protected mode is L2's CR0.PE.
-        prot_mode = vcpu.cpu.lv[2].desc.mode is not Mode.REAL
-        should_have_error_code = (intr_type == INTR_TYPE_HARD_EXCEPTION and prot_mode
-                                  and vector in _X86_EXCEPTION_HAS_ERROR_CODE)
-        if has_error_code != should_have_error_code:
-            return False
-        if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF0000:
-            return False
-        return True
 
     # ----------------------------------------------------------- #DB helpers --
 
