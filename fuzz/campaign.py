@@ -307,11 +307,20 @@ def libfuzzer_command(opts: Options, target: Path, corpus: Path, seeds_dir: Path
     return cmd + list(opts.extra)
 
 
+def set_aside_invalid(store: fstore.FindingStore) -> None:
+    """Findings whose finding.json cannot be read or has the wrong shape are
+    renamed aside (kept), with a warning; the campaign goes on."""
+    for path in store.set_aside_invalid():
+        print(f"evdiff: warning: {path.name.split('.unreadable-')[0]}/finding.json is unreadable or not a "
+              f"finding; set aside as {path}", file=sys.stderr)
+
+
 def run_atheris(opts: Options, console, lock_fd: int) -> int:
     if not atheris_available():
         raise EvdiffError(targetenv.INSTALL.format(python=sys.executable))
     store = fstore.FindingStore(opts.findings, opts.max_examples)
     store.clean_stale()
+    set_aside_invalid(store)
     state = store.state
     corpus = Path(opts.corpus or opts.findings / "corpus")
     corpus.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,17 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
+def valid_meta(meta) -> bool:
+    """Whether a parsed `finding.json` has the shape this store writes: an
+    object with a string signature, an integer hit count and the smallest
+    input's size (another shape -- `[1, 2]`, `42`, `{}` -- is set aside)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("signature"), str):
+        return False
+    hits, smallest = meta.get("hits", 0), meta.get("smallest", {})
+    return (isinstance(hits, int) and not isinstance(hits, bool) and isinstance(smallest, dict)
+            and all(isinstance(smallest.get(k, 0), int) for k in ("events", "extra")))
+
+
 def canonical_bytes(scenario: Scenario) -> bytes | None:
     """The binary form, or None where it cannot hold the scenario."""
     try:
@@ -224,10 +235,13 @@ class FindingStore:
         return self.root / signature_hash(signature)
 
     def _read_meta(self, d: Path) -> dict | None:
+        """`finding.json` of directory `d`; None where it is missing,
+        unreadable, or not the shape this store writes (`valid_meta`)."""
         try:
-            return json.loads((d / "finding.json").read_text())
-        except (OSError, ValueError):
+            meta = json.loads((d / "finding.json").read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
             return None
+        return meta if valid_meta(meta) else None
 
     def _remember(self, sig: str, meta: dict, d: Path) -> None:
         sm = meta.get("smallest", {})
@@ -267,6 +281,7 @@ class FindingStore:
                     "smallest": {"events": size[0], "extra": size[1]},
                 }
                 tmp = Path(tempfile.mkdtemp(dir=self.state / "tmp", prefix=f"{os.getpid()}-"))
+                os.chmod(tmp, 0o777 & ~_UMASK)  # as the directories beside it, not mkdtemp's 0700
                 self._write_input(tmp / "smallest", sig, scenario)
                 (tmp / "examples").mkdir()
                 example = example or scenario
@@ -379,18 +394,36 @@ class FindingStore:
         for d in self.root.iterdir():
             if d.is_dir() and not d.name.startswith("."):
                 meta = self._read_meta(d)
-                if meta is not None and "signature" in meta:
+                if meta is not None:
                     out.append(Finding(d, meta))
         return sorted(out, key=lambda f: (f.meta.get("first_seen", ""), f.signature))
 
     def names(self) -> set[str]:
-        """Directory names of the complete findings (cheap: no JSON read)."""
+        """Directory names of the complete findings: the same ones
+        `findings` lists (the status line and the summary count alike)."""
         try:
             entries = list(os.scandir(self.root))
         except OSError:
             return set()
         return {e.name for e in entries if not e.name.startswith(".") and e.is_dir()
-                and os.path.exists(os.path.join(e.path, "finding.json"))}
+                and self._read_meta(Path(e.path)) is not None}
+
+    def set_aside_invalid(self) -> list[Path]:
+        """Rename each finding directory whose `finding.json` cannot be read
+        or has the wrong shape to `NAME.unreadable-TIME` (kept, never
+        deleted), so that a campaign goes on and records that signature
+        afresh; returns the new paths.  Run once at a campaign's start."""
+        moved = []
+        if not self.root.is_dir():
+            return moved
+        with self.lock():
+            for d in sorted(self.root.iterdir()):
+                if (d.is_dir() and not d.name.startswith(".") and ".unreadable-" not in d.name
+                        and (d / "finding.json").exists() and self._read_meta(d) is None):
+                    new = d.with_name(d.name + f".unreadable-{int(time.time())}")
+                    d.rename(new)
+                    moved.append(new)
+        return moved
 
     def signatures(self) -> set[str]:
         return {f.signature for f in self.findings()}

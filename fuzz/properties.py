@@ -179,6 +179,7 @@ def _run_campaign(opts, console) -> int:
     # so the store does not minimise on top of it.
     store = FindingStore(opts.findings, opts.max_examples, engine="hypothesis", minimise=False)
     store.clean_stale()
+    campaign.set_aside_invalid(store)
     mon = campaign.Monitor(opts, store, "hypothesis", console)
     mon.stats.implementations = names
     db = DirectoryBasedExampleDatabase(str(store.state / "hypothesis"))

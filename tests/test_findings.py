@@ -200,3 +200,39 @@ def test_the_raised_divergence_carries_a_replayable_scenario(dropping):
     exc = _origin(report, report.causes[0])[0]
     assert exc.signature in str(exc) and "evdiff replay" in str(exc)
     assert parse_scenario(exc.text) == SHORT
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "42", '"x"', "{}", '{"signature": "s", "hits": "many"}', "\xff"])
+def test_a_finding_json_of_the_wrong_shape_is_set_aside_and_the_campaign_goes_on(tmp_path, dropping, content):
+    """Issue 15 item 2: a finding.json that parses to another shape (or does
+    not parse) is neither a finding nor a stop: the status count and the
+    summary skip it alike, the campaign's start renames it aside (kept),
+    and the signature is recorded afresh."""
+    import io
+
+    from rich.console import Console
+
+    from fuzz import campaign
+
+    store = findings.FindingStore(tmp_path, minimise=False)
+    report = _report(LONG, dropping)
+    (sig,) = store.record(report)
+    d = store.dir_for(sig)
+    (d / "finding.json").write_bytes(content.encode("latin-1"))
+    again = findings.FindingStore(tmp_path, minimise=False)
+    assert again.findings() == [] and again.names() == set()
+    campaign.summary(again, Console(file=io.StringIO()))  # no traceback
+    (moved,) = again.set_aside_invalid()
+    assert moved.name.startswith(d.name + ".unreadable-") and (moved / "smallest.txt").exists()
+    assert again.record(report) == [sig]
+    assert [f.signature for f in again.findings()] == [sig] and again.names() == {d.name}
+
+
+def test_finding_directories_have_the_mode_of_their_neighbours(tmp_path, dropping):
+    store = findings.FindingStore(tmp_path, minimise=False)
+    (sig,) = store.record(_report(LONG, dropping))
+    umask = os.umask(0)
+    os.umask(umask)
+    d = store.dir_for(sig)
+    assert d.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (d / "finding.json").stat().st_mode & 0o777 == 0o666 & ~umask
