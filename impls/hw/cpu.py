@@ -608,6 +608,9 @@ class Cpu:
         INTO's software exceptions (`arch.raised_type`): until their handler
         is reached, RIP stays on the instruction (`LevelState.restart`)."""
         vector = possible.raised(vector, lv.desc.mode)
+        if vector is None:  # raises nothing: a plain instruction
+            self._op_noop(ctl, lv)
+            return
         lv.shadow = None
         self.env.last_origin = Origin.GUEST
         ev = self._exc(lv, vector, ec, arch.raised_type(vector))

@@ -175,11 +175,14 @@ class Environment:
     def decode_in(self, mode) -> None:
         """The CPU exited for the instruction to emulate at a level in
         `mode`: the emulator raises what that instruction raises there
-        (`impls.arch.possible.raised`: BOUND is #UD in 64-bit mode)."""
+        (`impls.arch.possible.raised`: BOUND is #UD in 64-bit mode, no #PF
+        in real mode)."""
         if self.emulate_fault is not None:
             vector, ec, cr2 = self.emulate_fault
             actual = raised(vector, mode)
-            if actual != vector:
+            if actual is None:
+                self.emulate_fault = None
+            elif actual != vector:
                 self.emulate_fault = (actual, 0, 0)
 
     def emulator_fault(self) -> tuple[int, int, int] | None:

@@ -682,6 +682,9 @@ class Machine:
         return address pushed are not part of `Outcome`."""
         self._execute()
         vector = possible.raised(vector, self.cur.desc.mode)
+        if vector is None:
+            self.note("a #PF raised in real mode: no paging, the instruction completes (possible.raised)")
+            return
         if self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
