@@ -309,7 +309,13 @@ class Cpu:
         """An intercepted exception: VMX reason 0 with the exception in the
         exit interruption info and the #PF address in the exit qualification
         (SDM 27.2.1-2); SVM exit code 0x40+vector, EXITINFO1 the error code,
-        EXITINFO2 the #PF address (APM 15.12)."""
+        EXITINFO2 the #PF address (APM 15.12).  A guest's own #PF under
+        shadow paging exits with the shadow tables' error code
+        (`Environment.shadow_pf_exit`)."""
+        if ev.vector == PF:
+            self.env.guest_pf = None
+            if not self.npt and self.env.last_origin is Origin.GUEST and ev.error_code is not None:
+                ev = Ev(ev.type, PF, self.env.shadow_pf_exit(ev.error_code))
         if self.svm:
             self._svm_exit(ctl, SVM_EXIT_EXCP_BASE + ev.vector, ev.error_code or 0,
                            address if ev.vector == PF else 0, vectoring)

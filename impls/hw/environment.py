@@ -13,7 +13,10 @@ by the scenario's events instead of being modelled, and every KVM port
   `kvm_inject_emulated_page_fault`); a #PF from `l0.mmu_fixup` is fixed
   (`kvm_mmu_page_fault` returns 1 with nothing queued).  With nested paging
   on, `l0.mmu_fixup` is an EPT violation / NPF that L0 fixes; guest-visible
-  #PFs never reach L0 unless L1 intercepts them.  L1 never uses nested
+  #PFs never reach L0 unless L1 intercepts them.  Under shadow paging the
+  exit carries the shadow tables' error code (RSVD clear: KVM puts reserved
+  bits only in MMIO entries) and KVM's walk finds the guest's own error code
+  (`Environment.shadow_pf_exit`).  L1 never uses nested
   paging (EPT12/NPT12) for L2, so every L2 #PF is an L2 page-table fault.
 * **The instruction emulator.**  `l0.emulate [fault=V]` is an instruction L0
   must emulate (an MMIO access: EPT misconfiguration on VMX, an NPF on SVM,
@@ -132,6 +135,9 @@ import enum
 
 from impls.arch.possible import raised
 
+#: The RSVD bit of a #PF error code (SDM 4.7, Figure 4-12).
+PFERR_RSVD = 1 << 3
+
 
 class VcpuReset(Exception):
     """Raised by a port's kvm_vcpu_reset(init_event=True) once it has
@@ -153,7 +159,7 @@ class Environment:
     emulator answer.  The CPU records the origin of the fault behind its
     latest exit; KVM's MMU and emulator port call these methods."""
 
-    __slots__ = ("last_origin", "emulate_fault", "kick")
+    __slots__ = ("last_origin", "emulate_fault", "kick", "guest_pf")
 
     def __init__(self):
         self.last_origin: Origin | None = None
@@ -161,6 +167,22 @@ class Environment:
         self.emulate_fault: tuple[int, int, int] | None = None
         #: `l0.immediate_exit`: a pending kick for the next vcpu_enter_guest.
         self.kick = False
+        #: the guest's #PF error code behind the latest shadow-paging #PF exit
+        self.guest_pf: int | None = None
+
+    def shadow_pf_exit(self, guest_error_code: int) -> int:
+        """A guest's own #PF that L0's shadow paging intercepts: the exit's
+        error code is the shadow page tables' (KVM builds no reserved bits
+        into a shadow entry but for MMIO, so RSVD is clear), and the guest's
+        error code is what KVM's walk of the guest's tables finds
+        (`guest_pf_error_code`).  Returns the exit's error code."""
+        self.guest_pf = guest_error_code
+        return guest_error_code & ~PFERR_RSVD
+
+    def guest_pf_error_code(self, exit_error_code: int) -> int:
+        """The error code of the guest fault KVM's page walk finds behind the
+        latest shadow-paging #PF exit (`shadow_pf_exit`)."""
+        return self.guest_pf if self.guest_pf is not None else exit_error_code
 
     def mmu_fault_is_guest_visible(self) -> bool:
         """The shadow MMU's page walk: True if the #PF L0 intercepted is the

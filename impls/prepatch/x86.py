@@ -777,7 +777,7 @@ class X86:
         if vcpu.env.last_origin is Origin.EMULATE:
             return vcpu.x86_emulate_instruction(0)
         if vcpu.env.mmu_fault_is_guest_visible():
-            fault = X86Exception(PF, True, error_code, cr2_or_gpa)
+            fault = X86Exception(PF, True, vcpu.env.guest_pf_error_code(error_code), cr2_or_gpa)
             vcpu.kvm_inject_emulated_page_fault(fault)
         return 1  # RET_PF_RETRY / fixed: resume the guest
 
