@@ -135,7 +135,7 @@ def cmd_replay(args) -> int:
             _print(json.dumps({"path": str(path), **report.to_json()}))
             continue
         if report.agree:
-            _print(f"{path}: all {len(names)} agree")
+            _print(f"{path}: all {len(names)} agree{_too_many_choices(report)}")
             continue
         lines = [f"{path}: {len(report.causes)} root cause(s){_too_many_choices(report)}"]
         for c in report.causes:

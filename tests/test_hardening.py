@@ -214,7 +214,9 @@ def test_too_many_choices_is_said(tmp_path, fake_impl, capsys):
                                                       out.livelock))
     path = tmp_path / "choices.txt"
     path.write_text("evdiff 1 vendor=vmx\n" + CHOICES * 12)
-    assert main(["replay", "--impls", "prepatch", str(path)]) == 1
+    # Past the cap only alarms and livelocks are judged (fuzz/oracle.py):
+    # the dropped delivery may be an unexplored allowed outcome.
+    assert main(["replay", "--impls", "prepatch", str(path)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"{path}: ") and "(the reference: too many choices: 64 runs explored" in first
 
@@ -253,7 +255,7 @@ def test_ctrl_c_during_replay_is_one_line_and_130(tmp_path):
         (tmp_path / f"{i}.txt").write_text("evdiff 1 vendor=vmx\n" + CHOICES * 150)
     proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "replay", "--impls", "reference", str(tmp_path)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().endswith("agree\n")  # replaying now
+    assert " agree" in proc.stdout.readline()  # replaying now
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert (proc.returncode, err) == (130, "evdiff: interrupted\n")

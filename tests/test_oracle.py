@@ -122,3 +122,22 @@ def test_the_closest_allowed_outcome_is_counted_as_compared():
                         "l1.vmentry inject=int(0x80)\nl1.mode real\nuser.set_exception #PF injected=1\n")
     report = oracle.compare(sc, ["reference", "prepatch", "upstream"])
     assert not [d for d in report.divergences if d.field == "l1"]
+
+
+def test_an_incomplete_reference_judges_only_alarms_and_livelocks(fake_impl):
+    """Past its cap of explored choices the reference cannot say that an
+    outcome is not allowed: only what no allowed outcome has is judged."""
+    from dataclasses import replace
+
+    from impls.api import Allowed
+
+    sc = parse_scenario("evdiff 1 vendor=vmx ept=on\nnmi\nsti\n")
+    ref = api.load("reference").run(sc)
+    out = ref.outcomes[0] if isinstance(ref, Allowed) else ref
+    wrong = replace(out, l1=())
+    alarmed = replace(out, l1=(), alarms=("WARN_ON_ONCE x",))
+    partial = Allowed((out,), ("too many choices: 64 runs explored, 3 branches not",), complete=False)
+    assert oracle.divergences(sc, {"reference": partial, "prepatch": wrong}) == []
+    (d,) = oracle.divergences(sc, {"reference": partial, "prepatch": alarmed})
+    assert d.field == "alarms"
+    assert oracle.divergences(sc, {"reference": replace(partial, complete=True), "prepatch": wrong})
