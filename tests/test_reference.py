@@ -276,3 +276,17 @@ def test_smi_and_init_together_are_taken_in_either_order():
     assert isinstance(out, Allowed)
     assert {tuple(str(o) for _, o in x.l1) for x in out.outcomes} == {
         ("SMI handled in SMM (L2 running)", "EXIT INIT"), ("EXIT INIT", "SMI handled in SMM (L1 running)")}
+
+
+def test_svm_eventinj_error_code_in_real_mode_is_left_open():
+    """SDM 20.1.4's "no error code in real mode" is Intel's; the APM (15.20)
+    says nothing of EVENTINJ's error code when L2 is in real mode, so the
+    EXITINTINFO of an exit during that delivery may hold it or not."""
+    out = run("evdiff 1 vendor=svm npt=on\nl2.stack #PF\nl2.mode real\nl1.intercept exceptions=#SS\n"
+              "l1.vmentry inject=#GP(0x0)\n")
+    assert isinstance(out, Allowed)
+    vectorings = {o.l1[0][1].vectoring for o in out.outcomes}
+    assert vectorings == {exception(13, None), exception(13, 0)}
+    vmx = run("evdiff 1 vendor=vmx ept=on\nl2.stack #PF\nl2.mode real\nl1.intercept exceptions=#SS\n"
+              "l1.vmentry inject=#GP\n")
+    assert not isinstance(vmx, Allowed) or len({o.l1 for o in vmx.outcomes}) == 1

@@ -614,6 +614,12 @@ class Machine:
             # INTO; the event is what L1's EVENTINJ encodes.
             inject = asvm.decode(*asvm.encode(inject))
         ev2 = self._exc(inject.vector, inject.error_code, inject.type) if inject.type in _EXCEPTIONS else inject
+        if self.svm and ev2 != inject and inject.error_code is not None and l2.desc.mode is Mode.REAL and \
+                self.choose("APM 15.20: EVENTINJ's error code (EV=1) in real mode: NOT FOUND", 2):
+            # SDM 20.1.4's "no error code in real mode" is Intel's; the APM
+            # says neither whether VMRUN drops EVENTINJ's error code there nor
+            # what EXITINTINFO then holds: both are allowed.
+            ev2 = inject
         # SDM 26.5.1 / APM 15.20: the injected event is not intercept-checked;
         # faults during its delivery are.
         self.deliver(ev2, check_first=False, injected_by_l1=True)
