@@ -565,6 +565,9 @@ class X86:
         RUNNABLE (always, for the BSP; apf.halted: no async page faults)."""
         if vcpu.is_guest_mode():
             vcpu.nested_ops.check_events(vcpu)
+            if not vcpu.is_guest_mode():  # for people: what the next entry then does not see
+                vcpu.rec.note("kvm_vcpu_running: check_events made a nested VM exit before the entry's "
+                              "event injection (process_nmi, the pending exception)")
         return vcpu.arch.mp_state == KVM_MP_STATE_RUNNABLE
 
     @origin(X86_C, "vcpu_run", tree=TREE)
