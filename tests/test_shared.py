@@ -127,3 +127,22 @@ def test_a_guest_pf_with_rsvd_reaches_kvm_as_a_shadow_paging_fault(vendor):
     assert [str(o) for _, o in report.results["prepatch"].l1] == ["L1 handles #PF(ec=0xa)"]
     nmi = parse_scenario(f"evdiff 1 vendor={vendor} {paging}=off\nl1.vmentry\ndelivery_fault #PF ec=0xfafa\nnmi\n")
     assert not any(d.field == "alarms" for d in oracle.compare(nmi).divergences)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("text", [
+    # given to KVM at the STI's KVM_RUN, then raised again: two interrupts
+    "mov_ss\nuser.interrupt 0x50\nsti\nuser.interrupt 0x50\nrun\n",
+    # 0x02 was given to KVM first: it comes before the higher 0x20
+    "mov_ss\nuser.interrupt 0x02\nsti\nuser.interrupt 0x20\n",
+    # both held by the PIC before one KVM_RUN: one merged interrupt
+    "user.interrupt 0x50\nuser.interrupt 0x50\n",
+])
+def test_the_vmms_pic_is_one_definition_for_every_side(vendor, text):
+    """`user.interrupt` is the VMM's PIC (impls/pic.py): the reference and
+    the ports' driver give KVM_INTERRUPT the same vectors in the same order."""
+    from fuzz import oracle
+
+    sc = parse_scenario(f"evdiff 1 vendor={vendor}\n{text}")
+    report = oracle.compare(sc)
+    assert report.agree, [c.signature for c in report.causes]

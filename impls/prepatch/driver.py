@@ -39,6 +39,7 @@ from impls.hw import cpu as hw
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.origin import glue
+from impls.pic import UserspacePic
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
@@ -60,7 +61,7 @@ class Driver:
         self.shutdown: int | None = None
         self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
-        self.held_extint: list[int] = []  # the userspace PIC (split irqchip)
+        self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -126,11 +127,10 @@ class Driver:
 
     def vmm_push_extint(self) -> None:
         """The VMM's userspace PIC retries KVM_INTERRUPT (split irqchip)."""
-        while self.held_extint and self.vcpu.pending_external_vector == -1:
-            vector = max(self.held_extint)
-            if self.vcpu.kvm_vcpu_ioctl_interrupt(vector) != 0:
+        while self.pic.held and self.vcpu.pending_external_vector == -1:
+            if self.vcpu.kvm_vcpu_ioctl_interrupt(self.pic.peek()) != 0:
                 break
-            self.held_extint.remove(vector)
+            self.pic.next_vector()
 
     # ------------------------------------------------------------- the run --
 
@@ -160,7 +160,7 @@ class Driver:
         v = self.vcpu
         a = v.arch
         lv = self.cpu.lv[self.level()]
-        irqs = set(v.apic.irr) | set(self.held_extint)
+        irqs = set(v.apic.irr) | set(self.pic.held)
         if v.pending_external_vector != -1:
             irqs.add(v.pending_external_vector)
         if a.interrupt.injected and not a.interrupt.soft:
@@ -399,11 +399,9 @@ class Driver:
         self._set_events(events)
 
     def ev_user_interrupt(self, ev):
-        """The userspace PIC raises the vector; the VMM issues KVM_INTERRUPT
-        for its highest pending vector before the next KVM_RUN.  The PIC's
-        IRR holds one bit a line: raising a pending vector again merges."""
-        if ev.args[0] not in self.held_extint:
-            self.held_extint.append(ev.args[0])
+        """The VMM's PIC raises the vector (`impls.pic`); the VMM issues
+        KVM_INTERRUPT before the next KVM_RUN (`vmm_push_extint`)."""
+        self.pic.raise_vector(ev.args[0])
 
     def ev_user_nmi(self, ev):
         self.vcpu.kvm_vcpu_ioctl_nmi()

@@ -27,6 +27,7 @@ from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, p
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
+from impls.pic import UserspacePic
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -90,7 +91,8 @@ class Machine:
         # hold, so one mask serves L1 and L2; VMX keeps L2's (virtual-)NMI
         # blocking in the VMCS (SDM Table 24-3).
         self.svm_nmi_mask = False
-        self.extint_pending: set[int] = set()  # from the userspace PIC (KVM_INTERRUPT)
+        self.pic = UserspacePic()  # the VMM's PIC: `user.interrupt` (impls.pic)
+        self.extint_given: int | None = None  # the vector KVM_INTERRUPT gave, until delivered
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
         self.init_pending = False
@@ -360,7 +362,7 @@ class Machine:
         lv = self.cur
         if self.nmi_pending and self._nmi_ready(lv):
             return True
-        if (self.irq_pending or self.extint_pending) and self._irq_ready(lv):
+        if (self.irq_pending or self.extint_given is not None) and self._irq_ready(lv):
             return True
         return False
 
@@ -500,9 +502,11 @@ class Machine:
         # An ExtINT from the 8259 (KVM_INTERRUPT) is delivered without the
         # local APIC's priority logic, so before APIC vectors; among APIC
         # vectors the highest priority first (SDM 10.8.3, 10.5.1 ExtINT).
-        queue = self.extint_pending or self.irq_pending
-        vector = max(queue)
-        queue.discard(vector)
+        if self.extint_given is not None:
+            vector, self.extint_given = self.extint_given, None
+        else:
+            vector = max(self.irq_pending)
+            self.irq_pending.discard(vector)
         self.deliver(Ev(EvType.EXT_INTR, vector), check_first=False)
         return True
 
@@ -512,9 +516,17 @@ class Machine:
                 return
         raise Livelock(f"more than {STEP_BOUND} deliveries at one boundary")
 
+    def _kvm_run(self) -> None:
+        """The VMM is about to run the vCPU: it gives KVM_INTERRUPT the
+        highest vector its PIC holds, unless KVM still has one (`impls.pic`,
+        the same definition the KVM ports' driver uses)."""
+        if self.extint_given is None:
+            self.extint_given = self.pic.next_vector()
+
     def _execute(self) -> LevelState:
         """An instruction boundary, then the start of an instruction: the
         shadow of the previous one ends (SDM 6.8.3)."""
+        self._kvm_run()
         self._boundaries()
         lv = self.cur
         lv.shadow = None
@@ -583,6 +595,7 @@ class Machine:
         during its delivery, SDM 26.5.1.2), on SVM INT3's trap (APM 15.20)."""
         if self.level != 1:
             return
+        self._kvm_run()
         self._boundaries()
         if self.level != 1:
             return
@@ -670,6 +683,7 @@ class Machine:
         (`impls.l1.handle_exit`)."""
         if self.level != 2:
             return
+        self._kvm_run()
         self._boundaries()
         if self.level != 2:
             return
@@ -846,7 +860,7 @@ class Machine:
             self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
-        self.extint_pending.add(ev.args[0])
+        self.pic.raise_vector(ev.args[0])
 
     def ev_user_nmi(self, ev):
         self.ev_nmi(ev)
@@ -855,6 +869,7 @@ class Machine:
         """Save/restore changes nothing the guest can see."""
 
     def ev_run(self, ev):
+        self._kvm_run()
         for _ in range(STEP_BOUND):
             self._boundaries()
             lv = self.cur
@@ -870,7 +885,8 @@ class Machine:
         final = None if self.reset else FinalState(
             level=self.level,
             nmi_pending=self.nmi_pending,
-            irq_pending=tuple(sorted(self.irq_pending | self.extint_pending)),
+            irq_pending=tuple(sorted(self.irq_pending | set(self.pic.held)
+                                     | ({self.extint_given} if self.extint_given is not None else set()))),
             nmi_blocked=self.nmi_blocked(self.level),
             interrupt_shadow=bool(lv.shadow),
             interrupts_enabled=lv.rflags_if,
