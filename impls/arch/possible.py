@@ -8,7 +8,7 @@ the same architectural situation, so both ask this module (the README's
 event table documents each meaning):
 
 * `raised`: an instruction that "raises #BR" in 64-bit mode raises #UD; one
-  that "raises #PF" in real mode raises nothing;
+  that "raises #PF", #TS or #NP in real mode raises nothing;
 * `exception_settable`: userspace sets no exception a vCPU in that mode could
   not have raised (the event does nothing);
 * `delivery_fault_applies`: an MMU fault armed for the next delivery
@@ -20,7 +20,7 @@ event table documents each meaning):
 """
 from __future__ import annotations
 
-from impls.arch import BR, PF, UD, Mode
+from impls.arch import BR, NP, PF, TS, UD, Mode
 from impls.arch.events import EvType
 
 
@@ -30,13 +30,20 @@ def raised(vector: int, mode: Mode) -> int | None:
     from BOUND (SDM Table 6-1), which is an invalid opcode in 64-bit mode
     (SDM2 BOUND, "64-Bit Mode Exceptions": #UD): there it raises #UD.  A #PF
     needs paging, which real mode does not have (SDM 20.1; SDM 4.1: paging
-    requires CR0.PE=1): there the instruction raises nothing and completes.
-    Every other vector is itself."""
+    requires CR0.PE=1), and #TS and #NP need descriptors (a TSS, segment and
+    gate descriptors), which real mode does not use (SDM 20.1; SDM2 lists
+    only #GP and #SS among its "Real-Address Mode Exceptions"): there the
+    instruction raises nothing and completes.  Every other vector is
+    itself."""
     if vector == BR and mode is Mode.LONG:
         return UD
-    if vector == PF and mode is Mode.REAL:
+    if vector in _NOT_IN_REAL_MODE and mode is Mode.REAL:
         return None
     return vector
+
+
+#: Exceptions no instruction raises in real mode (`raised`).
+_NOT_IN_REAL_MODE = frozenset({TS, NP, PF})
 
 
 def delivery_fault_applies(vector: int, mode: Mode) -> bool:

@@ -703,7 +703,7 @@ class Machine:
         self._execute()
         vector = possible.raised(vector, self.cur.desc.mode)
         if vector is None:
-            self.note("a #PF raised in real mode: no paging, the instruction completes (possible.raised)")
+            self.note("an exception no instruction raises in real mode: the instruction completes (possible.raised)")
             return
         if self._impossible_exception(vector):
             return
