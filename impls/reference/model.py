@@ -8,7 +8,8 @@ There is no L0 here: L1 sees the VMX/SVM architecture directly, so every
 How a scenario runs.  Configuration events change tables at once, except a
 mode change of the running level, which is an instruction.  Platform
 events make an NMI or interrupt pending.  An instruction event (`exception`,
-`sti`, ..., `l1.vmentry`, `l2.vmcall`, `l0.emulate`) first lets the CPU reach
+`int`, `int3`, `into`, `icebp`, `sti`, ..., `l1.vmentry`, `l2.vmcall`,
+`l0.emulate`) first lets the CPU reach
 its instruction boundary -- delivering, in priority order, every pending event
 that is deliverable there (`_boundary`) -- and then executes.  `run` does the
 boundary and executes no-ops until nothing deliverable is left.  After the
