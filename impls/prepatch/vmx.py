@@ -391,7 +391,8 @@ class Vmx:
             if is_icebp(intr_info):
                 vcpu.warn_on_once(not vcpu.vmx_skip_emulated_instruction(),
                                   "handle_exception_nmi: skipping ICEBP failed")
-                vcpu.rec.note("handle_exception_nmi: ICEBP skipped, its #DB queued as a hardware exception")
+                if vcpu.is_guest_mode():  # only L1 could tell the type (IDT-vectoring), for people
+                    vcpu.rec.note("handle_exception_nmi: ICEBP skipped, its #DB queued as a hardware exception")
             vcpu.kvm_queue_exception_p(DB, vmcs.exit_qualification)
             return 1
         if ex_no == AC:
