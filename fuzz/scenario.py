@@ -158,6 +158,11 @@ def _specs() -> tuple[EventSpec, ...]:
                       f"pushes on {lvl.upper()}'s handler stack fault (or stop faulting)"),
         ]
     out += [
+        # No SVM INTn / ICEBP intercepts here: INT n exits to L1 only through
+        # them (VMX has no control for it), and the 13 bytes of an
+        # `l1.intercept` record are the widest, so one more parameter would
+        # widen every record of the binary form and change every stored
+        # `.bin`.  L1 sets neither (impls.hw.environment, "L1, the hypervisor").
         EventSpec("l1.intercept", (_p("exceptions", PType.VECSET, 0), _p("pf_mask", PType.U16, 0),
                                    _p("pf_match", PType.U16, 0), _p("nmi", PType.BOOL, False),
                                    _p("intr", PType.BOOL, False), _p("shutdown", PType.BOOL, True),
