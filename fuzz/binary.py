@@ -3,8 +3,12 @@
 Layout: one header byte (bit 0 vendor svm, bit 1 nested paging off, bits 2-4
 the caps in `CAPS` order), then fixed-size records of `RECORD` bytes, one an
 event: a kind byte (taken modulo the number of kinds) and the parameters of
-that kind in spec order, each in its own bytes, the rest padding.  Every byte
-string decodes: values are taken modulo their domain, a short last record is
+that kind in spec order, each in its own bytes, the rest padding.  Kinds
+added to the language go last in `SPECS`, so a canonical record (as `encode`
+writes it, kind byte below the number of kinds) keeps its meaning in later
+versions, and so do the findings' `.bin` files; a raw libFuzzer input whose
+kind byte is larger may read as another kind once kinds are added.  Every
+byte string decodes: values are taken modulo their domain, a short last record is
 padded with zeros, bytes past `MAX_EVENTS` records are ignored.  Because
 records have a fixed size, changing one byte changes at most one event (or
 the configuration), and a short input is a short scenario.
@@ -12,7 +16,8 @@ the configuration), and a short input is a short scenario.
 Decoding is many-to-one: records whose values have no architectural meaning
 decode to the event that has one (`fuzz.scenario`): an error code on a
 vector that pushes none is 0, one the manual fixes (#DF, #AC) is that
-value, an address on anything but #PF is 0, and without the
+value, an address on anything but #PF is 0, an `exception` record of #BP /
+#OF is `int3` / `into`, and without the
 `exception_payload` cap a pending `user.set_exception` is an injected one
 (so the header byte also decides how such a record reads).
 """

@@ -88,7 +88,10 @@ def make_event(spec: EventSpec, kwargs: dict) -> Event:
 
 
 def events_of(spec: EventSpec) -> st.SearchStrategy[Event]:
-    return st.fixed_dictionaries(arguments(spec)).map(lambda kw: make_event(spec, kw))
+    """Events of this kind.  Arguments that `normalise` gives to another
+    kind (`exception #BP` is `int3`) are left to that kind's strategy."""
+    return st.fixed_dictionaries(arguments(spec)).map(lambda kw: make_event(spec, kw)).filter(
+        lambda ev: ev.kind == spec.kind)
 
 
 def events(kinds=None) -> st.SearchStrategy[Event]:

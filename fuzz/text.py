@@ -309,12 +309,20 @@ def read_scenario(path: str | Path) -> Scenario:
     return parse_scenario(text, str(p))
 
 
+#: Kinds whose vector is written as a number, never a mnemonic: `int 0x3` is
+#: INT n on vector 3 (CD 03), a software interrupt, which `int #BP` would
+#: misread as INT3 (CC), the `int3` kind (SDM 25.2, footnote on INT1 / INT3).
+NUMERIC_VECTOR_KINDS = frozenset({"int"})
+
+
 def format_event(ev: Event) -> str:
     spec = ev.spec
     words = [ev.kind]
     for i, (param, value) in enumerate(zip(spec.params, ev.args)):
         if i == 0 and param.positional:
-            if value is not None:
+            if ev.kind in NUMERIC_VECTOR_KINDS:
+                words.append(f"{value:#x}")
+            elif value is not None:
                 words.append(format_value(param, value))
             continue
         if value != param.default:

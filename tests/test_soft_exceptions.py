@@ -176,7 +176,7 @@ def test_intercepted_int3_exit_reports_its_length_to_l1(driver_cls, vcpu_cls):
     """SDM 27.2.4: the exit on INT3 reports its length, 1; prepare_vmcs12
     copies vmcs02's field into vmcs12."""
     d = _run(driver_cls, vcpu_cls, scenario("vmx", "l1.intercept exceptions=#BP\nl1.vmentry\nexception #BP\n"))
-    assert d.vcpu.vmx.nested.vmcs12.vm_exit_instruction_len == arch.SOFT_EXCEPTION_LENGTH == 1
+    assert d.vcpu.vmx.nested.vmcs12.vm_exit_instruction_len == arch.INSTRUCTION_LENGTH[EvType.SOFT_EXCEPTION] == 1
 
 
 @pytest.mark.parametrize("driver_cls,vcpu_cls", [(Driver511, Vcpu511), (Driver61, Vcpu61)])

@@ -112,9 +112,6 @@ MNEMONICS = {info.mnemonic: v for v, info in VECTORS.items()}
 #: as type 6, "software exception" (SDM 24.8.3 Table 24-13; 27.2.2 exit
 #: interruption information, 27.2.3 IDT-vectoring); SVM as type 3 (APM 15.7.2).
 SOFT_EXCEPTION_VECTORS = frozenset({BP, OF})
-#: Length of INT3 (CCh) and INTO (CEh): one byte (SDM2 INT n/INTO/INT3/INT1;
-#: APM 15.12.4-5 name the same opcodes).
-SOFT_EXCEPTION_LENGTH = 1
 
 
 def raised_type(vector: int) -> EvType:
@@ -125,6 +122,46 @@ def raised_type(vector: int) -> EvType:
     met during its delivery (SDM 6.13, `ext_bit`), is benign for double-fault
     purposes (SDM Table 6-4, `second_exception`) and pushes no error code."""
     return EvType.SOFT_EXCEPTION if vector in SOFT_EXCEPTION_VECTORS else EvType.HW_EXCEPTION
+
+
+def soft_interrupt(vector: int) -> Ev:
+    """What INT n raises: a software interrupt on vector n (VMX type 4, SDM
+    24.8.3 Table 24-13; SVM type 4, APM 15.7.2 Table 15-1, "only events
+    raised by the INTn instruction (opcode CDh)").  Not an exception: no
+    exception bitmap or exception intercept catches it, whatever n (SDM
+    25.2, "INT1 and INT3 refer to the instructions with opcodes F1 and CC
+    ... and not to INT n with value 1 or 3 for n", quoted from a newer
+    edition on the KVM list, read_file id 20981835897; APM 15.9 Table 15-7
+    "Software Interrupt" and 15.13: only SVM's INTn intercept does); no
+    error code even on an exception's vector (SDM 6.4.2); benign (SDM Table
+    6-4, "INT n (all vectors)"); EXT=0 in a fault during its delivery (SDM2
+    INT n, `ext_bit`); INT 2 runs the NMI handler without NMI blocking (SDM
+    6.3.3)."""
+    return Ev(EvType.SOFT_INT, vector)
+
+
+#: What INT1 (ICEBP, opcode F1) raises: #DB as a privileged software
+#: exception, VMX type 5 (SDM 24.8.3 Table 24-13; newer editions' SDM2 INT
+#: n/INTO/INT3/INT1 gives the same event types for FRED: "event type 5
+#: (privileged software exception) for INT1").  It is not a software
+#: interrupt: no gate DPL check, and EXT=1 in a fault during its delivery
+#: (SDM2 INT n pseudo-code: "if that event is a software interrupt (INT n,
+#: INT3, or INTO), EXT is 0; otherwise (including INT1), EXT is 1"; read in a
+#: stored copy of the newer edition, read_file id 60297630593).  The VMX
+#: exception bitmap's bit 1 catches it (SDM 25.2, as quoted for
+#: `soft_interrupt`); SVM's #DB intercept does not (APM 15.12.2: INT1 "does
+#: not trigger the #DB intercept", it has its own ICEBP intercept) and
+#: EXITINTINFO records it as an exception, type 3 (APM 15.7.2).
+INT1 = Ev(EvType.PRIV_SOFT_EXCEPTION, DB)
+
+#: Length in bytes of the instruction behind a software event, by its type:
+#: INT n is CD ib, two bytes; INT3 (CC), INTO (CE) and INT1 (F1) one byte
+#: (SDM2 INT n/INTO/INT3/INT1 opcode table; APM 15.7.2 names the same
+#: opcodes).  VMX reports it in the VM-exit instruction length of an exit on
+#: the instruction or during its event's delivery (SDM 27.2.4) and takes it
+#: back as the VM-entry instruction length to push RIP + length (SDM
+#: 26.5.1.1); SVM's next_rip plays that part (APM 15.7.1, 15.20).
+INSTRUCTION_LENGTH = {EvType.SOFT_INT: 2, EvType.SOFT_EXCEPTION: 1, EvType.PRIV_SOFT_EXCEPTION: 1}
 
 
 def mnemonic(vector: int) -> str:
@@ -180,7 +217,8 @@ def ext_bit(delivering: Ev, vendor: str) -> int:
 
     * Intel (`vmx`): SDM 6.13 "Error Code"; SDM2 INT n pseudo-code: EXT is 0
       while delivering a software interrupt (INT n, INT3, INTO), else 1 --
-      also for an exception met while delivering an exception.  SDM 26.5.1.2:
+      also for an exception met while delivering an exception, and for
+      INT1's #DB ("otherwise (including INT1), EXT is 1", `INT1`).  SDM 26.5.1.2:
       for VMX injection, types 0/2/3/5 set EXT, 4/6 clear it.
     * AMD (`svm`): EXT is 1 only while delivering an event external to the
       processor (INTR, NMI); an exception met while delivering an exception
@@ -191,7 +229,8 @@ def ext_bit(delivering: Ev, vendor: str) -> int:
       #SS into L2 with IDTR.limit=0 and asserts the #GP exit's EXITINFO1 is
       SS_VECTOR*8|IDT = 0x62 on AMD where Intel reports 0x63 (|EXT); it
       passes on both vendors' hardware.  That pins EXT=0 for an exception
-      being delivered; EXT=1 for INTR and NMI is the selftest's reading of
+      being delivered (INT1's #DB is an exception on AMD, APM 15.7.2); EXT=1
+      for INTR and NMI is the selftest's reading of
       AMD's wording, not asserted by it.  The APM's own text (vol. 2 ch. 8,
       "Error Codes") was NOT FOUND, only secondary copies (APM8*).
     """

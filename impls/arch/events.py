@@ -39,6 +39,8 @@ class Ev:
         name = mnemonic(self.vector)
         if self.type is EvType.SOFT_EXCEPTION:
             name = f"soft {name}"
+        elif self.type is EvType.PRIV_SOFT_EXCEPTION:
+            name = f"priv soft {name}"
         if self.error_code is None:
             return name
         return f"{name}(ec={self.error_code:#x})"

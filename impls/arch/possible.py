@@ -7,8 +7,8 @@ not have recognised.  The reference and the KVM ports' driver must be handed
 the same architectural situation, so both ask this module (the README's
 event table documents each meaning):
 
-* `raised`: an instruction that "raises #BR" in 64-bit mode raises #UD; one
-  that "raises #PF", #TS or #NP in real mode raises nothing;
+* `raised`: an instruction that "raises #BR" or "#OF" in 64-bit mode raises
+  #UD; one that "raises #PF", #TS or #NP in real mode raises nothing;
 * `exception_settable`: userspace sets no exception a vCPU in that mode could
   not have raised (the event does nothing);
 * `delivery_fault_applies`: an MMU fault armed for the next delivery
@@ -20,22 +20,23 @@ event table documents each meaning):
 """
 from __future__ import annotations
 
-from impls.arch import BR, NP, PF, TS, UD, Mode
+from impls.arch import BR, NP, OF, PF, TS, UD, Mode
 from impls.arch.events import EvType
 
 
 def raised(vector: int, mode: Mode) -> int | None:
     """The exception an instruction raises where the scenario says it
     raises `vector` at a level in `mode`, or None for none.  #BR comes only
-    from BOUND (SDM Table 6-1), which is an invalid opcode in 64-bit mode
-    (SDM2 BOUND, "64-Bit Mode Exceptions": #UD): there it raises #UD.  A #PF
-    needs paging, which real mode does not have (SDM 20.1; SDM 4.1: paging
-    requires CR0.PE=1), and #TS and #NP need descriptors (a TSS, segment and
-    gate descriptors), which real mode does not use (SDM 20.1; SDM2 lists
-    only #GP and #SS among its "Real-Address Mode Exceptions"): there the
-    instruction raises nothing and completes.  Every other vector is
-    itself."""
-    if vector == BR and mode is Mode.LONG:
+    from BOUND and #OF only from INTO (SDM Table 6-1), both invalid opcodes
+    in 64-bit mode (SDM2 BOUND, "64-Bit Mode Exceptions": #UD; SDM2 INT
+    n/INTO/INT3/INT1, IA-32e mode: "IF INTO and CS.L = 1 (64-bit mode) THEN
+    #UD"): there they raise #UD.  A #PF needs paging, which real mode does
+    not have (SDM 20.1; SDM 4.1: paging requires CR0.PE=1), and #TS and #NP
+    need descriptors (a TSS, segment and gate descriptors), which real mode
+    does not use (SDM 20.1; SDM2 lists only #GP and #SS among its
+    "Real-Address Mode Exceptions"): there the instruction raises nothing
+    and completes.  Every other vector is itself."""
+    if vector in (BR, OF) and mode is Mode.LONG:
         return UD
     if vector in _NOT_IN_REAL_MODE and mode is Mode.REAL:
         return None

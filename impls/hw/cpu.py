@@ -98,7 +98,7 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "rip", "restart")
+                 "fixup_delivery", "fixup_iret", "_rip", "restart")
 
     def __init__(self, cr2_cell: list[int] | None = None):
         self.desc = DescriptorState()
@@ -113,18 +113,33 @@ class LevelState:
         self.armed: list[tuple[int, int, int]] = []  # guest-visible delivery faults
         self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
         self.fixup_iret = 0  # ... for the next IRETs
-        self.rip = 0  # instructions completed at this level
-        #: (vector, ec, cr2) of the INT3 / INTO at RIP whose #BP / #OF has not
-        #: reached its handler: an exit before or during its delivery leaves
-        #: RIP on the instruction, so the level executes it again unless an
-        #: event is delivered first.  Sources: the guest state saved is that
-        #: of the moment the exit commences (SDM 27.3; APM 15.7.1), with the
+        self._rip = 0  # instructions completed at this level
+        #: The software event (INT n, INT3, INTO, INT1: `Cpu._op_soft`) of the
+        #: instruction at RIP whose handler it has not reached: an exit before
+        #: or during its delivery leaves RIP on the instruction, so the level
+        #: executes it again unless an event is delivered first or RIP moves
+        #: past it (`rip`).  Sources: the guest state saved is that of the
+        #: moment the exit commences (SDM 27.3; APM 15.7.1), with the
         #: instruction's length reported for re-injection (SDM 27.2.4); an
-        #: intercepted INT3 / INTO saves its own rIP (APM 15.12, 15.12.4).
+        #: intercepted INT3 / INTO saves its own rIP (APM 15.12.4), an
+        #: intercepted INT1 exits on the instruction itself (hardware-
+        #: validated: kvm-unit-tests x86/debug.c, test "icebp", passes under
+        #: KVM, which skips the ICEBP on such an exit, handle_exception_nmi).
         #: For an exit during the delivery the APM names no rIP: KVM 5.11
         #: relies on this re-execution (svm_complete_interrupts).  The VMM
         #: sets it with a #BP / #OF it sets (impls.hw.environment, "The VMM").
-        self.restart: tuple[int, int, int] | None = None
+        self.restart: Ev | None = None
+
+    @property
+    def rip(self) -> int:
+        return self._rip
+
+    @rip.setter
+    def rip(self, value: int) -> None:
+        """RIP moves past the instruction (the level completes it, or KVM or
+        L1 skips it): no software event is left to raise again."""
+        self._rip = value
+        self.restart = None
 
     @property
     def cr2(self) -> int:
@@ -239,8 +254,9 @@ class Cpu:
         self.entered_with_event = False  # this entry injected an event
         self.vmfail = False  # the last VMX entry failed with VMfail
         #: Length of the instruction behind the software event being raised or
-        #: delivered (INT3 / INTO, or an injection's VM-entry instruction
-        #: length): what a VMX exit reports for it (SDM 27.2.4).
+        #: delivered (INT n, INT3, INTO, INT1: `arch.INSTRUCTION_LENGTH`, or an
+        #: injection's VM-entry instruction length): what a VMX exit reports
+        #: for it (SDM 27.2.4).
         self.soft_event_length = 0
         # SMM (impls.hw.environment): the state-save area KVM's enter_smm
         # writes into SMRAM (a dict of what the port saves, or None), and
@@ -265,7 +281,12 @@ class Cpu:
     def _intercepts(self, ctl, ev: Ev) -> bool:
         """Whether the control block makes exception `ev` a VM exit: the
         exception bitmap and #PF error-code mask/match (SDM 25.2, 24.6.3), the
-        exception intercepts (APM 15.12)."""
+        exception intercepts (APM 15.12).  INT n is not an exception
+        (`arch.soft_interrupt`; nobody sets SVM's INTn intercept); INT1's #DB
+        is caught by bit 1 of the bitmap, never by SVM's #DB intercept
+        (`arch.INT1`; nobody sets SVM's ICEBP intercept: KVM never does)."""
+        if ev.type is EvType.SOFT_INT or (self.svm and ev.type is EvType.PRIV_SOFT_EXCEPTION):
+            return False
         v = ev.vector
         if self.svm:
             return bool(ctl.intercept_exceptions >> v & 1)
@@ -289,10 +310,11 @@ class Cpu:
         if vectoring is not None and vectoring.error_code is not None:
             vmcs.idt_vectoring_error_code = ec
         vmcs.exit_qualification = qual
-        # SDM 27.2.4: an exit on INT3 / INTO (exit interruption type 6) or
-        # during the delivery of a type 4/5/6 event reports the length of its
-        # instruction; for other exits the field is not modelled (0).
-        soft = (intr is not None and intr.type is EvType.SOFT_EXCEPTION) or (
+        # SDM 27.2.4: an exit on INT3 / INTO / INT1 (exit interruption type 6
+        # or 5) or during the delivery of a type 4/5/6 event reports the
+        # length of its instruction; for other exits the field is not
+        # modelled (0).
+        soft = (intr is not None and intr.type in avmx.INSTRUCTION_TYPES) or (
             vectoring is not None and vectoring.type in avmx.INSTRUCTION_TYPES)
         vmcs.exit_instruction_len = self.soft_event_length if soft else 0
 
@@ -527,15 +549,15 @@ class Cpu:
 
     def _boundary(self, ctl, lv: LevelState) -> None:
         """The instruction boundary: execute what the driver asked for; the
-        SMM handler executes RSM first, whatever the driver asked; an INT3 /
-        INTO whose delivery an exit interrupted executes again next
-        (`LevelState.restart`), as when L0 re-enters without re-injecting
+        SMM handler executes RSM first, whatever the driver asked; an INT n /
+        INT3 / INTO / INT1 whose delivery an exit interrupted executes again
+        next (`LevelState.restart`), as when L0 re-enters without re-injecting
         its event (KVM 5.11 on SVM, svm_complete_interrupts)."""
         if self.smm_handler:
             self._op_rsm(ctl, lv)
             return
         if lv.restart is not None:
-            self._op_exception(ctl, lv, *lv.restart)
+            self._op_soft(ctl, lv, lv.restart)
             return
         if self.phase == RUN:
             self.ran_noop = True
@@ -611,18 +633,17 @@ class Cpu:
         """The instruction raises `vector` (as its mode allows:
         `possible.raised`): an exit if intercepted (a #PF loads no CR2 then,
         SDM 27.1 / APM 15.12), else delivered.  #BP and #OF are INT3's and
-        INTO's software exceptions (`arch.raised_type`): until their handler
-        is reached, RIP stays on the instruction (`LevelState.restart`)."""
+        INTO's software exceptions (`arch.raised_type`, `_op_soft`)."""
         vector = possible.raised(vector, lv.desc.mode)
         if vector is None:  # raises nothing: a plain instruction
             self._op_noop(ctl, lv)
             return
-        lv.shadow = None
-        self.env.last_origin = Origin.GUEST
         ev = self._exc(lv, vector, ec, arch.raised_type(vector))
         if ev.type is EvType.SOFT_EXCEPTION:
-            self.soft_event_length = arch.SOFT_EXCEPTION_LENGTH
-            lv.restart = (vector, ec, cr2)
+            self._op_soft(ctl, lv, ev)
+            return
+        lv.shadow = None
+        self.env.last_origin = Origin.GUEST
         if self._intercepts(ctl, ev):
             self._exception_exit(ctl, ev, None, cr2)
             return
@@ -630,6 +651,30 @@ class Cpu:
             lv.cr2 = cr2
         if self.deliver(ctl, ev):
             self._slice_end(ctl, lv)
+
+    def _op_soft(self, ctl, lv, ev: Ev):
+        """An instruction that raises the software event `ev`: INT n (type 4),
+        INT3 / INTO (6), INT1 (5), `arch.INSTRUCTION_LENGTH` bytes long.  An
+        exit if intercepted (`_intercepts`), else delivered; until its
+        handler is reached RIP stays on the instruction
+        (`LevelState.restart`)."""
+        lv.shadow = None
+        self.env.last_origin = Origin.GUEST
+        self.soft_event_length = arch.INSTRUCTION_LENGTH[ev.type]
+        lv.restart = ev
+        if self._intercepts(ctl, ev):
+            self._exception_exit(ctl, ev, None, 0)
+            return
+        if self.deliver(ctl, ev):
+            self._slice_end(ctl, lv)
+
+    def _op_int(self, ctl, lv, vector: int):
+        """INT n (`arch.soft_interrupt`)."""
+        self._op_soft(ctl, lv, arch.soft_interrupt(vector))
+
+    def _op_icebp(self, ctl, lv):
+        """ICEBP / INT1 (`arch.INT1`)."""
+        self._op_soft(ctl, lv, arch.INT1)
 
     def _op_vmentry(self, ctl, lv, resume: bool):
         """L1's VMLAUNCH / VMRESUME / VMRUN: always an exit to L0."""

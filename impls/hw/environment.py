@@ -55,9 +55,10 @@ by the scenario's events instead of being modelled, and every KVM port
   moving L2's RIP and ending its STI / MOV-SS blocking.  L1 uses VMLAUNCH for its
   first entry and VMRESUME after.  L1 has executed VMXON (VMX) or set
   EFER.SVME (SVM) from the start, and never leaves VMX operation.  After an
-  exit before or during the delivery of L2's INT3 / INTO (whose RIP is still
-  on the instruction), L1 does not let L2 execute it again: it re-injects the
-  event only if `l1.vmentry inject=` says so, as in the reference.
+  exit before or during the delivery of L2's INT n / INT3 / INTO / INT1
+  (whose RIP is still on the instruction), L1 does not let L2 execute it
+  again: it re-injects the event only if `l1.vmentry inject=` says so, as in
+  the reference.  L1 sets neither SVM's INTn nor its ICEBP intercept.
 * **INIT and reset.**  `init` is an INIT IPI the in-kernel LAPIC accepts
   (`__apic_accept_irq`, APIC_DM_INIT: `apic.pending_events`, KVM_REQ_EVENT,
   and a kick that is a no-op, the vCPU being outside guest mode between
@@ -100,14 +101,16 @@ by the scenario's events instead of being modelled, and every KVM port
   not pushed in real mode (the APM is silent; the port of KVM never relies on
   it).  The VMX CPU has unrestricted guest, virtual NMIs, the preemption
   timer (KVM's immediate exit) and no vm86 real mode; the SVM CPU has NRIPS
-  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  `exception
-  #BP` / `#OF` is an INT3 / INTO, one byte long: until its handler is
-  reached RIP stays on it, so when L0 re-enters without injecting anything
-  first the CPU executes it again (`LevelState.restart`).  The VMX CPU
-  reports instruction lengths in the VM-exit instruction-length field only
-  for INT3 / INTO and software events (SDM 27.2.4); it does not check the
-  VM-entry instruction length (KVM writes 0 to 2), and RIP pushed by a
-  delivery is not modelled.  The VMX CPU raises #CP with an error code
+  and no vGIF / AVIC / vNMI, so L0 intercepts STGI and CLGI.  INT n (two
+  bytes), INT3, INTO and INT1 (one byte each, `impls.arch.INSTRUCTION_LENGTH`):
+  until the handler of their event is reached RIP stays on the instruction,
+  so when L0 re-enters without injecting anything first the CPU executes it
+  again (`LevelState.restart`); KVM skipping it (RIP moving) ends that.  The
+  VMX CPU reports instruction lengths in the VM-exit instruction-length
+  field only for exits on INT3 / INTO / INT1 and during the delivery of
+  software events (SDM 27.2.4); it does not check the VM-entry instruction
+  length (KVM writes 0 to 2), and RIP pushed by a delivery is not modelled,
+  nor SVM's next_rip (NRIPS).  The VMX CPU raises #CP with an error code
   (`arch.VECTORS`), so its VM-entry check on the deliver-error-code bit
   takes every vector that pushes one (`arch.has_error_code`) and accepts L0
   re-injecting a #CP its own exit reported; the SDM 059 list that the

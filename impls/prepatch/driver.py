@@ -278,6 +278,18 @@ class Driver:
     def ev_exception(self, ev):
         self.kvm_run(INSTR, ("exception", *ev.args))
 
+    def ev_int(self, ev):
+        self.kvm_run(INSTR, ("int", ev.args[0]))
+
+    def ev_int3(self, ev):
+        self.kvm_run(INSTR, ("exception", arch.BP, 0, 0))
+
+    def ev_into(self, ev):
+        self.kvm_run(INSTR, ("exception", arch.OF, 0, 0))
+
+    def ev_icebp(self, ev):
+        self.kvm_run(INSTR, ("icebp",))
+
     def ev_delivery_fault(self, ev):
         self.cpu.lv[self.level()].armed.append(tuple(ev.args))
 
@@ -376,7 +388,7 @@ class Driver:
         # RIP on the INT3 / INTO that raised a #BP / #OF, else on no such
         # instruction (impls.hw.environment, "The VMM").
         soft = vector in arch.SOFT_EXCEPTION_VECTORS
-        self.cpu.lv[self.level()].restart = (vector, 0, 0) if soft else None
+        self.cpu.lv[self.level()].restart = arch.Ev(arch.EvType.SOFT_EXCEPTION, vector) if soft else None
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):

@@ -17,7 +17,7 @@ from impls.prepatch.state import (
     DR6_FIXED_1, DR6_RTM, EBUSY, HF_GIF_MASK, HF_IRET_MASK, HF_NMI_MASK, KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI, TREE,
 )
-from impls.prepatch.x86 import EMULTYPE_TRAP_UD
+from impls.prepatch.x86 import EMULTYPE_TRAP_UD, kvm_exception_is_soft
 
 SVM_C = "arch/x86/kvm/svm/svm.c"
 SVM_H = "arch/x86/kvm/svm/svm.h"
@@ -269,15 +269,22 @@ class Svm:
         if type_ == SVM_EVTINJ_TYPE_NMI:
             a.nmi_injected = True
         elif type_ == SVM_EVTINJ_TYPE_EXEPT:
-            if vector in (3, 4):
-                pass  # soft exceptions are re-executed, not re-injected
+            if kvm_exception_is_soft(vector):
+                # Not re-injected: the guest executes INT3 / INTO again (the
+                # int3_injected RIP rewind is for hosts without NRIPS).
+                vcpu.rec.note(f"svm_complete_interrupts: soft exception {vector} in EXITINTINFO is dropped, "
+                              "the instruction executes again")
             elif exitintinfo & SVM_EVTINJ_VALID_ERR:
                 vcpu.kvm_requeue_exception_e(vector, svm.vmcb.exit_int_info_err)
             else:
                 vcpu.kvm_requeue_exception(vector)
         elif type_ == SVM_EVTINJ_TYPE_INTR:
             vcpu.kvm_queue_interrupt(vector, False)
-        # SOFT (INTn) and reserved types: dropped
+        elif type_ == SVM_EVTINJ_TYPE_SOFT:
+            # No case for it in the switch: the guest executes INTn again.
+            vcpu.rec.note(f"svm_complete_interrupts: INTn {vector} in EXITINTINFO is dropped, "
+                          "the instruction executes again")
+        # reserved types: dropped
 
     @origin(SVM_C, "svm_cancel_injection", tree=TREE)
     def svm_cancel_injection(vcpu) -> None:

@@ -47,6 +47,14 @@ def is_exception_n(intr_info: int, vector: int) -> bool:
         INTR_TYPE_HARD_EXCEPTION | vector | INTR_INFO_VALID)
 
 
+@origin("arch/x86/kvm/vmx/vmcs.h", "is_icebp", tree=TREE,
+        read="torvalds/linux vmx.c 39485ed9 calls it; vmcs.h read in mjsmar/snpport-6.1.55 (is_intr_type)")
+def is_icebp(intr_info: int) -> bool:
+    """A valid privileged software exception: the #DB of INT1 / ICEBP."""
+    return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VALID)) == (
+        INTR_TYPE_PRIV_SW_EXCEPTION | INTR_INFO_VALID)
+
+
 @origin("arch/x86/kvm/vmx/vmcs.h", "is_nmi", tree=TREE)
 def is_nmi(intr_info: int) -> bool:
     return (intr_info & (INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VALID)) == (INTR_TYPE_NMI_INTR | INTR_INFO_VALID)
@@ -272,7 +280,11 @@ class Vmx:
             if type_ == INTR_TYPE_SOFT_INTR:
                 a.event_exit_inst_len = instr_len
             vcpu.kvm_queue_interrupt(vector, type_ == INTR_TYPE_SOFT_INTR)
-        # PRIV_SW_EXCEPTION and OTHER_EVENT: dropped
+        elif type_ == INTR_TYPE_PRIV_SW_EXCEPTION:
+            # No case for it in the switch: the guest executes ICEBP again.
+            vcpu.rec.note(f"__vmx_complete_interrupts: privileged software exception {vector} in "
+                          "IDT-vectoring is dropped, the instruction executes again")
+        # OTHER_EVENT: dropped
 
     @origin(VMX_C, "vmx_complete_interrupts", tree=TREE)
     def vmx_complete_interrupts(vcpu) -> None:
@@ -373,6 +385,14 @@ class Vmx:
             return vcpu.kvm_handle_page_fault(error_code, cr2)
         ex_no = intr_info & INTR_INFO_VECTOR_MASK
         if ex_no == DB:
+            # No guest debugging: an ICEBP exits on the instruction itself,
+            # which KVM skips before queueing the trap-like #DB (a hardware
+            # exception from here on).
+            if is_icebp(intr_info):
+                vcpu.warn_on_once(not vcpu.vmx_skip_emulated_instruction(),
+                                  "handle_exception_nmi: skipping ICEBP failed")
+                if vcpu.is_guest_mode():  # only L1 could tell the type (IDT-vectoring), for people
+                    vcpu.rec.note("handle_exception_nmi: ICEBP skipped, its #DB queued as a hardware exception")
             vcpu.kvm_queue_exception_p(DB, vmcs.exit_qualification)
             return 1
         if ex_no == AC:

@@ -8,7 +8,8 @@ There is no L0 here: L1 sees the VMX/SVM architecture directly, so every
 How a scenario runs.  Configuration events change tables at once, except a
 mode change of the running level, which is an instruction.  Platform
 events make an NMI or interrupt pending.  An instruction event (`exception`,
-`sti`, ..., `l1.vmentry`, `l2.vmcall`, `l0.emulate`) first lets the CPU reach
+`int`, `int3`, `into`, `icebp`, `sti`, ..., `l1.vmentry`, `l2.vmcall`,
+`l0.emulate`) first lets the CPU reach
 its instruction boundary -- delivering, in priority order, every pending event
 that is deliverable there (`_boundary`) -- and then executes.  `run` does the
 boundary and executes no-ops until nothing deliverable is left.  After the
@@ -32,7 +33,7 @@ from impls.pic import UserspacePic
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
 #: Event types that are exceptions (raised, intercept-checked as exceptions).
-_EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION)
+_EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION)
 
 
 class Livelock(Exception):
@@ -177,8 +178,13 @@ class Machine:
 
     def _intercepted(self, ev: Ev) -> bool:
         """Whether L1 intercepts exception `ev` raised in L2.  VMX: exception
-        bitmap and the #PF error-code mask/match (SDM 25.2, 24.6.3).  SVM:
-        exception intercept vector (APM 15.12); SVM has no mask/match."""
+        bitmap and the #PF error-code mask/match (SDM 25.2, 24.6.3), INT1's
+        #DB included (`arch.INT1`).  SVM: exception intercept vector (APM
+        15.12), which INT1's #DB does not trigger (APM 15.12.2; L1 sets no
+        ICEBP intercept); SVM has no mask/match.  INT n is no exception:
+        never (`arch.soft_interrupt`; L1 sets no SVM INTn intercept)."""
+        if ev.type is EvType.SOFT_INT or (self.svm and ev.type is EvType.PRIV_SOFT_EXCEPTION):
+            return False
         bit = bool(self.icpt.exceptions >> ev.vector & 1)
         if ev.vector == PF and not self.svm:
             return arch.pf_intercepted(bit, self.icpt.pf_mask, self.icpt.pf_match, ev.error_code or 0)
@@ -208,6 +214,10 @@ class Machine:
         EXITINFO1 = error code for some vectors, EXITINFO2 = #PF address
         (APM 15.12), checked before CR2 is written."""
         addr = address if ev.vector == PF else None
+        if self.svm and isinstance(vectoring, Ev):
+            # EXITINTINFO holds the event in AMD's encoding: INT1's #DB is an
+            # exception, type 3 (APM 15.7.2, after Table 15-1).
+            vectoring = asvm.decode(*asvm.encode(vectoring))
         if self.svm and isinstance(vectoring, Ev) and vectoring.type is EvType.NMI:
             # Whether the NMI mask stays set after a #VMEXIT during NMI
             # delivery: NOT FOUND for physical NMIs (APM 15.21.10 says vNMI
@@ -692,14 +702,8 @@ class Machine:
 
     def _raise(self, vector: int, ec: int, cr2: int) -> None:
         """The current instruction raises `vector` (an exception, not an INT n;
-        #BP and #OF as INT3 / INTO: `_raised`).  A #PF loads CR2 unless
-        intercepted (SDM 27.1, APM 15.12).  An intercepted INT3 / INTO exits
-        with type 6 on VMX (SDM 27.2.2); an exit during its delivery reports
-        it as IDT-vectoring type 6 (SDM 27.2.3), on SVM as EXITINTINFO type 3
-        (APM 15.7.2).  L2 does not execute the INT3 / INTO again after such an
-        exit: what L1 does next is the scenario's (impls.hw.environment, "L1,
-        the hypervisor").  The VM-exit instruction length (SDM 27.2.4) and the
-        return address pushed are not part of `Outcome`."""
+        #BP and #OF as INT3 / INTO: `_raised`), as its mode allows
+        (`possible.raised`: BOUND and INTO are #UD in 64-bit mode)."""
         self._execute()
         vector = possible.raised(vector, self.cur.desc.mode)
         if vector is None:
@@ -707,17 +711,52 @@ class Machine:
             return
         if self._impossible_exception(vector):
             return
-        exc = self._raised(vector, ec)
-        if self.level == 2 and self._intercepted(exc):
-            self.note(f"{exc} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
-            self._exception_exit(exc, None, cr2)
+        self._take(self._raised(vector, ec), cr2)
+
+    def _take(self, ev: Ev, cr2: int = 0) -> None:
+        """The event `ev` the executing instruction raises: an exception, or
+        the software interrupt of INT n.  In L2, one L1 intercepts exits
+        (`_intercepted`: SDM 25.2, APM 15.12); INT n never does.  A #PF loads
+        CR2 unless intercepted (SDM 27.1, APM 15.12).  An intercepted INT3 /
+        INTO exits with type 6 on VMX, INT1 with type 5 (SDM 27.2.2, `arch.INT1`);
+        an exit during the delivery of one of these or of INT n reports it as
+        IDT-vectoring type 6 / 5 / 4 (SDM 27.2.3), on SVM as EXITINTINFO
+        type 3, or 4 for INT n (APM 15.7.2).  L2 does not execute the
+        instruction again after such an exit: what L1 does next is the
+        scenario's (impls.hw.environment, "L1, the hypervisor").  The
+        VM-exit instruction length (SDM 27.2.4; `arch.INSTRUCTION_LENGTH`)
+        and the return address pushed are not part of `Outcome`.  The gate
+        DPL check of INT n / INT3 / INTO (SDM2 INT n) never fails here: the
+        levels run at CPL 0."""
+        if self.level == 2 and self._intercepted(ev):
+            self.note(f"{ev} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
+            self._exception_exit(ev, None, cr2)
             return
-        if vector == PF:
+        if ev.vector == PF and ev.type is EvType.HW_EXCEPTION:
             self.set_cr2(cr2)
-        self.deliver(exc, check_first=False)
+        self.deliver(ev, check_first=False)
 
     def ev_exception(self, ev):
         self._raise(*ev.args)
+
+    def ev_int(self, ev):
+        """INT n: a software interrupt (`arch.soft_interrupt`)."""
+        self._execute()
+        self._take(arch.soft_interrupt(ev.args[0]))
+
+    def ev_int3(self, ev):
+        """INT3: #BP, a software exception (`arch.raised_type`)."""
+        self._raise(arch.BP, 0, 0)
+
+    def ev_into(self, ev):
+        """INTO with OF=1: #OF, a software exception; #UD in 64-bit mode
+        (`possible.raised`)."""
+        self._raise(arch.OF, 0, 0)
+
+    def ev_icebp(self, ev):
+        """ICEBP / INT1: #DB, a privileged software exception (`arch.INT1`)."""
+        self._execute()
+        self._take(arch.INT1)
 
     def ev_delivery_fault(self, ev):
         vector, ec, cr2 = ev.args
