@@ -253,9 +253,11 @@ class VmxNested:
             vcpu.load_vmcs12_host_state()
             if vm_exit_reason != -1:
                 vcpu.record_nested_vmexit()
-            if (vcpu.arch.nmi_pending or vcpu.arch.nmi_queued) and not vcpu.kvm_test_request(KVM_REQ_EVENT):
-                vcpu.rec.note("nested_vmx_vmexit: an NMI is still pending at the exit to L1 and nothing "
-                              "requests KVM_REQ_EVENT")  # for people: its window was asked of vmcs02
+            pending = ("NMI" if vcpu.arch.nmi_pending or vcpu.arch.nmi_queued else
+                       "interrupt" if vcpu.apic.irr or vcpu.pending_external_vector != -1 else None)
+            if pending and not vcpu.kvm_test_request(KVM_REQ_EVENT):  # for people: its window was vmcs02's
+                vcpu.rec.note("nested_vmx_vmexit: an event is still pending at the exit to L1 and nothing "
+                              f"requests KVM_REQ_EVENT [{pending}]")
             return
         vcpu.nested_vmx_failValid(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
         vmx.fail = False
