@@ -54,7 +54,7 @@ from impls.upstream.vcpu import Vcpu
 
 class Upstream(Prepatch):
     name = "upstream"
-    origin = "Linux 6.1 (x86.c e746c1f1, x86.h/vmx/svm nested 7709aba8, svm.c d4963e31)"
+    origin = "Linux v6.1 (x86.c at 26844fee plus the 6.1-rc fixes; the rest read in 6.1.55 f91cf3e9, without the 6.1.y fixes the tag lacks)"
     summary = "port of KVM's event injection as landed in 6.1 (exception_vmexit), on the simulated CPU"
 
     vcpu_class = Vcpu
