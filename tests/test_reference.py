@@ -276,3 +276,15 @@ def test_smi_and_init_together_are_taken_in_either_order():
     assert isinstance(out, Allowed)
     assert {tuple(str(o) for _, o in x.l1) for x in out.outcomes} == {
         ("SMI handled in SMM (L2 running)", "EXIT INIT"), ("EXIT INIT", "SMI handled in SMM (L1 running)")}
+
+
+def test_vmrun_that_fails_with_vmexit_invalid_clears_gif():
+    """APM 15.5.1: illegal event injection is illegal guest state, so VMRUN
+    takes a #VMEXIT with VMEXIT_INVALID; APM 15.6: every #VMEXIT clears
+    GIF.  The interrupt is held until L1 executes STGI."""
+    text = "evdiff 1 vendor=svm\nl2.mode long\nl1.vmentry inject=#BR\nirq 0x21\n"
+    out = run(text)
+    assert obs(out, 1) == [EntryFailed("VMEXIT_INVALID")]
+    assert out.final.irq_pending == (0x21,) and out.final.interrupts_enabled
+    out = run(text + "stgi\n")
+    assert obs(out, 1)[1:] == [Delivered(1, ext_intr(0x21))]
