@@ -290,3 +290,15 @@ def test_svm_eventinj_error_code_in_real_mode_is_left_open():
     vmx = run("evdiff 1 vendor=vmx ept=on\nl2.stack #PF\nl2.mode real\nl1.intercept exceptions=#SS\n"
               "l1.vmentry inject=#GP\n")
     assert not isinstance(vmx, Allowed) or len({o.l1 for o in vmx.outcomes}) == 1
+
+
+def test_vmrun_that_fails_with_vmexit_invalid_clears_gif():
+    """APM 15.5.1: illegal event injection is illegal guest state, so VMRUN
+    takes a #VMEXIT with VMEXIT_INVALID; APM 15.6: every #VMEXIT clears
+    GIF.  The interrupt is held until L1 executes STGI."""
+    text = "evdiff 1 vendor=svm\nl2.mode long\nl1.vmentry inject=#BR\nirq 0x21\n"
+    out = run(text)
+    assert obs(out, 1) == [EntryFailed("VMEXIT_INVALID")]
+    assert out.final.irq_pending == (0x21,) and out.final.interrupts_enabled
+    out = run(text + "stgi\n")
+    assert obs(out, 1)[1:] == [Delivered(1, ext_intr(0x21))]

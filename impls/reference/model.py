@@ -624,6 +624,11 @@ class Machine:
                 # SDM 26.7: a failed entry after the control checks loads host
                 # state like a VM exit: RFLAGS cleared but bit 1 (SDM 27.5.3).
                 self.cur.rflags_if = False
+            elif self.svm:
+                # APM 15.5.1: illegal guest state, illegal event injection
+                # included, makes VMRUN take a #VMEXIT with VMEXIT_INVALID;
+                # APM 15.6: a #VMEXIT clears GIF.
+                self.gif = False
             return
         self.level = 2
         if self.svm:
