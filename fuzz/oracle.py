@@ -283,16 +283,21 @@ def _compared(expected: Outcome, actual: Outcome, vendor: str) -> tuple[dict, di
 def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> Outcome:
     """The allowed outcome with the fewest differing fields, counted as the
     comparison counts them (`_compared`: what comes after an outcome's
-    `undefined_from` does not count against it)."""
+    `undefined_from` does not count against it); among those, the one that
+    agrees with `out` for the most steps, so that a late divergence is not
+    filed at an earlier step where the manuals allowed what `out` did."""
     if not isinstance(allowed, Allowed):
         return allowed  # one candidate: nothing to rank
     cands = allowed.outcomes
 
-    def ndiff(r: Outcome) -> int:
+    def rank(r: Outcome) -> tuple[int, int]:
         e, a = _compared(r, out, vendor)
-        return sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
+        ndiff = sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
+        steps = [_first_diff(e[f], a[f])[0] for f in ("l1", "l2") if f in e and f in a]
+        first = min((s for s in steps if s is not None), default=1 << 30)
+        return ndiff, -first
 
-    return min(cands, key=ndiff)
+    return min(cands, key=rank)
 
 
 def compare(scenario, names: list[str] | None = None) -> Report:

@@ -141,3 +141,20 @@ def test_an_incomplete_reference_judges_only_alarms_and_livelocks(fake_impl):
     (d,) = oracle.divergences(sc, {"reference": partial, "prepatch": alarmed})
     assert d.field == "alarms"
     assert oracle.divergences(sc, {"reference": replace(partial, complete=True), "prepatch": wrong})
+
+
+def test_ties_among_allowed_outcomes_go_to_the_one_agreeing_longest():
+    """Two allowed outcomes each differ from the port in one field: the
+    divergence is filed at the later step, where the port really left what
+    the manuals allow, not at an earlier step where it did what one of them
+    allows."""
+    from impls.api import Allowed, Delivered
+    from impls.arch.events import exception
+
+    a, b, x, y = (Delivered(1, exception(v, None)) for v in (6, 7, 3, 4))
+    out = Outcome(l1=((0, a), (2, b)))
+    early = Outcome(l1=((0, x), (2, b)))
+    late = Outcome(l1=((0, a), (2, y)))
+    sc = parse_scenario("evdiff 1 vendor=vmx\n")
+    (d,) = oracle.divergences(sc, {"reference": Allowed((early, late)), "prepatch": out})
+    assert d.step == 2
