@@ -302,3 +302,14 @@ def test_vmrun_that_fails_with_vmexit_invalid_clears_gif():
     assert out.final.irq_pending == (0x21,) and out.final.interrupts_enabled
     out = run(text + "stgi\n")
     assert obs(out, 1)[1:] == [Delivered(1, ext_intr(0x21))]
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_a_pf_userspace_leaves_pending_exits_with_cr2_as_its_address(vendor):
+    """A #PF exit always reports an address (SDM 27.2.1 exit qualification,
+    APM 15.12 EXITINFO2).  For a #PF userspace set pending without a payload
+    it is the address CR2 holds (KVM's ABI: no payload, CR2 written)."""
+    out = run(f"evdiff 1 vendor={vendor} caps=exception_payload\nl1.intercept exceptions=#PF\nl1.vmentry\n"
+              "user.set_exception #PF\n")
+    (exit_,) = obs(out, 1)
+    assert exit_.address == 0

@@ -261,7 +261,10 @@ class Machine:
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
         """
         if self.level == 2 and check_first and ev.type in _EXCEPTIONS and self._intercepted(ev):
-            self._exception_exit(ev, None, None)
+            # A pending exception userspace set (KVM_SET_VCPU_EVENTS, no
+            # payload): a #PF's address is what CR2 holds (KVM's ABI: without
+            # a payload CR2 is already written), so the exit reports it.
+            self._exception_exit(ev, None, self.cr2(self.level) if ev.vector == PF else None)
             return
         if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
             # NMI blocking starts with the delivery: an exit or fault during
