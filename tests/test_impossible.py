@@ -192,7 +192,7 @@ def test_a_pf_armed_before_a_switch_to_real_mode_does_not_hit_a_real_mode_delive
 
 
 @pytest.mark.parametrize("vendor", ["vmx", "svm"])
-@pytest.mark.parametrize("kind", ["exception #PF", "l0.emulate #PF", "l0.emulate #NP", "exception #TS"])
+@pytest.mark.parametrize("kind", ["exception #PF", "l0.emulate #PF", "l0.emulate #NP", "exception #TS", "l0.emulate #AC"])
 def test_an_instruction_raises_no_pf_in_real_mode(vendor, kind):
     """No paging in real mode: an instruction that "raises #PF" there
     raises nothing and completes, for every side (`possible.raised`); it

@@ -8,7 +8,7 @@ the same architectural situation, so both ask this module (the README's
 event table documents each meaning):
 
 * `raised`: an instruction that "raises #BR" or "#OF" in 64-bit mode raises
-  #UD; one that "raises #PF", #TS or #NP in real mode raises nothing;
+  #UD; one that "raises #PF", #TS, #NP or #AC in real mode raises nothing;
 * `exception_settable`: userspace sets no exception a vCPU in that mode could
   not have raised (the event does nothing);
 * `delivery_fault_applies`: an MMU fault armed for the next delivery
@@ -20,7 +20,7 @@ event table documents each meaning):
 """
 from __future__ import annotations
 
-from impls.arch import BR, NP, OF, PF, TS, UD, Mode
+from impls.arch import AC, BR, NP, OF, PF, TS, UD, Mode
 from impls.arch.events import EvType
 
 
@@ -34,8 +34,9 @@ def raised(vector: int, mode: Mode) -> int | None:
     not have (SDM 20.1; SDM 4.1: paging requires CR0.PE=1), and #TS and #NP
     need descriptors (a TSS, segment and gate descriptors), which real mode
     does not use (SDM 20.1; SDM2 lists only #GP and #SS among its
-    "Real-Address Mode Exceptions"): there the instruction raises nothing
-    and completes.  Every other vector is itself."""
+    "Real-Address Mode Exceptions"), and #AC comes only at CPL 3 (SDM 6.15,
+    "Interrupt 17"), which real mode is not: there the instruction raises
+    nothing and completes.  Every other vector is itself."""
     if vector in (BR, OF) and mode is Mode.LONG:
         return UD
     if vector in _NOT_IN_REAL_MODE and mode is Mode.REAL:
@@ -44,7 +45,7 @@ def raised(vector: int, mode: Mode) -> int | None:
 
 
 #: Exceptions no instruction raises in real mode (`raised`).
-_NOT_IN_REAL_MODE = frozenset({TS, NP, PF})
+_NOT_IN_REAL_MODE = frozenset({TS, NP, PF, AC})
 
 
 def delivery_fault_applies(vector: int, mode: Mode) -> bool:
