@@ -25,7 +25,11 @@ error codes or addresses).  It leaves the implementation
 out: implementations that share it in one scenario are one `Cause`, and a
 finding (`fuzz.findings`) gathers every implementation seen with it.  A
 scenario that shows two causes is recorded under both, never as a combined
-one.
+one.  Two refinements: where an implementation shut down and the
+reference did not, the blamed note is the one that requested the triple
+fault (`_triple_fault_note`), not an earlier link of the chain that led to
+it; and ports put what a branch handled this time in a trailing `[...]`,
+which `branch` leaves out.
 
 Why the branch and not the branch and the shape: one wrong branch shows
 under many shapes (an exception dropped by the April repost's
@@ -124,6 +128,24 @@ def symptom(report: Report, impl: str) -> tuple | None:
     return None
 
 
+def _shut_down_wrongly(report: Report, name: str) -> bool:
+    """Whether `name` shut down where the reference did not."""
+    return any(d.field == "shutdown" and name in d.impls and d.per_impl.get(name, (0, "", ""))[2] == "shutdown"
+               for d in report.divergences)
+
+
+def _triple_fault_note(notes, step) -> str | None:
+    """The note of the branch that requested the triple fault, at `step`
+    or before: where an implementation shut down wrongly, that branch is
+    what a reader wants blamed, not an earlier step of the chain that led
+    to it (the #PF that became a #DF, the event it replaced)."""
+    cands = [(s, t) for s, t in notes if (step is None or s <= step) and "TRIPLE_FAULT" in t]
+    if not cands:
+        return None
+    last = cands[-1][0]
+    return next(t for s, t in cands if s == last)  # the request, before what consumed it
+
+
 def causes(report: Report) -> list[Cause]:
     """One cause per distinct signature among the implementations that
     differ, the most significant first."""
@@ -141,6 +163,8 @@ def causes(report: Report) -> list[Cause]:
         else:
             res = report.results.get(name)
             text = blame(res.notes, step) if isinstance(res, Outcome) and name != REFERENCE else None
+            if text is not None and _shut_down_wrongly(report, name):
+                text = _triple_fault_note(res.notes, step) or text
             note, function = (branch(text) if text else None), function_of(text)
         shape = f"{got} | expected: {expected}" if got or expected else ""
         cause = Cause(vendor, d.field, function, note, shape,

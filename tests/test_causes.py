@@ -98,3 +98,15 @@ def test_every_known_entry_is_shown_by_the_case_it_names(signature, reason):
         assert path.exists(), f"{case}: no such regression case"
         shown |= {c.signature for c in oracle.compare(read_scenario(path)).causes}
     assert signature in shown
+
+
+def test_a_wrong_shutdown_is_blamed_on_the_branch_that_requested_the_triple_fault():
+    """The RFC shuts down on a triple fault in L2 (seed bug class B) after a
+    chain of notes (#PF replaces the injected event, #PF on #PF is a #DF):
+    the cause is the branch that requested KVM_REQ_TRIPLE_FAULT, whatever
+    event L1 injected first."""
+    sigs = set()
+    for inject in ("#DB", "intr(0x20)", "#PF(0x0)"):
+        sc = parse_scenario(f"evdiff 1 vendor=svm npt=off\nl2.stack #PF\nl1.vmentry inject={inject}\n")
+        sigs |= {c.signature for c in oracle.compare(sc, ["reference", "postpatch"]).causes}
+    assert sigs == {"svm kvm_deliver_pending_exception: vector N on top of injected #DF: KVM_REQ_TRIPLE_FAULT"}

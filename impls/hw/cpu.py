@@ -225,7 +225,8 @@ class Recorder:
             self.alarms.append(text)
 
     def note(self, text: str) -> None:
-        self.notes.append((self.step, text))
+        if not self.notes or self.notes[-1] != (self.step, text):  # a loop says it once
+            self.notes.append((self.step, text))
 
 
 # What the CPU does at the instruction boundary after an entry (set by the driver).

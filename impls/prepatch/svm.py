@@ -180,6 +180,7 @@ class Svm:
         if vcpu.svm.nested.nested_run_pending:
             return -EBUSY
         if for_injection and vcpu.is_guest_mode() and vcpu.svm_nested_exit_on_intr():
+            vcpu.rec.note("svm_interrupt_allowed: L1 intercepts the interrupt: -EBUSY")
             return -EBUSY
         return int(not vcpu.svm_interrupt_blocked())
 
