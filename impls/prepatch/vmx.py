@@ -220,6 +220,7 @@ class Vmx:
     @origin(VMX_C, "enable_nmi_window", tree=TREE)
     def vmx_enable_nmi_window(vcpu) -> None:
         if vcpu.vmx_interruptibility() & GUEST_INTR_STATE_STI:
+            vcpu.rec.note("vmx_enable_nmi_window: STI blocking: the interrupt window is asked for the NMI")
             vcpu.vmx_enable_irq_window()
             return
         vcpu.vmcs().nmi_window_exiting = True
