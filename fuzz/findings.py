@@ -443,10 +443,16 @@ class FindingStore:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed but not yet
+    reaped, does not: it will write nothing more)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

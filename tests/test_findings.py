@@ -236,3 +236,22 @@ def test_finding_directories_have_the_mode_of_their_neighbours(tmp_path, droppin
     d = store.dir_for(sig)
     assert d.stat().st_mode & 0o777 == 0o777 & ~umask
     assert (d / "finding.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_zombie_writer_is_dead_to_clean_stale(tmp_path):
+    """A writer killed but not yet reaped (a zombie) writes nothing more:
+    its temporaries are stale (a restart beside it must not keep them)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while findings._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not findings._alive(pid)
+        store = findings.FindingStore(tmp_path)
+        stale = tmp_path / f".tmp-{pid}-x.txt"
+        stale.write_text("half")
+        assert store.clean_stale() == 1 and not stale.exists()
+    finally:
+        os.waitpid(pid, 0)
