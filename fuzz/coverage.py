@@ -104,34 +104,36 @@ def reference_rules(source: str | None = None) -> list[Rule]:
     method whose rule argument holds one of its own parameters (`_outside`,
     `_shadow_blocks`) passes it on: where a caller gives it text, the rule is
     made at that call site; where it gives a value, the rule stays where it
-    was (followed up to 4 calls deep)."""
+    was (followed up to 4 calls deep; a method not called by name, such as
+    an event handler, makes it with its parameters as values)."""
     tree = ast.parse(MODEL.read_text() if source is None else source)
     funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)]
     found: set[tuple[str, tuple, int]] = set()
-    # method name -> (kind, parts, its parameters, line of the rule so far)
-    forwards: dict[str, list[tuple[str, list, list[str], int]]] = {}
+    #: method -> [(kind, parts holding its parameters, its parameters, line of the rule so far)]
+    pending: dict[str, list[tuple[str, list, list[str], int]]] = {}
 
     def place(kind: str, parts: list, f: ast.FunctionDef, line: int) -> None:
         if any(isinstance(p, tuple) for p in parts):
-            later.setdefault(f.name, []).append((kind, parts, _params(f), line))
+            pending.setdefault(f.name, []).append((kind, parts, _params(f), line))
         else:
             found.add((kind, tuple(parts), line))
 
-    later: dict[str, list] = {}
+    def settle(entries) -> None:
+        for kind, parts, _, line in entries:
+            found.add((kind, tuple(None if isinstance(p, tuple) else p for p in parts), line))
+
     for f in funcs:
         for call in _self_calls(f):
             if call.func.attr in SINKS and call.args:
                 for arg in _alternatives(call.args[0]):
                     place(SINKS[call.func.attr], _template(arg, _params(f)), f, call.lineno)
-    for depth in range(5):
-        forwards, later = later, {}
+    for _ in range(4):
+        forwards, pending = pending, {}
         called = set()
         for f in funcs:
             for call in _self_calls(f):
-                if depth == 4 or call.func.attr not in forwards:
-                    continue
-                called.add(call.func.attr)
-                for kind, parts, params, line in forwards[call.func.attr]:
+                for kind, parts, params, line in forwards.get(call.func.attr, ()):
+                    called.add(call.func.attr)
                     bound = dict(zip(params[1:], call.args)) | {k.arg: k.value for k in call.keywords}
                     out, text = [], False
                     for p in parts:
@@ -139,13 +141,12 @@ def reference_rules(source: str | None = None) -> list[Rule]:
                         text |= isinstance(p, tuple) and any(isinstance(q, str) for q in sub)
                         out += sub
                     place(kind, out, f, call.lineno if text else line)
-        # Not called by name (an event handler), or too deep: its parameters are values.
         for name in forwards.keys() - called:
-            for kind, parts, _, line in forwards[name]:
-                found.add((kind, tuple(None if isinstance(p, tuple) else p for p in parts), line))
-        if not later:
-            break
-    return [_rule(kind, list(parts), line) for kind, parts, line in sorted(found, key=lambda t: (t[2], t[0], str(t[1])))]
+            settle(forwards[name])
+    for entries in pending.values():  # deeper than followed
+        settle(entries)
+    ordered = sorted(found, key=lambda t: (t[2], t[0], str(t[1])))
+    return [_rule(kind, list(parts), line) for kind, parts, line in ordered]
 
 
 def note_sites(fn) -> list[Rule]:
@@ -282,7 +283,7 @@ class Coverage:
                 "functions": [{"file": f, "function": fn, "scenarios": p.hits[(f, fn)]}
                               for f, fn in sorted(p.functions)],
                 "reached": sum(1 for k in p.functions if p.hits[k]), "total": len(p.functions),
-                "note_branches": [{"branch": b, "line": f"{r.line}", "scenarios": p.notes[b]}
+                "note_branches": [{"branch": b, "line": r.line, "scenarios": p.notes[b]}
                                   for b, r in sorted(p.branches.items())],
                 "notes_not_enumerated": dict(p.unlisted), "crashes": p.crashes,
             } for p in self.ports.values()},
@@ -317,7 +318,7 @@ def measure(scenarios, names: list[str]) -> Coverage:
     cov = Coverage(names, ports=_ports(names))
     note_code, choose_code = model.Machine.note.__code__, model.Machine.choose.__code__
     by_text: dict[tuple[str, str], Rule | None] = {}
-    port_notes: dict[tuple[str, str], str] = {}  # (port, note) -> its branch ("": none matched)
+    port_notes: dict[tuple[str, str], str | None] = {}  # (port, note) -> its branch (None: no site matched)
     seen = set()
     for scenario in scenarios:
         cov.inputs += 1
@@ -348,10 +349,13 @@ def measure(scenarios, names: list[str]) -> Coverage:
                 continue
             port.hits.update(k for k, codes in port.functions.items() if codes & calls.codes)
             if isinstance(result, Outcome):
-                made = {t: port_notes.get((name, t)) or port_notes.setdefault((name, t), port.branch_of(t) or "")
-                        for _, t in result.notes}
-                port.notes.update({b for b in made.values() if b})
-                port.unlisted.update({branch(t) for t, b in made.items() if not b})
+                made = set()
+                for _, text in result.notes:
+                    if (name, text) not in port_notes:
+                        port_notes[name, text] = port.branch_of(text)
+                    made.add(port_notes[name, text] or (None, branch(text)))
+                port.notes.update(b for b in made if isinstance(b, str))
+                port.unlisted.update(b[1] for b in made if isinstance(b, tuple))
             else:
                 port.crashes += 1
     return cov
@@ -390,7 +394,8 @@ def render(cov: Coverage, unreached_only: bool = False, console=None) -> None:
         t.add_column("variants", justify="right")
         for r in cov.rules:
             if not unreached_only or not cov.rule_hits[r]:
-                t.add_row(r.kind, escape(r.text), str(r.line), count(cov.rule_hits[r]), str(len(cov.variants.get(r, ()))))
+                t.add_row(r.kind, escape(r.text), str(r.line), count(cov.rule_hits[r]),
+                          str(len(cov.variants.get(r, ()))))
         for (kind, text), n in cov.unlisted.items():
             t.add_row(kind, f"{escape(text)} [yellow](not enumerated)[/]", "?", str(n), "")
         console.print(t)
