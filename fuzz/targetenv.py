@@ -35,6 +35,7 @@ IMPLS = "EVDIFF_IMPLS"
 EXTRA_IMPLS = "EVDIFF_EXTRA_IMPLS"
 NO_INSTRUMENT = "EVDIFF_NO_INSTRUMENT"
 GUIDANCE = "EVDIFF_GUIDANCE"
+#: Off: no clear gain in time to first finding (measured: `fuzz.guidance`).
 GUIDANCE_DEFAULT = False
 
 #: What to say where atheris is missing (format with python=sys.executable).
