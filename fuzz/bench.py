@@ -17,7 +17,9 @@ the seed bug classes.  Prints tables; never part of the test suite.
    signatures, replayed now, minus those another class shares); median of
    `--runs` campaigns, each stopped when every class is found or after
    `--ttff-timeout`.  With no divergent implementation registered there is
-   nothing to find, and the table says so.
+   nothing to find, and the table says so.  `--guidance both` measures
+   with and without the target's extra features (`fuzz.guidance`),
+   campaigns taking turns so that both see the same load.
 4. `--profile`: cProfile of the in-process loop, by own time.
 """
 from __future__ import annotations
@@ -48,6 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ttff-timeout", type=float, default=60.0, help="seconds before a campaign gives up (60)")
     p.add_argument("--engine", choices=("atheris", "hypothesis"), default="atheris",
                    help="engine for time to first finding (default: atheris)")
+    p.add_argument("--guidance", choices=("default", "on", "off", "both"), default="default",
+                   help="time to first finding with the target's extra features (fuzz.guidance) on, off, or "
+                        "both in turns (default: the target's default)")
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)} (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the in-process loop")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
@@ -121,11 +126,11 @@ def profile(names: list[str], seconds: float, top: int = 20) -> str:
 # ----------------------------------------------------------- campaigns --
 
 
-def _env(impls: str | None) -> dict:
+def _env(impls: str | None, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("EVDIFF_FINDINGS", "EVDIFF_RAISE")}
     if impls:
         env["EVDIFF_IMPLS"] = impls
-    return env
+    return env | extra
 
 
 def _fuzz_cmd(findings: Path, seconds: float, *extra: str, engine: str = "atheris") -> list[str]:
@@ -166,35 +171,60 @@ def bug_classes(names: list[str]) -> dict[str, set[str]]:
     return classes
 
 
-def ttff(classes: dict[str, set[str]], runs: int, timeout: float, engine: str, impls: str | None,
-         note=print) -> dict[str, list[float | None]]:
+def _first_findings(wanted: dict[str, set[str]], timeout: float, engine: str, env: dict) -> dict[str, float]:
+    """One campaign from nothing: {class: seconds to its first finding}."""
     from fuzz.findings import FindingStore
 
-    times: dict[str, list[float | None]] = {c: [] for c in classes}
+    with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
+        out = Path(tmp) / "findings"
+        t0 = time.time()
+        proc = subprocess.Popen(_fuzz_cmd(out, timeout, "--no-seeds", engine=engine), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        found: dict[str, float] = {}
+        while proc.poll() is None and len(found) < len(wanted):
+            time.sleep(0.5)
+            for f in FindingStore(out).findings() if out.exists() else []:
+                for c, sigs in wanted.items():
+                    if c not in found and f.signature in sigs:
+                        found[c] = f.meta.get("first_seen_unix", time.time()) - t0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return found
+
+
+def ttff(classes: dict[str, set[str]], runs: int, timeout: float, engine: str, impls: str | None,
+         note=print, settings: dict[str, dict] | None = None) -> dict[str, dict[str, list[float | None]]]:
+    """{setting: {class: seconds to the first finding per run, None where
+    not found}}.  `settings`: label -> extra environment of the target;
+    their campaigns take turns, so that all see the same load (default: one
+    setting, "", the environment as it is)."""
+    settings = settings or {"": {}}
     wanted = {c: s for c, s in classes.items() if s}
+    times = {label: {c: [] for c in classes} for label in settings}
     for r in range(runs):
-        with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
-            out = Path(tmp) / "findings"
-            t0 = time.time()
-            proc = subprocess.Popen(_fuzz_cmd(out, timeout, "--no-seeds", engine=engine), env=_env(impls),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            found: dict[str, float] = {}
-            while proc.poll() is None and len(found) < len(wanted):
-                time.sleep(0.5)
-                for f in FindingStore(out).findings() if out.exists() else []:
-                    for c, sigs in wanted.items():
-                        if c not in found and f.signature in sigs:
-                            found[c] = f.meta.get("first_seen_unix", time.time()) - t0
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        for label, extra in settings.items():
+            found = _first_findings(wanted, timeout, engine, _env(impls, **extra))
             for c in classes:
-                times[c].append(found.get(c))
-            note(f"  run {r + 1}/{runs}: found {len(found)}/{len(wanted)} classes")
+                times[label][c].append(found.get(c))
+            note(f"  {label + ': ' if label else ''}run {r + 1}/{runs}: found {len(found)}/{len(wanted)} classes")
     return times
+
+
+def _ttff_table(classes: dict[str, set[str]], times: dict[str, list[float | None]], timeout: float) -> None:
+    print(f"{'class':<34} {'sigs':>4} {'found':>6} {'median s':>9} {'min s':>6} {'max s':>6}")
+    for c, ts in times.items():
+        got = [t for t in ts if t is not None]
+        if not classes[c]:
+            print(f"{c:<34} {0:>4} {'-':>6}   (its seeds do not diverge here)")
+            continue
+        med = statistics.median(got) if len(got) == len(ts) else None
+        print(f"{c:<34} {len(classes[c]):>4} {len(got):>3}/{len(ts):<2} "
+              f"{(f'{med:.1f}' if med is not None else f'>{timeout:.0f}'):>9} "
+              f"{(f'{min(got):.1f}' if got else '-'):>6} {(f'{max(got):.1f}' if got else '-'):>6}")
 
 
 # --------------------------------------------------------------- main --
@@ -255,19 +285,18 @@ def main(args) -> int:
         elif not any(classes.values()):
             print("no seed bug class diverges with the registered implementations: nothing to find")
         else:
+            settings = {"default": {"": {}},
+                        "on": {"guidance on": {"EVDIFF_GUIDANCE": "1"}},
+                        "off": {"guidance off": {"EVDIFF_GUIDANCE": "0"}},
+                        "both": {"guidance off": {"EVDIFF_GUIDANCE": "0"},
+                                 "guidance on": {"EVDIFF_GUIDANCE": "1"}}}[args.guidance]
             times = ttff(classes, args.runs, args.ttff_timeout, args.engine, args.impls,
-                         note=lambda s: print(s, flush=True))
-            result["ttff"] = times
-            print(f"{'class':<34} {'sigs':>4} {'found':>6} {'median s':>9} {'min s':>6} {'max s':>6}")
-            for c, ts in times.items():
-                got = [t for t in ts if t is not None]
-                if not classes[c]:
-                    print(f"{c:<34} {0:>4} {'-':>6}   (its seeds do not diverge here)")
-                    continue
-                med = statistics.median(got) if len(got) == len(ts) else None
-                print(f"{c:<34} {len(classes[c]):>4} {len(got):>3}/{len(ts):<2} "
-                      f"{(f'{med:.1f}' if med is not None else f'>{args.ttff_timeout:.0f}'):>9} "
-                      f"{(f'{min(got):.1f}' if got else '-'):>6} {(f'{max(got):.1f}' if got else '-'):>6}")
+                         note=lambda s: print(s, flush=True), settings=settings)
+            result["ttff"] = times[""] if "" in times else times
+            for label, by_class in times.items():
+                if label:
+                    print(label)
+                _ttff_table(classes, by_class, args.ttff_timeout)
 
     if args.profile:
         print("\n4. profile of decode + every implementation + oracle (16 events), by own time")

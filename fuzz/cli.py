@@ -21,6 +21,8 @@ Commands:
                                (default: FINDINGS/report.html)
   evdiff bench                 differential execs/s, scaling, time to first
                                finding per seed bug class
+  evdiff coverage PATH...      the reference's rules and each port's ported
+                               functions a corpus reached, and never reached
 
 Scenarios are text files (one event a line, `;` comments; see README.md) or,
 with the suffix `.bin`, the fuzzer's binary form.
@@ -220,6 +222,12 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_coverage(args) -> int:
+    from fuzz import coverage
+
+    return coverage.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evdiff", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -277,6 +285,15 @@ def main(argv: list[str] | None = None) -> int:
 
     _bench_arguments(p)
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("coverage", help="the manual rules and ported KVM functions a corpus reached",
+                       description="Replay a corpus (libFuzzer's, a findings directory, scenario files) and "
+                                   "list the reference's rules and each port's @origin functions with how "
+                                   "many scenarios reached each; see fuzz/coverage.py.")
+    p.add_argument("paths", nargs="+", metavar="CORPUS_OR_FINDINGS")
+    p.add_argument("--impls", help="comma-separated implementations (default: all)")
+    p.add_argument("--unreached", action="store_true", help="only the rows something never reached")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of tables")
+    p.set_defaults(fn=cmd_coverage)
     args = parser.parse_args(argv)
     # Exit codes: 0 all agree, 1 a divergence, 2 an error (bad input or
     # options, a file that cannot be read or written: one line

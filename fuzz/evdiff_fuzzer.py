@@ -40,7 +40,7 @@ from fuzz import targetenv
 #: and failure reporting run only on divergences, and their branches are no
 #: coverage of the implementations.
 NOT_INSTRUMENTED = ["fuzz.findings", "fuzz.failures", "fuzz.text", "fuzz.explain", "fuzz.targetenv",
-                    "fuzz.evdiff_fuzzer", "fuzz.mutator", "fuzz.seeds"]
+                    "fuzz.evdiff_fuzzer", "fuzz.mutator", "fuzz.seeds", "fuzz.guidance"]
 INSTALL = targetenv.INSTALL
 
 _instrument = atheris is not None and not targetenv.flag(targetenv.NO_INSTRUMENT)
@@ -57,7 +57,7 @@ with (atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
     for _name in NAMES:
         api.load(_name)
 
-from fuzz import failures, findings, known, mutator  # noqa: E402 -- after the instrumented block, on purpose
+from fuzz import failures, findings, guidance, known, mutator  # noqa: E402 -- after the instrumented block, on purpose
 
 _findings_dir = os.environ.get(targetenv.FINDINGS)
 STORE = findings.FindingStore(_findings_dir) if _findings_dir else None
@@ -76,14 +76,23 @@ QUIET = frozenset() if targetenv.flag(targetenv.RAISE_KNOWN) else frozenset(know
 _RECENT: dict = {}
 RECENT_MAX = 2048
 
+#: Extra features (`fuzz.guidance`): counters reserved from atheris, one per
+#: feature bucket, bumped after each run; empty when guidance is off.
+GUIDE = [atheris._reserve_counter() for _ in range(guidance.SIZE)] \
+    if atheris is not None and targetenv.guidance() else []
+
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 -- libFuzzer's name
     scenario = binary.decode(data)
-    report = _RECENT.get(scenario)
-    if report is None:
+    cached = _RECENT.get(scenario)
+    if cached is None:
         if len(_RECENT) >= RECENT_MAX:
             _RECENT.clear()
-        report = _RECENT[scenario] = oracle.compare(scenario, NAMES)
+        report = oracle.compare(scenario, NAMES)
+        cached = _RECENT[scenario] = (report, tuple(GUIDE[f] for f in guidance.features(report)) if GUIDE else ())
+    report, features = cached
+    for counter in features:
+        atheris._trace_branch(counter)
     if report.divergences:
         if STORE is not None:
             STORE.record(report)
@@ -160,7 +169,8 @@ def startup_report(out=sys.stderr) -> bool:
     mode = f"findings -> {STORE.root}" if STORE is not None else "raise at the first divergence"
     if STORE is None and QUIET:
         mode += f" not in the known list ({len(QUIET)} signatures, {targetenv.RAISE_KNOWN}=1 raises them too)"
-    print(f"evdiff-target: implementations: {', '.join(NAMES)}; {mode}", file=out)
+    print(f"evdiff-target: implementations: {', '.join(NAMES)}; {mode}; "
+          f"guidance {'on' if GUIDE else 'off'} ({targetenv.GUIDANCE})", file=out)
     print(f"evdiff-target: instrumented {len(yes)} modules: {', '.join(yes)}", file=out)
     if no:
         bar = "!" * 78

@@ -18,13 +18,10 @@ are the one thing not listed.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
-
 import pytest
 
 from impls import api
+from impls.origin import class_functions, module_functions
 
 
 def _ports() -> dict[str, type]:
@@ -48,39 +45,11 @@ def _port_packages() -> set[str]:
 
 
 def _functions(klass: type):
-    """(name, function, the class in whose body it is defined) for every
-    function a class resolves, inherited ones included."""
-    for name in dir(klass):
-        if name.startswith("__") and name.endswith("__"):
-            continue
-        raw = inspect.getattr_static(klass, name)
-        fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
-        if not inspect.isfunction(fn):
-            continue
-        owner = next(k for k in klass.__mro__ if name in vars(k))
-        yield name, fn, owner
+    return class_functions(klass)
 
 
 def _module_functions(cls: type):
-    """(qualified name, function) of the module-level functions the port's
-    package defines or imports from another port's package (a kernel
-    helper it runs); sub-packages that are ports of their own are theirs."""
-    pkg = importlib.import_module(_package(cls))
-    own = {pkg.__name__}
-    if hasattr(pkg, "__path__"):
-        others = _port_packages() - {pkg.__name__}
-        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-            if not any(info.name == o or info.name.startswith(o + ".") for o in others):
-                own.add(info.name)
-    ports = _port_packages()
-    for modname in sorted(own):
-        mod = importlib.import_module(modname)
-        for name, obj in vars(mod).items():
-            if name.startswith("__") or not inspect.isfunction(obj):
-                continue
-            home = obj.__module__
-            if home in own or any(home == p or home.startswith(p + ".") for p in ports):
-                yield f"{modname}.{name}", name, obj
+    return module_functions(_package(cls), _port_packages())
 
 
 def _glue(fn, owner: type | None) -> str | None:
