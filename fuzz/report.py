@@ -227,6 +227,34 @@ def campaign_facts(stats: dict, runs: list[list[dict]], store: fstore.FindingSto
     return facts
 
 
+#: At most this many of a findings directory's inputs are replayed for the
+#: page's "never reached" table (`evdiff coverage` replays them all).
+COVERAGE_INPUTS = 400
+
+
+def unreached(root: Path, names: list[str]) -> dict:
+    """What the campaign's inputs never reached (`fuzz.coverage`, over at
+    most `COVERAGE_INPUTS` of them, findings' inputs first): the reference's
+    rules, and per port the ported KVM functions; with the counts."""
+    from fuzz import coverage
+
+    files = coverage.input_files([str(root)])
+    files = sorted(files, key=lambda p: p.parent.name == "corpus")[:COVERAGE_INPUTS]
+    scenarios = []
+    for path in files:
+        try:
+            scenarios.append(coverage._load(path))
+        except EvdiffError:
+            continue
+    cov = coverage.measure(scenarios, names)
+    rules = [r for r in cov.rules if not cov.rule_hits[r]] if oracle.REFERENCE in names else []
+    ports = {p.name: sorted(f"{f}: {fn}" for (f, fn) in p.functions if not p.hits[(f, fn)])
+             for p in cov.ports.values()}
+    return {"inputs": cov.inputs, "of": len(coverage.input_files([str(root)])), "rules": rules,
+            "total_rules": len(cov.rules), "ports": ports,
+            "total_functions": {p.name: len(p.functions) for p in cov.ports.values()}}
+
+
 def render(root: str | Path, known: dict[str, str] | None = None) -> str:
     """The page for the findings directory `root`."""
     import jinja2
@@ -248,7 +276,7 @@ def render(root: str | Path, known: dict[str, str] | None = None) -> str:
         root=str(root), generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         facts=campaign_facts(stats, runs, store),
         plots=[plot(runs, col, title) for col, title in PLOTS],
-        causes=causes, known=listed, names=names, missing=missing)
+        causes=causes, known=listed, names=names, missing=missing, unreached=unreached(root, names))
 
 
 def write(root: str | Path, out: str | Path | None = None, known: dict[str, str] | None = None) -> Path:

@@ -203,3 +203,15 @@ def test_the_page_renders_in_chromium(campaign_dir, tmp_path):
     background = max(img.getcolors(1 << 16))[1]
     ink = sum(n for n, v in img.getcolors(1 << 16) if abs(v - background) > 40) / (1280 * 2000)
     assert ink > 0.02 and ImageStat.Stat(img).stddev[0] > 10, f"a blank page? {ink:.1%} dark pixels"
+
+
+def test_the_page_says_what_the_inputs_never_reached(campaign_dir):
+    """The `evdiff coverage` table of what was never reached: reference rules
+    and each port's ported functions, counted over the findings' inputs."""
+    root, found, known = campaign_dir
+    facts = report.unreached(root, ["reference", "prepatch"])
+    assert facts["inputs"] > 0 and 0 < len(facts["rules"]) < facts["total_rules"]
+    assert 0 < len(facts["ports"]["prepatch"]) < facts["total_functions"]["prepatch"]
+    page = report.render(root)
+    assert 'id="coverage"' in page and "never reached" in page
+    assert facts["rules"][0].text.split("…")[0][:20] in page.replace("&#39;", "'")
