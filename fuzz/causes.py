@@ -50,7 +50,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from fuzz.oracle import REFERENCE, Report
+from fuzz.oracle import REFERENCE, Report, verdict
 from impls import api
 from impls.api import Outcome
 
@@ -118,14 +118,22 @@ def function_of(note: str | None) -> str:
     return m.group(0) if m else UNATTRIBUTED
 
 
+def first_deviations(report: Report) -> dict[str, tuple]:
+    """Each differing implementation's most significant divergence:
+    impl -> (divergence, its own step, expected, got)."""
+    first: dict[str, tuple] = {}
+    for d in report.divergences:  # most significant first
+        for name in d.impls:
+            if name not in first:
+                first[name] = (d, *d.per_impl.get(name, (d.step, "", "")))
+    return first
+
+
 def symptom(report: Report, impl: str) -> tuple | None:
     """How `impl` deviates first: (field, got, expected), the last two as
     signatures see them; None where it agrees."""
-    for d in report.divergences:  # most significant first
-        if impl in d.impls:
-            step, expected, got = d.per_impl.get(impl, (d.step, "", ""))
-            return d.field, got, expected
-    return None
+    first = first_deviations(report).get(impl)
+    return None if first is None else (first[0].field, first[3], first[2])
 
 
 def _shut_down_wrongly(report: Report, name: str) -> bool:
@@ -150,11 +158,7 @@ def causes(report: Report) -> list[Cause]:
     """One cause per distinct signature among the implementations that
     differ, the most significant first."""
     vendor = report.scenario.config.vendor
-    first: dict[str, tuple] = {}  # impl -> (divergence, its step, expected, got)
-    for d in report.divergences:  # most significant first
-        for name in d.impls:
-            if name not in first:
-                first[name] = (d, *d.per_impl.get(name, (d.step, "", "")))
+    first = first_deviations(report)
     verdicts = scenario_verdicts(report, set(first))
     grouped: dict[str, Cause] = {}
     for name, (d, step, expected, got) in first.items():
@@ -193,5 +197,5 @@ def scenario_verdicts(report: Report, differing: set[str]) -> dict[str, str]:
         if before in report.results and after in report.results:
             b, a = before in differing, after in differing
             if b or a:
-                out[f"{before}->{after}"] = "fixed" if b and not a else "regression" if a and not b else "still-wrong"
+                out[f"{before}->{after}"] = verdict(b, a)
     return out

@@ -37,7 +37,7 @@ def _pick(report: Report) -> dict[str, Outcome | Crash]:
     others = [r for n, r in report.results.items() if n != REFERENCE and isinstance(r, Outcome)]
     for name, res in report.results.items():
         if isinstance(res, Allowed):
-            res = _closest(res, others[0], report.scenario.config.vendor) if others else res.outcomes[0]
+            res = _closest(res, others[0], report.scenario.config.vendor)[0] if others else res.outcomes[0]
         chosen[name] = res
     return chosen
 

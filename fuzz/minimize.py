@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, replace
 
 from fuzz import oracle
+from fuzz.causes import symptom
 from fuzz.scenario import Event, PType, Scenario, normalise
 from impls.arch import Ev
 
@@ -174,8 +175,6 @@ class SymptomMinimizer(Minimizer):
         self.impl, self.symptom = impl, symptom
 
     def holds(self, sc: Scenario) -> bool:
-        from fuzz.causes import symptom
-
         return symptom(oracle.compare(sc, self.names), self.impl) == self.symptom
 
 
@@ -183,8 +182,6 @@ def minimize_symptom(scenario: Scenario, impl: str) -> Scenario:
     """The 1-minimal scenario in which `impl` still deviates first the way
     it does in `scenario` (`SymptomMinimizer`); what a new finding is keyed
     on (`fuzz.findings`)."""
-    from fuzz.causes import symptom
-
     return SymptomMinimizer(impl, symptom(oracle.compare(scenario, [oracle.REFERENCE, impl]), impl)).run(scenario)
 
 

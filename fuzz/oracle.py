@@ -280,24 +280,32 @@ def _compared(expected: Outcome, actual: Outcome, vendor: str) -> tuple[dict, di
     return exp_vals, act_vals
 
 
-def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> Outcome:
+def verdict(before_differs: bool, after_differs: bool) -> str:
+    """A before/after pair's verdict where either side differs."""
+    if before_differs and not after_differs:
+        return "fixed"
+    return "regression" if after_differs and not before_differs else "still-wrong"
+
+
+def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> tuple[Outcome, dict, dict]:
     """The allowed outcome with the fewest differing fields, counted as the
     comparison counts them (`_compared`: what comes after an outcome's
     `undefined_from` does not count against it); among those, the one that
     agrees with `out` for the most steps, so that a late divergence is not
-    filed at an earlier step where the manuals allowed what `out` did."""
-    if not isinstance(allowed, Allowed):
-        return allowed  # one candidate: nothing to rank
-    cands = allowed.outcomes
-
-    def rank(r: Outcome) -> tuple[int, int]:
+    filed at an earlier step where the manuals allowed what `out` did.
+    Returns it with its compared values (`_compared`), computed once."""
+    cands = allowed.outcomes if isinstance(allowed, Allowed) else (allowed,)
+    best = None
+    for r in cands:
         e, a = _compared(r, out, vendor)
+        if len(cands) == 1:
+            return r, e, a  # one candidate: nothing to rank
         ndiff = sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
         steps = [_first_diff(e[f], a[f])[0] for f in ("l1", "l2") if f in e and f in a]
-        first = min((s for s in steps if s is not None), default=1 << 30)
-        return ndiff, -first
-
-    return min(cands, key=rank)
+        rank = (ndiff, -min((s for s in steps if s is not None), default=1 << 30))
+        if best is None or rank < best[0]:
+            best = (rank, r, e, a)
+    return best[1:]
 
 
 def compare(scenario, names: list[str] | None = None) -> Report:
@@ -323,7 +331,7 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
             continue
         if res == ref or (isinstance(ref, Allowed) and res in ref.outcomes):
             continue  # equal to an allowed outcome (notes aside): no field can differ
-        exp_vals, act_vals = _compared(_closest(ref, res, vendor), res, vendor)
+        _, exp_vals, act_vals = _closest(ref, res, vendor)
         if isinstance(ref, Allowed) and not ref.complete:
             # The reference explored only part of what the manuals allow
             # (too many choices): an outcome outside that part may be an
@@ -354,9 +362,7 @@ def divergences(scenario, results: dict[str, Result]) -> list[Divergence]:
             if before in results and after in results:
                 b, a = before in per_impl, after in per_impl
                 if b or a:
-                    verdicts[f"{before}->{after}"] = (
-                        "fixed" if b and not a else "regression" if a and not b else "still-wrong"
-                    )
+                    verdicts[f"{before}->{after}"] = verdict(b, a)
         detail = {n: (v[0], v[3], v[4]) for n, v in sorted(per_impl.items())}
         out.append(Divergence(fname, differing, sig, step, expected, got, verdicts, detail))
     out.sort(key=_significance)

@@ -238,8 +238,8 @@ def unreached(root: Path, names: list[str]) -> dict:
     rules, and per port the ported KVM functions; with the counts."""
     from fuzz import coverage
 
-    files = coverage.input_files([str(root)])
-    files = sorted(files, key=lambda p: p.parent.name == "corpus")[:COVERAGE_INPUTS]
+    every = coverage.input_files([str(root)])
+    files = sorted(every, key=lambda p: p.parent.name == "corpus")[:COVERAGE_INPUTS]
     scenarios = []
     for path in files:
         try:
@@ -250,7 +250,7 @@ def unreached(root: Path, names: list[str]) -> dict:
     rules = [r for r in cov.rules if not cov.rule_hits[r]] if oracle.REFERENCE in names else []
     ports = {p.name: sorted(f"{f}: {fn}" for (f, fn) in p.functions if not p.hits[(f, fn)])
              for p in cov.ports.values()}
-    return {"inputs": cov.inputs, "of": len(coverage.input_files([str(root)])), "rules": rules,
+    return {"inputs": cov.inputs, "of": len(every), "rules": rules,
             "total_rules": len(cov.rules), "ports": ports,
             "total_functions": {p.name: len(p.functions) for p in cov.ports.values()}}
 
