@@ -27,23 +27,31 @@ DICTIONARY = Path(__file__).resolve().parent / "evdiff_fuzzer.dict"
 
 
 def seed_files(seeds: Path = SEEDS) -> list[Path]:
-    return sorted(seeds.glob("*.txt")) if seeds.is_dir() else []
+    """Every text seed below `seeds`, its subdirectories included
+    (`corpus/seeds/kvm-tests/`: KVM's own tests, restated)."""
+    return sorted(seeds.rglob("*.txt")) if seeds.is_dir() else []
+
+
+def seed_name(path: Path, seeds: Path = SEEDS) -> str:
+    """A seed's name, unique in the directory tree: its path below `seeds`
+    without `.txt`, '/' written '--' (`kvm-tests--eventinj-de-vmx`)."""
+    return "--".join(path.relative_to(seeds).with_suffix("").parts)
 
 
 def binary_seeds(seeds: Path = SEEDS) -> dict[str, bytes]:
-    """{file stem: canonical bytes} of every text seed."""
+    """{seed name: canonical bytes} of every text seed."""
     out = {}
     for path in seed_files(seeds):
         scenario = read_scenario(path)
         data = binary.encode(scenario)
         if binary.decode(data) != scenario:  # pragma: no cover -- the binary form holds every seed
             raise ValueError(f"{path}: the binary form cannot hold this scenario")
-        out[path.stem] = data
+        out[seed_name(path, seeds)] = data
     return out
 
 
 def write_binary_seeds(outdir: Path, seeds: Path = SEEDS) -> int:
-    """Write `<stem>.bin` for every seed whose file is missing or different."""
+    """Write `<seed name>.bin` for every seed whose file is missing or different."""
     outdir.mkdir(parents=True, exist_ok=True)
     from fuzz.findings import write_atomic
 

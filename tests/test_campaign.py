@@ -234,7 +234,8 @@ def test_binary_seeds_are_the_text_seeds(tmp_path):
     texts = seeds.seed_files()
     assert n == len(texts) > 0
     for p in texts:
-        assert binary.decode((tmp_path / f"{p.stem}.bin").read_bytes()) == read_scenario(p)
+        assert binary.decode((tmp_path / f"{seeds.seed_name(p)}.bin").read_bytes()) == read_scenario(p)
+    assert any(p.parent.name == "kvm-tests" for p in texts), "the seeds in corpus/seeds/kvm-tests/ are read too"
 
 
 def test_target_does_not_raise_known_divergences_unless_asked(tmp_path):

@@ -21,7 +21,7 @@ def test_impls_lists_reference_first(capsys):
 def test_replay_seeds_through_the_reference(capsys):
     assert main(["replay", str(SEEDS), "--impls", "reference"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(list(SEEDS.glob("*.txt"))) >= 25
+    assert len(out) == len(list(SEEDS.rglob("*.txt"))) >= 25
     assert all(line.endswith("all 1 agree") for line in out)
 
 

@@ -402,7 +402,7 @@ def test_an_installed_copy_has_its_seeds_and_writes_no_regression_into_itself(tm
                            cwd=proj, env=env, capture_output=True, text=True, timeout=30)
     where, n_seeds, n_known = found.stdout.split()
     assert Path(where).is_relative_to(lib)
-    assert int(n_seeds) == len(list((ROOT / "corpus" / "seeds").glob("*.txt")))
+    assert int(n_seeds) == len(list((ROOT / "corpus" / "seeds").rglob("*.txt")))
     from fuzz import known
 
     assert int(n_known) == len(known.load())

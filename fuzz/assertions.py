@@ -1,0 +1,141 @@
+"""What a test of KVM's own asserts, written in a scenario's leading comment
+and checked against an implementation's outcome (`corpus/seeds/kvm-tests/`).
+
+A scenario that restates a KVM test (kvm-unit-tests, KVM selftests) says what
+that test asserts in lines of its description, next to the `expect` lines of
+a regression case (`fuzz.export`), which pin every implementation's verdict:
+
+    ; assert l2@3: L2 handles #DE
+    ; assert l1@4: EXIT VMCALL
+    ; assert l1@2: nothing
+    ; assert final.level: 1
+    ; assert shutdown: none
+    ; kvm-fails prepatch: 1a2b3c4d5e6f "subject": why the 5.11 kernel fails it
+
+`TRACE@STEP` is L1's or L2's trace at one step (a step is the index of the
+event that produced it, as `evdiff explain` numbers them; the implicit final
+`run` is the number of events): the observations there are exactly those
+listed, in order, separated by ` | ` (`nothing`: none).  `final.FIELD` is a
+field of the final state as `evdiff explain` shows it (`yes` / `no`, hex
+vectors, `none`); `shutdown` is the step of a shutdown or `none`.
+
+The reference satisfies a scenario's assertions if one outcome it allows
+does (a KVM test passes on one CPU: the CPU made one of the choices the
+manuals leave open).  A KVM port must satisfy them, unless a `kvm-fails`
+line names the later kernel commit that fixed the failure in that port's
+kernel version; then it must fail them (`tests/test_kvm_tests.py`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+from fuzz.scenario import EvdiffError, Scenario
+from impls.api import Allowed, FinalState, Outcome
+
+_ASSERT = re.compile(r"^assert (?:(l1|l2)@(\d+)|final\.(\w+)|(shutdown)): (.+)$")
+_FAILS = re.compile(r"^kvm-fails ([\w.-]+): ([0-9a-f]{12,40}) (.+)$")
+NOTHING = "nothing"
+_FINAL_FIELDS = {f.name for f in fields(FinalState)}
+
+
+@dataclass(frozen=True)
+class Assertion:
+    what: str  # "l1@3", "final.level", "shutdown"
+    expected: str
+
+    def __str__(self):
+        return f"{self.what}: {self.expected}"
+
+
+def parse(scenario: Scenario) -> tuple[list[Assertion], dict[str, str]]:
+    """(assertions, {implementation: the fixing commit and why}) of a scenario."""
+    asserts, fails = [], {}
+    for line in scenario.description.splitlines():
+        if m := _ASSERT.match(line):
+            if m[1]:
+                what = f"{m[1]}@{int(m[2])}"
+            elif m[3]:
+                if m[3] not in _FINAL_FIELDS:
+                    raise EvdiffError(f"assert final.{m[3]}: no such field (one of {sorted(_FINAL_FIELDS)})")
+                what = f"final.{m[3]}"
+            else:
+                what = "shutdown"
+            asserts.append(Assertion(what, m[5].strip()))
+        elif m := _FAILS.match(line):
+            fails[m[1]] = f"{m[2]} {m[3]}"
+        elif line.startswith(("assert ", "kvm-fails ")):
+            raise EvdiffError(f"cannot read {line!r}: see fuzz/assertions.py for the syntax")
+    return asserts, fails
+
+
+def show(value) -> str:
+    """A final-state value as `evdiff explain` shows it."""
+    from fuzz.explain import _final
+
+    return _final(value)
+
+
+def actual(assertion: Assertion, outcome: Outcome) -> str:
+    """What `outcome` has where `assertion` looks, in the assertion's syntax."""
+    what = assertion.what
+    if what == "shutdown":
+        return "none" if outcome.shutdown is None else str(outcome.shutdown)
+    if what.startswith("final."):
+        if outcome.final is None:
+            return "none (no final state)"
+        return show(getattr(outcome.final, what[len("final."):]))
+    trace, step = what.split("@")
+    seen = [str(obs) for s, obs in getattr(outcome, trace) if s == int(step)]
+    return " | ".join(seen) or NOTHING
+
+
+def failures(assertions: list[Assertion], outcome: Outcome) -> list[str]:
+    """Each assertion `outcome` breaks: 'WHAT: expected X, got Y'."""
+    out = []
+    for a in assertions:
+        got = actual(a, outcome)
+        if got != a.expected:
+            out.append(f"{a.what}: expected {a.expected}, got {got}")
+    return out
+
+
+def reference_failures(assertions: list[Assertion], result: Outcome | Allowed) -> list[str]:
+    """[] if one outcome the reference allows satisfies every assertion;
+    else the breaks of the allowed outcome that breaks fewest."""
+    outcomes = result.outcomes if isinstance(result, Allowed) else (result,)
+    return min((failures(assertions, o) for o in outcomes), key=len)
+
+
+def pin(path) -> None:
+    """Write (again) the `expect` / `verdict` lines of a KVM-test scenario
+    from today's oracle (`fuzz.export.header`), keeping every other line of
+    its description: `python -m fuzz.assertions --pin FILE...`.  Run it when
+    a port's verdict on the scenario changed for a reason the commit gives."""
+    from pathlib import Path
+
+    from fuzz import export, oracle
+    from fuzz.text import format_scenario, read_scenario
+
+    scenario = read_scenario(path)
+    _, _, keep = export.parse_header(scenario)
+    desc = keep + export.header(oracle.compare(scenario))
+    Path(path).write_text(format_scenario(Scenario(scenario.config, scenario.events, "\n".join(desc))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m fuzz.assertions", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pin", nargs="+", metavar="FILE", required=True,
+                    help="write each scenario's expect / verdict lines from today's oracle")
+    for path in ap.parse_args(argv).pin:
+        pin(path)
+        print(f"pinned {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""KVM's own event-injection tests, restated as scenarios
+(`corpus/seeds/kvm-tests/`, `fuzz.assertions`).
+
+Each scenario's `assert` lines say what a kvm-unit-tests or KVM selftests
+assertion expects.  The reference must allow an outcome that satisfies them
+all: a test that passes on hardware is hardware-validated evidence, so a
+mismatch is a bug of the reference or of the translation, never a reason to
+loosen the check.  Each KVM port must satisfy them too, unless a `kvm-fails`
+line pins the later kernel commit that fixed that port's kernel; and each
+implementation's oracle verdict is pinned as a regression case's is
+(`fuzz.export.check`).
+"""
+from pathlib import Path
+
+import pytest
+
+from fuzz import assertions, export, oracle
+from fuzz.scenario import EvdiffError, Scenario
+from fuzz.seeds import SEEDS
+from fuzz.text import parse_scenario, read_scenario
+from impls import api
+
+KVM_TESTS = SEEDS / "kvm-tests"
+CASES = sorted(KVM_TESTS.glob("*.txt"))
+#: Where the restated assertions come from (README.md of the directory).
+SOURCES = ("kvm-unit-tests x86/", "selftests ")
+
+
+def test_at_least_forty_kvm_test_scenarios():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_kvm_test_scenario(path: Path):
+    scenario = read_scenario(path)
+    asserts, fails = assertions.parse(scenario)
+    assert asserts, f"{path.name}: no 'assert' line"
+    assert any(s in scenario.description for s in SOURCES), f"{path.name}: does not name the test file it restates"
+    assert set(fails) <= set(api.names()) - {oracle.REFERENCE}, f"{path.name}: kvm-fails names an unknown port"
+    problems, report = export.check(path)
+    assert not problems, f"{path.name}: pinned verdicts changed: {problems}"
+    ref = assertions.reference_failures(asserts, report.results[oracle.REFERENCE])
+    assert not ref, f"{path.name}: the reference breaks KVM's assertion (a reference or translation bug): {ref}"
+    for name, result in report.results.items():
+        if name == oracle.REFERENCE:
+            continue
+        assert not isinstance(result, oracle.Crash), f"{path.name}: {name} crashed: {result}"
+        broken = assertions.failures(asserts, result)
+        if name in fails:
+            assert broken, f"{path.name}: {name} is pinned as failing ({fails[name]}) but passes"
+        else:
+            assert not broken, f"{path.name}: {name} fails KVM's test: {broken}"
+
+
+def test_every_kvm_test_scenario_is_listed_in_the_readme():
+    readme = (KVM_TESTS / "README.md").read_text()
+    for path in CASES:
+        assert path.name in readme, f"{path.name} is missing from corpus/seeds/kvm-tests/README.md"
+
+
+# ------------------------------------------------------- the assertions --
+
+_SCENARIO = "evdiff 1 vendor=vmx\nl1.intercept exceptions=#UD\nl1.vmentry\nexception #UD\n"
+
+
+def _with(*lines: str) -> Scenario:
+    s = parse_scenario(_SCENARIO)
+    return Scenario(s.config, s.events, "\n".join(lines))
+
+
+def test_assertions_hold_where_the_outcome_has_them():
+    s = _with("assert l1@2: EXIT EXCEPTION_NMI #UD", "assert l2@2: nothing", "assert final.level: 1",
+              "assert shutdown: none")
+    asserts, _ = assertions.parse(s)
+    assert len(asserts) == 4
+    assert assertions.reference_failures(asserts, oracle.run_one(oracle.REFERENCE, s)) == []
+
+
+@pytest.mark.parametrize("line", ["assert l1@2: L1 handles #UD", "assert l1@1: EXIT EXCEPTION_NMI #UD",
+                                  "assert l2@2: L2 handles #UD", "assert final.level: 2", "assert shutdown: 2"])
+def test_an_assertion_the_outcome_breaks_is_reported(line):
+    asserts, _ = assertions.parse(_with(line))
+    out = assertions.reference_failures(asserts, oracle.run_one(oracle.REFERENCE, _with(line)))
+    assert len(out) == 1 and out[0].startswith(asserts[0].what)
+
+
+def test_kvm_fails_lines_name_a_commit():
+    _, fails = assertions.parse(_with("kvm-fails prepatch: 7e5b5ef8dca3 why"))
+    assert fails == {"prepatch": "7e5b5ef8dca3 why"}
+
+
+@pytest.mark.parametrize("line", ["assert l3@1: x", "assert final.nosuch: 1", "kvm-fails prepatch: why"])
+def test_a_malformed_line_is_refused(line):
+    with pytest.raises(EvdiffError):
+        assertions.parse(_with(line))
+
+
+def test_pin_writes_the_expect_lines_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "case.txt"
+    path.write_text("; prose\n; assert l1@2: EXIT EXCEPTION_NMI #UD\n; expect prepatch: stale\n" + _SCENARIO)
+    assertions.pin(path)
+    text = path.read_text()
+    assert "; prose\n; assert l1@2: EXIT EXCEPTION_NMI #UD\n" in text and "stale" not in text
+    assert export.check(path)[0] == []
