@@ -11,11 +11,14 @@ a regression case (`fuzz.export`), which pin every implementation's verdict:
     ; assert final.level: 1
     ; assert shutdown: none
     ; kvm-fails prepatch: 1a2b3c4d5e6f "subject": why the 5.11 kernel fails it
+    ; kvm-fails postpatch-v2: unmerged (NOTES.md V1): a slip of the posting
 
 `TRACE@STEP` is L1's or L2's trace at one step (a step is the index of the
 event that produced it, as `evdiff explain` numbers them; the implicit final
 `run` is the number of events): the observations there are exactly those
-listed, in order, separated by ` | ` (`nothing`: none).  `final.FIELD` is a
+listed, in order, separated by ` | ` (`nothing`: none); an exit ending in
+`, IDT-vectoring: any` leaves that field open (KVM's test does not read it),
+`, IDT-vectoring: undefined` too (the manuals leave it undefined).  `final.FIELD` is a
 field of the final state as `evdiff explain` shows it (`yes` / `no`, hex
 vectors, `none`); `shutdown` is the step of a shutdown or `none`.
 
@@ -23,19 +26,24 @@ The reference satisfies a scenario's assertions if one outcome it allows
 does (a KVM test passes on one CPU: the CPU made one of the choices the
 manuals leave open).  A KVM port must satisfy them, unless a `kvm-fails`
 line names the later kernel commit that fixed the failure in that port's
-kernel version; then it must fail them (`tests/test_kvm_tests.py`).
+kernel version (`unmerged` for a posted series that never landed, with the
+note that explains it); then it must fail them (`tests/test_kvm_tests.py`).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from fuzz.scenario import EvdiffError, Scenario
-from impls.api import Allowed, FinalState, Outcome
+from impls.api import Allowed, FinalState, Outcome, VmExit
 
 _ASSERT = re.compile(r"^assert (?:(l1|l2)@(\d+)|final\.(\w+)|(shutdown)): (.+)$")
-_FAILS = re.compile(r"^kvm-fails ([\w.-]+): ([0-9a-f]{12,40}) (.+)$")
+_FAILS = re.compile(r"^kvm-fails ([\w.-]+): ([0-9a-f]{12,40}|unmerged) (.+)$")
 NOTHING = "nothing"
+#: An exit written with one of these endings matches whatever IDT-vectoring
+#: information it has: `undefined` where the manuals leave it so (after an
+#: SVM shutdown intercept, APM 15.14.3), `any` where KVM's test does not look.
+_ANY_VECTORING = (", IDT-vectoring: undefined", ", IDT-vectoring: any")
 _FINAL_FIELDS = {f.name for f in fields(FinalState)}
 
 
@@ -90,14 +98,30 @@ def actual(assertion: Assertion, outcome: Outcome) -> str:
     return " | ".join(seen) or NOTHING
 
 
+def _same(obs, text: str) -> bool:
+    if str(obs) == text:
+        return True
+    for ending in _ANY_VECTORING:
+        if text.endswith(ending) and isinstance(obs, VmExit):
+            return str(replace(obs, vectoring=None)) == text[:-len(ending)]
+    return False
+
+
+def _holds(assertion: Assertion, outcome: Outcome) -> bool:
+    """`assertion` holds in `outcome` (`_ANY_VECTORING`: an exit's
+    IDT-vectoring information left open)."""
+    if not assertion.what.startswith(("l1@", "l2@")):
+        return actual(assertion, outcome) == assertion.expected
+    trace, step = assertion.what.split("@")
+    seen = [obs for s, obs in getattr(outcome, trace) if s == int(step)]
+    wanted = [] if assertion.expected == NOTHING else assertion.expected.split(" | ")
+    return len(seen) == len(wanted) and all(_same(obs, text) for obs, text in zip(seen, wanted))
+
+
 def failures(assertions: list[Assertion], outcome: Outcome) -> list[str]:
     """Each assertion `outcome` breaks: 'WHAT: expected X, got Y'."""
-    out = []
-    for a in assertions:
-        got = actual(a, outcome)
-        if got != a.expected:
-            out.append(f"{a.what}: expected {a.expected}, got {got}")
-    return out
+    return [f"{a.what}: expected {a.expected}, got {actual(a, outcome)}"
+            for a in assertions if not _holds(a, outcome)]
 
 
 def reference_failures(assertions: list[Assertion], result: Outcome | Allowed) -> list[str]:

@@ -89,7 +89,7 @@ def test_kvm_fails_lines_name_a_commit():
     assert fails == {"prepatch": "7e5b5ef8dca3 why"}
 
 
-@pytest.mark.parametrize("line", ["assert l3@1: x", "assert final.nosuch: 1", "kvm-fails prepatch: why"])
+@pytest.mark.parametrize("line", ["assert l3@1: x", "assert final.nosuch: 1", "kvm-fails prepatch: why", "kvm-fails prepatch: fixed why"])
 def test_a_malformed_line_is_refused(line):
     with pytest.raises(EvdiffError):
         assertions.parse(_with(line))
@@ -102,3 +102,21 @@ def test_pin_writes_the_expect_lines_and_keeps_the_rest(tmp_path):
     text = path.read_text()
     assert "; prose\n; assert l1@2: EXIT EXCEPTION_NMI #UD\n" in text and "stale" not in text
     assert export.check(path)[0] == []
+
+
+def test_an_unmerged_series_is_pinned_without_a_commit():
+    _, fails = assertions.parse(_with("kvm-fails postpatch-v2: unmerged (NOTES.md V1) why"))
+    assert fails == {"postpatch-v2": "unmerged (NOTES.md V1) why"}
+
+
+@pytest.mark.parametrize("ending, holds", [(", IDT-vectoring: any", True), (", IDT-vectoring: undefined", True),
+                                           (", IDT-vectoring: #SS", False), (", IDT-vectoring: #UD", True),
+                                           ("", False)])
+def test_an_exit_may_leave_its_vectoring_open(ending, holds):
+    s = parse_scenario("evdiff 1 vendor=vmx\nl1.intercept exceptions=#GP\nl2.idt_limit 0\nl1.vmentry\n"
+                       "exception #UD\n")
+    out = oracle.run_one(oracle.REFERENCE, s)
+    assert str(out.l1[0][1]) == "EXIT EXCEPTION_NMI #GP(ec=0x33), IDT-vectoring: #UD"
+    line = "assert l1@3: EXIT EXCEPTION_NMI #GP(ec=0x33)" + ending
+    asserts, _ = assertions.parse(Scenario(s.config, s.events, line))
+    assert (assertions.failures(asserts, out) == []) == holds, line
