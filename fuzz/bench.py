@@ -53,6 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--guidance", choices=("default", "on", "off", "both"), default="default",
                    help="time to first finding with the target's extra features (fuzz.guidance) on, off, or "
                         "both in turns (default: the target's default)")
+    p.add_argument("--setting", action="append", metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
+                   help="time to first finding under this target environment (repeatable; campaigns of the "
+                        "settings take turns), e.g. 'bare:EVDIFF_INSTRUMENT=none'; overrides --guidance")
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)} (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the in-process loop")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
@@ -227,6 +230,17 @@ def _ttff_table(classes: dict[str, set[str]], times: dict[str, list[float | None
               f"{(f'{min(got):.1f}' if got else '-'):>6} {(f'{max(got):.1f}' if got else '-'):>6}")
 
 
+def parse_setting(text: str) -> tuple[str, dict[str, str]]:
+    """`LABEL:VAR=VALUE,VAR=VALUE` to (LABEL, {VAR: VALUE})."""
+    from fuzz.scenario import EvdiffError
+
+    label, colon, rest = text.partition(":")
+    pairs = [p.partition("=") for p in rest.split(",") if p.strip()]
+    if not colon or not label.strip() or any(not eq or not k.strip() for k, eq, _ in pairs):
+        raise EvdiffError(f"--setting {text!r}: write LABEL:VAR=VALUE[,VAR=VALUE...]")
+    return label.strip(), {k.strip(): v.strip() for k, _, v in pairs}
+
+
 # --------------------------------------------------------------- main --
 
 
@@ -290,6 +304,8 @@ def main(args) -> int:
                         "off": {"guidance off": {"EVDIFF_GUIDANCE": "0"}},
                         "both": {"guidance off": {"EVDIFF_GUIDANCE": "0"},
                                  "guidance on": {"EVDIFF_GUIDANCE": "1"}}}[args.guidance]
+            if args.setting:
+                settings = dict(parse_setting(s) for s in args.setting)
             times = ttff(classes, args.runs, args.ttff_timeout, args.engine, args.impls,
                          note=lambda s: print(s, flush=True), settings=settings)
             result["ttff"] = times[""] if "" in times else times
