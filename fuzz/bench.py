@@ -3,13 +3,15 @@ the seed bug classes.  Prints tables; never part of the test suite.
 
 1. **execs/s in-process** (no instrumentation): decode alone, then decode +
    every registered implementation + the oracle, on the same random inputs of
-   16 and 64 events (fixed seed), in the same run; the ratio says what the
+   campaign-like length (`CAMPAIGN_MEAN_EVENTS`), 16 and 64 events (fixed
+   seed), in the same run; the ratio says what the
    differential part costs.  Decoding is measured cold (its record cache
    cleared): libFuzzer's mutants share most records with their parents, so a
    campaign decodes faster than this.  Each implementation alone, too.
 2. **campaign execs/s** (atheris, instrumented, real `evdiff fuzz` runs from
    the seeds, wall time including start-up): 1 job, `--jobs 2` (`-fork=2`),
-   and `--jobs 2 --parallel workers` (`-jobs=2 -workers=2`); scaling is the
+   and `--jobs 2 --parallel workers` (`-jobs=2 -workers=2`), then 1 job with
+   each other instrumentation scope (`EVDIFF_INSTRUMENT`); scaling is the
    ratio to 1 job.
 3. **time to first finding** per seed bug class, from an empty corpus
    without the seeds (and a dictionary without their records): a class is
@@ -65,11 +67,27 @@ def add_arguments(p) -> None:
 # ---------------------------------------------------------- in-process --
 
 
-def _inputs(events: int, n: int = 200, seed: int = 1) -> list[bytes]:
+#: Mean events of a campaign's inputs (measured: the corpus of a 10-minute
+#: campaign from the seeds, 5.8 events); the "campaign" row draws lengths
+#: from a geometric distribution with this mean.
+CAMPAIGN_MEAN_EVENTS = 5.8
+
+
+def _inputs(events: int | str, n: int = 200, seed: int = 1) -> list[bytes]:
+    """`n` random inputs of `events` events, or of campaign-like lengths."""
     from fuzz.binary import RECORD
 
     rng = random.Random(seed)
-    return [bytes(rng.randrange(256) for _ in range(1 + RECORD * events)) for _ in range(n)]
+
+    def length():
+        if events != "campaign":
+            return events
+        p, k = 1 / CAMPAIGN_MEAN_EVENTS, 1
+        while rng.random() > p:
+            k += 1
+        return k
+
+    return [bytes(rng.randrange(256) for _ in range(1 + RECORD * length())) for _ in range(n)]
 
 
 def _rate(fn, inputs, seconds: float, before=None) -> float:
@@ -96,7 +114,7 @@ def in_process(names: list[str], seconds: float) -> list[dict]:
     from impls import api
 
     rows = []
-    for events in (16, 64):
+    for events in ("campaign", 16, 64):
         inputs = _inputs(events)
         scenarios = [binary.decode(d) for d in inputs]
         decode = _rate(binary.decode, inputs, seconds, before=_cold)
@@ -141,14 +159,16 @@ def _fuzz_cmd(findings: Path, seconds: float, *extra: str, engine: str = "atheri
             "--findings", str(findings), *extra]
 
 
-def campaign_rate(seconds: float, jobs: int, impls: str | None, parallel: str = "fork") -> dict:
+def campaign_rate(seconds: float, jobs: int, impls: str | None, parallel: str = "fork",
+                  target_env: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
         out = Path(tmp) / "findings"
-        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs), "--parallel", parallel), env=_env(impls),
-                       capture_output=True, timeout=seconds + 120)
+        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs), "--parallel", parallel),
+                       env=_env(impls, **(target_env or {})), capture_output=True, timeout=seconds + 120)
         stats = json.loads((out / "stats.json").read_text())
         flags = "" if jobs == 1 else f" (-fork={jobs})" if parallel == "fork" else f" (-jobs={jobs} -workers={jobs})"
         mode = f"--jobs {jobs}" + (f" --parallel {parallel}" if jobs > 1 and parallel != "fork" else "") + flags
+        mode += "".join(f" {k}={v}" for k, v in (target_env or {}).items())
         return {"mode": mode, "execs": stats["execs"], "seconds": stats["elapsed"],
                 "execs_per_s": stats["execs"] / max(stats["elapsed"], 1e-9)}
 
@@ -266,11 +286,11 @@ def main(args) -> int:
         rows = in_process(names, args.seconds)
         result["in_process"] = rows
         print(f"\n1. execs/s in-process, no instrumentation, {len(names)} implementation(s)")
-        print(f"{'events':>6} {'decode/s':>10} {'differential/s':>15} {'ratio':>6} {'(warm decode)':>14} "
+        print(f"{'events':>8} {'decode/s':>10} {'differential/s':>15} {'ratio':>6} {'(warm decode)':>14} "
               f"{'diverging':>9}   each implementation alone, runs/s")
         for r in rows:
             each = "  ".join(f"{n} {v:,.0f}" for n, v in r["per_impl"].items())
-            print(f"{r['events']:>6} {r['decode_per_s']:>10,.0f} {r['differential_per_s']:>15,.0f} "
+            print(f"{str(r['events']):>8} {r['decode_per_s']:>10,.0f} {r['differential_per_s']:>15,.0f} "
                   f"{r['ratio']:>6.3f} {r['differential_warm_decode_per_s']:>14,.0f} "
                   f"{r['diverging_inputs']:>9.0%}   {each}")
 
@@ -282,6 +302,8 @@ def main(args) -> int:
             rows = [campaign_rate(args.campaign_seconds, 1, args.impls),
                     campaign_rate(args.campaign_seconds, 2, args.impls),
                     campaign_rate(args.campaign_seconds, 2, args.impls, "workers")]
+            rows += [campaign_rate(args.campaign_seconds, 1, args.impls, target_env={"EVDIFF_INSTRUMENT": scope})
+                     for scope in ("all", "impls", "none") if scope != targetenv.INSTRUMENT_DEFAULT]
             result["campaign"] = rows
             base = rows[0]["execs_per_s"] or 1
             print(f"{'mode':<50} {'execs':>10} {'seconds':>8} {'execs/s':>9} {'vs 1 job':>9}")
