@@ -87,7 +87,8 @@ def test_build_ships_seeds_dictionary_and_options(built):
         names = sorted(z.namelist())
         assert len(names) == len(seeds.seed_files()) > 0
         first = seeds.seed_files()[0]
-        assert binary.decode(z.read(f"{first.stem}.bin")) == read_scenario(first)
+        assert binary.decode(z.read(f"{seeds.seed_name(first)}.bin")) == read_scenario(first)
+        assert any(n.startswith("kvm-tests--") for n in names)
     assert (out / "evdiff_fuzzer.dict").read_text() == seeds.dictionary(seeds.SEEDS)
     assert f"max_len = {1 + binary.RECORD * binary.MAX_EVENTS}" in (out / "evdiff_fuzzer.options").read_text()
 
