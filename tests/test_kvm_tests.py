@@ -120,3 +120,19 @@ def test_an_exit_may_leave_its_vectoring_open(ending, holds):
     line = "assert l1@3: EXIT EXCEPTION_NMI #GP(ec=0x33)" + ending
     asserts, _ = assertions.parse(Scenario(s.config, s.events, line))
     assert (assertions.failures(asserts, out) == []) == holds, line
+
+
+@pytest.mark.parametrize("text, holds", [("L1 handles #PF(ec=0x2)", True), ("L1 handles #PF(ec=0x3)", False),
+                                         ("L1 handles #PF(ec=0x2) ret=+0", True),
+                                         ("L1 handles #PF(ec=0x2) ret=+2", False)])
+def test_fields_an_assertion_does_not_name_are_open(text, holds):
+    from impls.api import Delivered
+    from impls.arch import Ev, EvType
+
+    class Shown(Delivered):  # an observation that prints a return address
+        def __str__(self):
+            return super().__str__() + " ret=+0"
+
+    out = oracle.api.Outcome(l1=((0, Shown(1, Ev(EvType.HW_EXCEPTION, 14, 2))),))
+    asserts, _ = assertions.parse(_with(f"assert l1@0: {text}"))
+    assert (assertions.failures(asserts, out) == []) == holds
