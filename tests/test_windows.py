@@ -301,3 +301,16 @@ def test_every_port_makes_the_nmi_exit_the_nmi_window_should_beat():
     for port in PORTS:
         (out,) = outcomes(port, s)
         assert out.l1[-1] == (7, VmExit("EXCEPTION_NMI", Ev(EvType.NMI, 2))), port
+
+
+def test_every_port_hands_its_own_vintr_exit_to_an_l1_that_intercepts_vintr():
+    """KVM's interrupt window for L2 (svm_set_vintr) exits with VINTR, and
+    nested_svm_intercept gives the exit to L1, which intercepts VINTR but
+    left no V_IRQ: a #VMEXIT(VINTR) no virtual interrupt caused (APM
+    15.21.6), where the interrupt should reach L2.  Every tree."""
+    s = scenario("svm", "irq 0x20\nl1.controls vintr=1\nnmi\nl1.vmentry inject=#UD\nsti\n")
+    _, l2 = only("reference", s)
+    assert l2[-1] == (5, Delivered(2, Ev(EvType.EXT_INTR, 0x20)))
+    for port in PORTS:
+        (out,) = outcomes(port, s)
+        assert out.l1[-1] == (5, VmExit("VINTR")), port
