@@ -132,6 +132,9 @@ _VMX = {
     "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
     "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
                                       "(567926cca99b, 5.4)",
+    "nested_cpu_supports_monitor_trap_flag": f"{S} (vmx/nested.h)",
+    "nested_cpu_has_zero_length_injection": f"{S} (vmx/nested.h)",
+    "nested_vmx_exit_handled_mtf": f"{S} (vmx/nested.c)",
     "handle_ept_misconfig": S,
     "handle_ept_violation": S,
     "handle_exception_nmi": f"{S}: 6.1 adds #NM (XFD) and the VMware #GP path, neither intercepted here; "
