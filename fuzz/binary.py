@@ -27,7 +27,10 @@ byte 0, and a value's bytes likewise: an `l1.vmentry` injection (EVENT,
 `_EVENT_TYPES`) grew from 4 to 8 bytes so that L1 can write any type,
 deliver-error-code bit, reserved bits and a 32-bit error code; a record of
 the first form reads as it did.  Error codes of `exception`,
-`delivery_fault`, `l0.emulate` and `user.set_exception` keep 16 bits.
+`delivery_fault` and `l0.emulate` have 16 bits (no exception they raise
+pushes more here), and so has `user.set_exception`'s in this form, though
+the text form takes the 32 of KVM's ABI (`PType.EC32`): `encode` keeps its
+low half.
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def _decode_value(param, b: bytes):
     if t is PType.OPT_EXC:
         i = b[0] % (len(param.domain) + 1)
         return None if i == 0 else param.domain[i - 1]
-    if t is PType.U16:
+    if t is PType.U16 or t is PType.EC32:
         return _u(b)
     if t is PType.PAGE:
         return _u(b) << 12
@@ -128,6 +131,8 @@ def _encode_value(param, v) -> bytes:
         n = param.choices.index(v)
     elif t is PType.EVENT:
         return _encode_event(v)
+    elif t is PType.EC32:
+        n = v & 0xFFFF
     else:
         n = v
     return n.to_bytes(w, "little")

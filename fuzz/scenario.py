@@ -116,6 +116,10 @@ class PType(enum.Enum):
     OPT_EXC = "exception or none"
     U8 = "u8"
     U16 = "u16"
+    #: An error code KVM_SET_VCPU_EVENTS holds in 32 bits (struct
+    #: kvm_vcpu_events' exception.error_code is a u32): the text form takes
+    #: all 32, the binary form the low 16 (`fuzz.binary`).
+    EC32 = "error code (32 bits)"
     PAGE = "page"  # an address, a multiple of 0x1000 below 0x10000000
     BOOL = "bool"
     ENUM = "enum"
@@ -125,7 +129,7 @@ class PType(enum.Enum):
     @property
     def width(self) -> int:
         """Bytes this type takes in the binary form."""
-        return {PType.U16: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 8}.get(self, 1)
+        return {PType.U16: 2, PType.EC32: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 8}.get(self, 1)
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("nmi", (), "an NMI becomes pending"),
         EventSpec("init", (), "an INIT signal (INIT IPI) becomes pending"),
         EventSpec("smi", (), "an SMI becomes pending; its SMM handler returns with RSM at once"),
-        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
+        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.EC32, 0), _p("injected", PType.BOOL, False)),
                   "KVM_SET_VCPU_EVENTS with a pending (or injected) exception; injected without "
                   "the exception_payload cap"),
         EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),

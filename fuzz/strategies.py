@@ -61,7 +61,7 @@ def values(param: Param) -> st.SearchStrategy:
         return st.one_of(st.none(), st.sampled_from(param.domain))
     if t is PType.U8:
         return st.integers(0, 255)
-    if t is PType.U16:
+    if t is PType.U16 or t is PType.EC32:  # the binary form holds 16 bits of either
         return error_codes()
     if t is PType.PAGE:
         return st.integers(0, 0xFFFF).map(lambda n: n << 12)

@@ -191,9 +191,9 @@ def parse_value(param: Param, text: str):
         return _exception(text, param.domain)
     if t is PType.OPT_EXC:
         return None if text.lower() == "none" else _exception(text, param.domain)
-    if t in (PType.U8, PType.U16):
+    if t in (PType.U8, PType.U16, PType.EC32):
         v = _int(text)
-        hi = 0xFF if t is PType.U8 else 0xFFFF
+        hi = {PType.U8: 0xFF, PType.U16: 0xFFFF, PType.EC32: 0xFFFF_FFFF}[t]
         if not 0 <= v <= hi:
             raise ValueError(f"{param.name}={text} is out of range 0..{hi:#x}")
         return v
@@ -231,7 +231,7 @@ def format_value(param: Param, value) -> str:
         return mnemonic(value) if value < 32 else f"{value:#x}"
     if t is PType.U8:
         return str(value)
-    if t in (PType.U16, PType.PAGE):
+    if t in (PType.U16, PType.EC32, PType.PAGE):
         return f"{value:#x}"
     if t is PType.BOOL:
         return "1" if value else "0"

@@ -306,3 +306,52 @@ def test_svm_2026_series_checks_eventinj_in_software(monkeypatch):
         assert any("nested_svm_check_event_inj" in n for n in _notes("exp-nsvm-v7", s))
     finally:
         api._loaded.pop("exp-nsvm-v7", None)
+
+
+# ------------------------------- 32-bit error codes from KVM_SET_VCPU_EVENTS --
+
+SET_BIG = "user.set_exception #GP ec=0xdeadbeef injected=1"
+
+
+def test_set_exception_takes_32_bits_in_text_and_16_in_binary():
+    """struct kvm_vcpu_events' error code is a u32: the text form holds it;
+    the binary form keeps `exception`-sized records, the low 16 bits."""
+    s = sc("vmx", SET_BIG)
+    assert s.events[0]["ec"] == 0xDEADBEEF and parse_scenario(format_scenario(s)) == s
+    assert binary.decode(binary.encode(s)).events[0]["ec"] == 0xBEEF
+    with pytest.raises(ScenarioError, match="0xffffffff"):
+        sc("vmx", "user.set_exception #GP ec=0x100000000 injected=1")
+    with pytest.raises(ScenarioError, match="0xffff"):
+        sc("vmx", "exception #GP ec=0x10000")
+
+
+def test_reference_32_bit_error_codes():
+    """VMX: bits 31:16 are reserved in every error code these exceptions
+    push (SDM 6.13, 4.7): the scenario leaves the architecture, only KVM's
+    alarms are judged after it.  SVM: delivered with all 32 bits."""
+    out, = outcomes("reference", sc("vmx", SET_BIG))
+    assert out.undefined_from == 0
+    out, = outcomes("reference", sc("svm", SET_BIG))
+    assert l1(out) == [Delivered(1, exception(13, 0xDEADBEEF))]
+
+
+@pytest.mark.parametrize("name,alarm", [("prepatch", True), ("postpatch", True), ("upstream", False),
+                                        ("current", False)])
+def test_what_vmx_keeps_of_a_32_bit_error_code(name, alarm):
+    """5.11 writes all 32 bits into VM_ENTRY_EXCEPTION_ERROR_CODE, which the
+    CPU refuses (SDM 26.2.1.3): VM-Fail, KVM_EXIT_FAIL_ENTRY, the VM dies.
+    6.1's vmx_inject_exception writes the low 16 bits (0xbeef is
+    delivered), as 6.18's does."""
+    out, = outcomes(name, sc("vmx", SET_BIG))
+    if alarm:
+        assert out.alarms and out.alarms[0].startswith("KVM_EXIT_FAIL_ENTRY") and l1(out) == []
+        assert not agreement.agrees(name, sc("vmx", SET_BIG))
+    else:
+        assert l1(out) == [Delivered(1, exception(13, 0xBEEF))]
+        assert agreement.agrees(name, sc("vmx", SET_BIG))
+
+
+@pytest.mark.parametrize("name", ("prepatch", "postpatch", "upstream", "current"))
+def test_svm_keeps_the_32_bit_error_code(name):
+    """EVENTINJ's ERRORCODE has 32 bits (APM 15.20): every port agrees."""
+    assert agreement.agrees(name, sc("svm", SET_BIG))

@@ -941,6 +941,13 @@ class Machine:
         if self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
+        if not self.svm and (exc.error_code or 0) >> 16:
+            # Bits 31:16 of the error codes these exceptions push are
+            # reserved on Intel: the selector format (SDM 6.13, Figure 6-7)
+            # and #PF's (SDM 4.7, Figure 4-12); KVM's ABI holds 32 bits,
+            # which AMD CPUs use (KVM 6.1's vmx_inject_exception says as
+            # much), so on SVM the error code is as given.
+            self._outside(f"userspace set {exc}: no Intel CPU pushes error-code bits 31:16")
         if self.user_in_flight is not None and self.user_in_flight.type in _EXCEPTIONS:
             self.user_in_flight = None
         self.user_pending = None
