@@ -9,7 +9,9 @@ Kinds, by who acts (the README has the full table with examples):
 * guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
   gates, the IDT limit, a handler stack that faults,
 * L1 as a hypervisor: its intercepts for L2 and its VM entry to L2 with an
-  injected event; L2's unconditional exit to L1 (`l2.vmcall`),
+  injected event (any value of the injection fields) after its edits of
+  L2's blocking, RFLAGS.IF and pending debug exceptions; L2's unconditional
+  exit to L1 (`l2.vmcall`),
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
