@@ -32,6 +32,8 @@ from fuzz.scenario import (
     PType,
     Scenario,
     ScenarioError,
+    VENDOR_CONTROLS,
+    foreign_controls,
     normalise,
     pending_exception_unsettable,
     svm_vmentry,
@@ -277,7 +279,8 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
     explicitly, are refused (the binary form maps them instead, `normalise`
     and `Scenario`): an error code a vector does not push or the manual
     fixes, an address for anything but #PF, and with `config` a pending
-    `user.set_exception` its ABI cannot express."""
+    `user.set_exception` its ABI cannot express or an `l1.controls` flag
+    of the other vendor."""
     words = line.split()
     kind = words[0]
     spec = SPEC_BY_KIND.get(kind)
@@ -318,6 +321,10 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
     if kind == "l1.vmentry" and config is not None and config.vendor == "svm" and svm_vmentry(canon) != canon:
         raise ValueError("on SVM, interruptibility= sets the one INTERRUPT_SHADOW bit (write sti) and "
                          "pending_dbg= is VMX's field (leave it out)")
+    foreign = foreign_controls(config, canon) if config is not None else []
+    if foreign:
+        raise ValueError(f"{', '.join(f + '=1' for f in foreign)} is not a {config.vendor} control "
+                         f"(only {VENDOR_CONTROLS[foreign[0]]} has it)")
     if "injected" in seen and config is not None and pending_exception_unsettable(config, canon):
         raise ValueError(f"injected=0 (a pending exception) needs caps={EXCEPTION_PAYLOAD} in the header: "
                          "without it KVM_SET_VCPU_EVENTS sets only injected exceptions")
