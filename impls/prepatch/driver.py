@@ -38,6 +38,7 @@ from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
+from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.origin import glue
 from impls.pic import UserspacePic
 from impls.prepatch import state as st
@@ -301,14 +302,20 @@ class Driver:
             return
         inject = ev.args[0]
         l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
+        # L2's interruptibility, RFLAGS.IF and pending debug exceptions are
+        # vmcs12's / vmcb12's guest state, which lives in the simulated CPU
+        # (impls.hw.environment, "L1, the hypervisor"): L1 writes them there,
+        # and KVM's prepare_vmcs02 / nested_vmcb02_prepare_save carry them
+        # to vmcs02 / vmcb02 unchanged.
+        l1_writes_guest_state(self.cpu.lv[2], *ev.args[1:])
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
-            c12.event_inj, c12.event_inj_err = asvm.encode(inject)
+            c12.event_inj, c12.event_inj_err = asvm.encode_inj(inject)
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
-            vmcs12.vm_entry_instruction_len = 2 if inject is not None and inject.type is arch.EvType.SOFT_INT else 0
+            vmcs12.vm_entry_instruction_len = arch.INSTRUCTION_LENGTH.get(inject.type, 0) if inject is not None else 0
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
 
     def ev_l2_vmcall(self, ev):
