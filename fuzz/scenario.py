@@ -13,7 +13,7 @@ Kinds, by who acts (the README has the full table with examples):
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
-  STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
+  HLT, STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
   which arms a fault (an MMU fault) for the next event delivery,
 * L0-internal happenings that must be invisible: `l0.mmu_fixup` (a fault
   during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
@@ -35,7 +35,9 @@ rejects the explicit spelling, the binary form maps it):
   sources (SDM Table 6-1): `exception #BP` is `int3`, `exception #OF` is
   `into` (`normalise`);
 * without `caps=exception_payload`, `user.set_exception` sets an injected
-  exception, the only one KVM's ABI has then (`Scenario`).
+  exception, the only one KVM's ABI has then (`Scenario`);
+* on SVM, `l1.vmentry activity=` is `keep`: the VMCB has no activity state
+  (`activity_meaningless`, `Scenario`).
 
 What depends on the vCPU's state as it runs (an exception a mode cannot
 raise, an event userspace claims in flight where no CPU recognises it, a
@@ -87,6 +89,12 @@ FIXED_ERROR_CODES = {8: 0, 17: 0}
 SOFT_EXCEPTION_KINDS = {3: "int3", 4: "into"}
 #: The cap without which KVM_SET_VCPU_EVENTS has no pending exception.
 EXCEPTION_PAYLOAD = "exception_payload"
+
+#: `l1.vmentry activity=`: vmcs12's guest activity state as L1 leaves it
+#: (`keep`: as the last VM exit saved it, SDM 27.3.4; active at the first
+#: entry) or writes it (SDM 24.4.2: 0 active, 1 HLT).  SVM has no such field
+#: (APM Table B-2): there every value is `keep` (`Scenario`).
+ACTIVITY_STATES = ("keep", "active", "hlt")
 
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
@@ -170,8 +178,11 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),),
-                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),
+                                 _p("activity", PType.ENUM, "keep", ACTIVITY_STATES)),
+                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event; "
+                  "`activity=` sets vmcs12's guest activity state (VMX; `keep` leaves what the last "
+                  "exit saved)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
@@ -215,6 +226,10 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("int3", (), "INT3 (1 byte): #BP, a software exception"),
         EventSpec("into", (), "INTO (1 byte) with OF=1: #OF, a software exception; #UD in 64-bit mode"),
         EventSpec("icebp", (), "ICEBP / INT1 (1 byte): #DB, a privileged software exception"),
+        EventSpec("hlt", (), "HLT (1 byte): the running level halts until an event it takes wakes it"),
+        EventSpec("l1.controls", (_p("hlt", PType.BOOL, False),),
+                  "L1's execution controls for L2 beyond `l1.intercept`: HLT exiting (VMX) / the HLT "
+                  "intercept (SVM)"),
     ]
     return tuple(out)
 
@@ -232,6 +247,13 @@ class Event:
 
     kind: str
     args: tuple = ()
+
+    def __post_init__(self):
+        # Parameters added to a kind later take their defaults when an event
+        # is built with the older, shorter argument list.
+        spec = SPEC_BY_KIND.get(self.kind)
+        if spec is not None and len(self.args) < len(spec.params):
+            object.__setattr__(self, "args", self.args + tuple(p.default for p in spec.params[len(self.args):]))
 
     @property
     def spec(self) -> EventSpec:
@@ -277,7 +299,7 @@ def normalise(ev: Event) -> Event:
         wants_ec = inj.type is EvType.HW_EXCEPTION and has_error_code(inj.vector)
         if wants_ec != (inj.error_code is not None):
             inj = Ev(inj.type, inj.vector, (inj.error_code or 0) if wants_ec else None)
-            ev = Event(ev.kind, (inj,))
+            ev = Event(ev.kind, (inj,) + ev.args[1:])
     return ev
 
 
@@ -289,6 +311,14 @@ class Config:
 
 
 _SET_EXCEPTION = "user.set_exception"
+
+
+def activity_meaningless(config: Config, ev: Event) -> bool:
+    """`ev` is an SVM `l1.vmentry` naming an activity state: the VMCB has
+    no activity-state field (APM 15.5.1, Table B-2 lists none), so VMRUN
+    always resumes the guest active, at the saved rIP; `activity=` means
+    `keep` there."""
+    return config.vendor == "svm" and ev.kind == "l1.vmentry" and ev.args[1] != "keep"
 
 
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:
@@ -312,6 +342,11 @@ class Scenario:
     def __post_init__(self):
         if EXCEPTION_PAYLOAD not in self.config.caps:
             events = tuple(Event(e.kind, e.args[:2] + (True,)) if pending_exception_unsettable(self.config, e)
+                           else e for e in self.events)
+            if events != self.events:
+                object.__setattr__(self, "events", events)
+        if self.config.vendor == "svm":
+            events = tuple(Event(e.kind, e.args[:1] + ("keep",) + e.args[2:]) if activity_meaningless(self.config, e)
                            else e for e in self.events)
             if events != self.events:
                 object.__setattr__(self, "events", events)

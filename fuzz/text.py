@@ -32,6 +32,7 @@ from fuzz.scenario import (
     PType,
     Scenario,
     ScenarioError,
+    activity_meaningless,
     normalise,
     pending_exception_unsettable,
 )
@@ -260,6 +261,9 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
         raise ValueError(f"ec= given but {mnemonic(vec)} pushes no error code")
     if "cr2" in seen and canon["cr2"] != values["cr2"]:
         raise ValueError("cr2= is only for #PF")
+    if "activity" in seen and config is not None and activity_meaningless(config, canon):
+        raise ValueError("activity= is for VMX: the VMCB has no activity-state field (APM Table B-2), "
+                         "VMRUN always resumes the guest active")
     if "injected" in seen and config is not None and pending_exception_unsettable(config, canon):
         raise ValueError(f"injected=0 (a pending exception) needs caps={EXCEPTION_PAYLOAD} in the header: "
                          "without it KVM_SET_VCPU_EVENTS sets only injected exceptions")

@@ -12,7 +12,9 @@
   exception pending or injected, an NMI or interrupt injected, a nested run
   pending, a triple fault requested): the CPU then stops at the next
   boundary.  `run` loops until an entry injected nothing, the guest executed
-  a no-op and KVM has nothing to do.  Each loop is bounded (`BOUND`); hitting
+  a no-op and KVM has nothing to do.  A halted vCPU that `kvm_vcpu_block`
+  finds nothing to wake is quiescent in every phase: KVM_RUN returns, and an
+  instruction event never executes.  Each loop is bounded (`BOUND`); hitting
   the bound is a livelock.
 * `l1.*` events are L1 writing vmcs12 / vmcb12 and executing VMLAUNCH /
   VMRESUME / VMRUN, which KVM emulates; `l1.intercept` and `l1.vmentry` act
@@ -62,6 +64,7 @@ class Driver:
         self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
         self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
+        self.l1_hlt = False  # `l1.controls hlt=`: L1's HLT exiting / HLT intercept
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -97,6 +100,7 @@ class Driver:
         clean = 0
         for _ in range(BOUND):
             cpu.ran_noop = cpu.entered_with_event = False
+            vcpu.blocked = False
             try:
                 r = vcpu.vcpu_run_once()
             except VcpuReset:
@@ -107,6 +111,8 @@ class Driver:
             if r <= 0:
                 self.userspace_exit()
                 return
+            if vcpu.blocked:
+                return  # halted with nothing to wake it (impls.hw.environment, "HLT")
             if cpu.phase == INSTR and cpu.consumed:
                 cpu.phase = CHAIN
             if cpu.phase == CHAIN and not self.in_flight():
@@ -175,6 +181,7 @@ class Driver:
             cr2=lv.cr2,
             init_pending=bool(v.apic.pending_events & (1 << st.KVM_APIC_INIT)),  # smi.latched_init
             smi_pending=bool(a.smi_pending or v.requests & st.KVM_REQ_SMI),  # smi.pending after process_smi
+            halted=a.mp_state == st.KVM_MP_STATE_HALTED,  # KVM_GET_MP_STATE
         )
         return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, final, tuple(self.rec.alarms),
                        self.livelock, tuple(self.rec.notes))
@@ -223,6 +230,8 @@ class Driver:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.intercept_exceptions = exceptions
             c12.intercepts = {hw.INTERCEPT_VMRUN, hw.INTERCEPT_VMMCALL}
+            if self.l1_hlt:
+                c12.intercepts.add(hw.INTERCEPT_HLT)
             if nmi:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
             if intr:
@@ -254,6 +263,24 @@ class Driver:
         if self.level() == 1:
             self.l1_intercept(*ev.args)
 
+    def ev_l1_controls(self, ev):
+        """L1 writes HLT exiting into vmcs12's primary controls / the HLT
+        intercept into vmcb12."""
+        if self.level() != 1:
+            return
+        self.l1_hlt = hlt = ev.args[0]
+        if self.svm:
+            intercepts = self.vcpu.svm.nested.vmcb12.control.intercepts
+            if hlt:
+                intercepts.add(hw.INTERCEPT_HLT)
+            else:
+                intercepts.discard(hw.INTERCEPT_HLT)
+        else:
+            vmcs12 = self.vcpu.vmx.nested.vmcs12
+            vmcs12.cpu_based_vm_exec_control &= ~st.CPU_BASED_HLT_EXITING
+            if hlt:
+                vmcs12.cpu_based_vm_exec_control |= st.CPU_BASED_HLT_EXITING
+
     def ev_l1_vmentry(self, ev):
         if self.level() != 1:
             return
@@ -265,6 +292,9 @@ class Driver:
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
+            if ev.args[1] != "keep":
+                vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev.args[1] == "hlt"
+                                               else st.GUEST_ACTIVITY_ACTIVE)
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
             vmcs12.vm_entry_instruction_len = 2 if inject is not None and inject.type is arch.EvType.SOFT_INT else 0
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
@@ -289,6 +319,9 @@ class Driver:
 
     def ev_icebp(self, ev):
         self.kvm_run(INSTR, ("icebp",))
+
+    def ev_hlt(self, ev):
+        self.kvm_run(INSTR, ("hlt",))
 
     def ev_delivery_fault(self, ev):
         self.cpu.lv[self.level()].armed.append(tuple(ev.args))
@@ -426,6 +459,7 @@ class Driver:
         new = type(old)(self.cfg, self.cpu, self.env, self.rec)
         new.apic.irr = set(old.apic.irr)
         new.apic.pending_events = old.apic.pending_events
+        new.arch.mp_state = old.arch.mp_state  # KVM_GET_MP_STATE / KVM_SET_MP_STATE
         new.apic.sipi_vector = old.apic.sipi_vector
         new.pending_external_vector = old.pending_external_vector
         new.arch.hflags = old.arch.hflags & (st.HF_GUEST_MASK | st.HF_GIF_MASK)

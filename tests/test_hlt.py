@@ -1,0 +1,163 @@
+"""HLT and the activity state (issue 14): the language, the reference's
+rules (what wakes a halted level, L1's HLT exiting / intercept, vmcs12's
+activity state at entry and at exit), and each KVM port's path for them.
+
+Each reference test names the rule it checks; each port test the KVM
+function whose behaviour it pins."""
+from __future__ import annotations
+
+import pytest
+
+from fuzz import binary
+from fuzz.scenario import Event, ScenarioError
+from fuzz.text import format_scenario, parse_scenario
+from impls.api import Delivered, EntryFailed, SmiHandled, VmExit, load
+from impls.arch.events import Ev, EvType, ext_intr
+
+
+def sc(vendor: str, body: str):
+    return parse_scenario(f"evdiff 1 vendor={vendor}\n{body}")
+
+
+def ref(vendor: str, body: str):
+    return load("reference").run(sc(vendor, body))
+
+
+def obs(out, level):
+    return [o for _, o in (out.l1 if level == 1 else out.l2)]
+
+
+NMI = Ev(EvType.NMI, 2)
+
+# ------------------------------------------------------------- language --
+
+
+def test_language_round_trips_and_defaults_encode_as_zero():
+    s = sc("vmx", "l1.controls hlt=1\nl1.vmentry inject=nmi activity=hlt\nhlt\n")
+    assert parse_scenario(format_scenario(s)) == s
+    assert binary.decode(binary.encode(s)) == s
+    assert binary.RECORD == 14
+    # `activity=keep`, the default, is byte 0 after the inject bytes: an old
+    # l1.vmentry record keeps its meaning.
+    rec = binary.encode_record(Event("l1.vmentry", (NMI, "keep")))
+    assert rec[5] == 0 and binary.encode_record(Event("l1.vmentry", (NMI, "hlt")))[5] == 2
+    assert "activity" not in format_scenario(sc("vmx", "l1.vmentry activity=keep\n"))
+
+
+def test_svm_activity_is_keep_and_the_text_form_refuses_it():
+    s = binary.decode(binary.encode(sc("vmx", "l1.vmentry activity=hlt\n")))
+    svm = binary.decode(bytes([binary.encode(s)[0] | 1]) + binary.encode(s)[1:])
+    assert svm.events[0].args[1] == "keep"
+    with pytest.raises(ScenarioError, match="VMCB has no activity-state field"):
+        sc("svm", "l1.vmentry activity=hlt\n")
+
+
+# ------------------------------------------------------------ reference --
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_hlt_with_nothing_to_wake_is_quiescent(vendor):
+    """SDM2 HLT: the level stops executing; `run` with nothing to wake it
+    is a quiescent point, not a livelock."""
+    out = ref(vendor, "hlt\nsti\nrun\n")
+    assert out.livelock is None
+    assert out.final.halted and out.final.level == 1
+    assert out.final.interrupts_enabled is True  # the STI after HLT never executed
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_an_enabled_interrupt_wakes_a_halted_level(vendor):
+    """SDM2 HLT: an enabled interrupt resumes execution; with IF=0 it does
+    not, and the level stays halted."""
+    out = ref(vendor, "sti\nhlt\nirq 0x30\n")
+    assert obs(out, 1) == [Delivered(1, ext_intr(0x30))]
+    assert not out.final.halted
+    out = ref(vendor, "cli\nhlt\nirq 0x30\n")
+    assert obs(out, 1) == [] and out.final.halted and out.final.irq_pending == (0x30,)
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_an_nmi_wakes_a_halted_level_unless_blocked(vendor):
+    out = ref(vendor, "cli\nhlt\nnmi\n")
+    assert obs(out, 1) == [Delivered(1, NMI)] and not out.final.halted
+    out = ref(vendor, "nmi\ncli\nhlt\nnmi\n")  # the first NMI's handler runs: NMIs blocked
+    assert obs(out, 1) == [Delivered(1, NMI)] and out.final.halted and out.final.nmi_pending == 1
+
+
+def test_an_smi_returns_to_the_hlt_state():
+    """SDM 34.10 auto HALT restart: RSM re-enters HLT."""
+    out = ref("vmx", "cli\nhlt\nsmi\n")
+    assert obs(out, 1) == [SmiHandled(1)] and out.final.halted
+
+
+def test_vmx_l2_hlt_exits_with_l1s_hlt_exiting_before_executing():
+    """SDM 25.1.3 / App. C reason 12; the exit saves activity active, and
+    L1 skips the HLT (impls.l1.EMULATED): L2 runs on."""
+    out = ref("vmx", "l1.controls hlt=1\nl1.vmentry\nhlt\nl1.vmentry\n")
+    assert obs(out, 1) == [VmExit("HLT")]
+    assert out.final.level == 2 and not out.final.halted
+
+
+def test_svm_l2_hlt_exits_with_l1s_hlt_intercept():
+    out = ref("svm", "l1.controls hlt=1\nl1.vmentry\nhlt\n")
+    assert obs(out, 1) == [VmExit("HLT")] and out.final.level == 1
+
+
+def test_vmx_direct_exit_from_hlt_saves_activity_hlt_and_keep_re_enters_it():
+    """SDM 27.1 / 27.3.4: an interrupt that exits directly finds L2 halted,
+    and the exit saves HLT; `keep` re-enters HLT (SDM 26.6.2), `active`
+    resumes L2 (kvm-unit-tests vmx_tests.c interrupt_main,
+    "intercepted interrupt + hlt")."""
+    body = "l1.intercept intr=1\nl1.vmentry\ncli\nhlt\nirq 0x30\nrun\n"
+    out = ref("vmx", body)
+    assert obs(out, 1) == [VmExit("EXTERNAL_INTERRUPT", halted=True)]
+    assert str(obs(out, 1)[0]) == "EXIT EXTERNAL_INTERRUPT, activity HLT"
+    out = ref("vmx", body + "l1.intercept\nl1.vmentry\n")
+    assert out.final.level == 2 and out.final.halted  # IF=0 in L2: the interrupt waits
+    out = ref("vmx", body + "l1.intercept\nl1.vmentry activity=active\n")
+    assert out.final.level == 2 and not out.final.halted
+    out = ref("vmx", body.replace("cli\n", "") + "l1.intercept\nl1.vmentry\n")
+    assert obs(out, 2) == [Delivered(2, ext_intr(0x30))] and not out.final.halted  # IF=1: it wakes L2
+
+
+def test_svm_direct_exit_from_hlt_resumes_l2_active():
+    """APM Table B-2: no activity state; the next VMRUN resumes L2 past the
+    HLT."""
+    out = ref("svm", "l1.intercept intr=1\nl1.vmentry\nhlt\nirq 0x30\nrun\nstgi\nl1.intercept\nl1.vmentry\n")
+    assert obs(out, 1)[0] == VmExit("INTR")
+    assert out.final.level == 2 and not out.final.halted
+
+
+def test_vmx_exit_during_delivery_that_woke_l2_saves_active():
+    """SDM 27.1: an event whose delivery exits (indirectly) returns the
+    processor to the active state before the exit."""
+    out = ref("vmx", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry\nsti\nhlt\nirq 0x30\n")
+    assert [o.halted for o in obs(out, 1)] == [False]
+    assert obs(out, 1)[0].vectoring == ext_intr(0x30)
+
+
+def test_vmx_entry_in_hlt_state_then_an_nmi_wakes_l2():
+    out = ref("vmx", "l1.vmentry activity=hlt\nrun\n")
+    assert out.final.level == 2 and out.final.halted
+    out = ref("vmx", "l1.vmentry activity=hlt\nnmi\n")
+    assert obs(out, 2) == [Delivered(2, NMI)] and not out.final.halted
+
+
+def test_vmx_vectoring_entry_in_hlt_state_is_active():
+    """SDM 26.6.2: after a vectoring entry the processor is active."""
+    out = ref("vmx", "l1.vmentry inject=intr(0x30) activity=hlt\n")
+    assert obs(out, 2) == [Delivered(2, ext_intr(0x30))] and not out.final.halted
+
+
+def test_vmx_hlt_state_accepts_only_some_injections():
+    """SDM 26.3.1.5: with activity HLT only an external interrupt, an NMI,
+    a hardware #DB or #MC may be injected."""
+    out = ref("vmx", "l1.vmentry inject=#GP(0x0) activity=hlt\n")
+    assert obs(out, 1) == [EntryFailed("FAILED_ENTRY|INVALID_GUEST_STATE")]
+    out = ref("vmx", "l1.vmentry inject=#DB activity=hlt\n")
+    assert obs(out, 2) == [Delivered(2, Ev(EvType.HW_EXCEPTION, 1))]
+
+
+def test_instructions_of_a_halted_level_do_not_execute():
+    out = ref("vmx", "cli\nhlt\nl1.vmentry\nexception #GP\n")
+    assert obs(out, 1) == [] and out.final.level == 1 and out.final.halted
