@@ -11,6 +11,7 @@ import pytest
 from fuzz import binary
 from fuzz.scenario import Event, ScenarioError
 from fuzz.text import format_scenario, parse_scenario
+from fuzz.oracle import compare
 from impls.api import Delivered, EntryFailed, SmiHandled, VmExit, load
 from impls.arch.events import Ev, EvType, ext_intr
 
@@ -161,3 +162,103 @@ def test_vmx_hlt_state_accepts_only_some_injections():
 def test_instructions_of_a_halted_level_do_not_execute():
     out = ref("vmx", "cli\nhlt\nl1.vmentry\nexception #GP\n")
     assert obs(out, 1) == [] and out.final.level == 1 and out.final.halted
+
+
+# ----------------------------------------------------------------- ports --
+
+PORTS = ("prepatch", "postpatch", "postpatch-v2", "upstream", "current")
+
+
+def port(name: str, vendor: str, body: str):
+    return load(name).run(sc(vendor, body))
+
+
+#: Scenarios every port gets right, each through the KVM path it names.
+AGREE = {
+    # kvm_emulate_halt (VMX EXIT_REASON_HLT / SVM halt_interception), then
+    # vcpu_block: kvm_arch_vcpu_runnable is false, kvm_vcpu_block sleeps.
+    "vmx-l1-halts": ("vmx", "cli\nhlt\nirq 0x30\nrun\n"),
+    "svm-l1-halts": ("svm", "cli\nhlt\nirq 0x30\nrun\n"),
+    # kvm_vcpu_has_events: an allowed interrupt / NMI wakes the vCPU.
+    "vmx-irq-wakes": ("vmx", "sti\nhlt\nirq 0x30\n"),
+    "svm-nmi-wakes": ("svm", "cli\nhlt\nnmi\n"),
+    # nested_vmx_run with vmcs12's activity state HLT: kvm_vcpu_halt /
+    # kvm_emulate_halt_noskip; an NMI wakes L2 (vcpu_block).
+    "vmx-entry-hlt-nmi": ("vmx", "l1.vmentry activity=hlt\nnmi\n"),
+    "vmx-entry-hlt-quiet": ("vmx", "l1.vmentry activity=hlt\nrun\n"),
+    # nested_vmx_l1_wants_exit's HLT case / nested_svm_intercept on vmcb12's
+    # HLT intercept; L1 skips the HLT.
+    "vmx-hlt-exit": ("vmx", "l1.controls hlt=1\nl1.vmentry\nhlt\nl1.vmentry\n"),
+    "svm-hlt-exit": ("svm", "l1.controls hlt=1\nl1.vmentry\nsti\nhlt\nstgi\nl1.vmentry\n"),
+    # Without L1's HLT exiting, L0 halts L2 itself (kvm_emulate_halt in guest
+    # mode); an intercepted interrupt then exits from the halted L2:
+    # sync_vmcs02_to_vmcs12 saves activity HLT, `keep` re-enters it.
+    "vmx-intr-exit-from-hlt": ("vmx", "l1.intercept intr=1\nl1.vmentry\ncli\nhlt\nirq 0x30\nrun\n"
+                                      "l1.intercept\nl1.vmentry\n"),
+    "svm-intr-exit-from-hlt": ("svm", "l1.intercept intr=1\nl1.vmentry\ncli\nhlt\nirq 0x30\nrun\nstgi\n"
+                                      "l1.intercept\nl1.vmentry\n"),
+    # mp_state travels with the migration (KVM_GET/SET_MP_STATE).
+    "vmx-migrate-halted": ("vmx", "cli\nhlt\nuser.migrate\nnmi\n"),
+}
+
+
+@pytest.mark.parametrize("name", PORTS)
+@pytest.mark.parametrize("case", sorted(AGREE))
+def test_hlt_scenarios_agree_with_the_reference(name, case):
+    vendor, body = AGREE[case]
+    assert compare(sc(vendor, body), ["reference", name]).agree
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_sync_vmcs02_to_vmcs12_saves_activity_hlt(name):
+    out = port(name, "vmx", "l1.intercept intr=1\nl1.vmentry\ncli\nhlt\nirq 0x30\nrun\n")
+    assert [str(o) for _, o in out.l1] == ["EXIT EXTERNAL_INTERRUPT, activity HLT"]
+    assert out.final.level == 1 and not out.final.halted
+
+
+@pytest.mark.parametrize("name", ["prepatch", "postpatch", "postpatch-v2"])
+def test_511_a_latched_init_wakes_a_halted_l1(name):
+    """5.11's kvm_vcpu_has_events counts apic->pending_events whether or not
+    INIT can be taken: in VMX root operation (INIT blocked, SDM 23.8) it
+    wakes the halted L1, which then runs past its HLT."""
+    body = "cli\nhlt\ninit\nrun\n"
+    assert ref("vmx", body).final.halted
+    out = port(name, "vmx", body)
+    assert not out.final.halted and out.final.init_pending
+
+
+@pytest.mark.parametrize("name", ["upstream", "current"])
+def test_61_a_blocked_init_does_not_wake_l1(name):
+    """6.1's kvm_vcpu_has_events asks kvm_apic_init_sipi_allowed."""
+    out = port(name, "vmx", "cli\nhlt\ninit\nrun\n")
+    assert out.final.halted and out.final.init_pending
+
+
+def test_618_halt_with_an_event_pending_stays_runnable():
+    """6.18's __kvm_emulate_halt keeps the vCPU RUNNABLE when it has an
+    event: entering L2 in the HLT state with an intercepted interrupt
+    pending, the exit then saves activity *active*; 6.1 (and the SDM, 27.1
+    and 27.3.4: the interrupt exits directly from the HLT state) save HLT."""
+    body = "cli\nl1.intercept intr=1\nirq 0x30\nl1.vmentry activity=hlt\n"
+    assert [str(o) for _, o in ref("vmx", body).l1] == ["EXIT EXTERNAL_INTERRUPT, activity HLT"]
+    assert [str(o) for _, o in port("upstream", "vmx", body).l1] == ["EXIT EXTERNAL_INTERRUPT, activity HLT"]
+    assert [str(o) for _, o in port("current", "vmx", body).l1] == ["EXIT EXTERNAL_INTERRUPT"]
+
+
+@pytest.mark.parametrize("name", PORTS)
+def test_kvm_does_not_check_injection_in_the_hlt_state(name):
+    """SDM 26.3.1.5 fails an entry injecting #GP in the HLT activity state;
+    nested_vmx_run (every version) checks nothing and delivers it."""
+    out = port(name, "vmx", "l1.vmentry inject=#GP(0x0) activity=hlt\n")
+    assert [str(o) for _, o in out.l2] == ["L2 handles #GP(ec=0x0)"]
+
+
+@pytest.mark.parametrize("name", PORTS)
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_kvm_leaves_hlt_for_an_smi(name, vendor):
+    """kvm_vcpu_has_events counts a pending SMI: vcpu_block wakes the vCPU
+    and RSM returns past the HLT; the SDM's auto HALT restart (34.10) would
+    return to the HLT state."""
+    out = port(name, vendor, "cli\nhlt\nsmi\n")
+    assert [str(o) for _, o in out.l1] == ["SMI handled in SMM (L1 running)"]
+    assert not out.final.halted
