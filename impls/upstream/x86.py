@@ -38,7 +38,8 @@ Differs from 5.11 (each method below names its 6.1 origin):
 * HLT: `kvm_emulate_halt` / `kvm_emulate_halt_noskip` / `__kvm_emulate_halt`
   (5.11's kvm_vcpu_halt and __kvm_vcpu_halt renamed), and
   `kvm_vcpu_has_events` counts a latched INIT only where the vCPU can take
-  it, and any exception KVM holds.
+  it, and a pending exception, nested exit or triple fault
+  (kvm_is_exception_pending).
 * KVM_GET/SET_VCPU_EVENTS report `exception_vmexit` when it is the only
   exception, and carry `triple_fault.pending` with
   KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
@@ -497,9 +498,10 @@ class X86_61:
     def kvm_vcpu_has_events(vcpu) -> bool:
         """As 5.11's, except: a latched INIT or SIPI counts only where the
         vCPU could take it (kvm_apic_init_sipi_allowed: not in VMX root
-        operation, not in SMM), any exception KVM holds counts
-        (kvm_is_exception_pending: pending, injected or a pending nested
-        exit), and nested_ops->has_events replaced hv_timer_pending."""
+        operation, not in SMM), kvm_is_exception_pending replaces the
+        pending-exception test (a pending exception, a pending nested exit
+        or a requested triple fault; an injected one still does not count),
+        and nested_ops->has_events replaced hv_timer_pending."""
         a = vcpu.arch
         ops = vcpu.kvm_x86_ops
         if vcpu.kvm_apic_has_pending_init_or_sipi() and vcpu.kvm_apic_init_sipi_allowed():
