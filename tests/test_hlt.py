@@ -262,3 +262,16 @@ def test_kvm_leaves_hlt_for_an_smi(name, vendor):
     out = port(name, vendor, "cli\nhlt\nsmi\n")
     assert [str(o) for _, o in out.l1] == ["SMI handled in SMM (L1 running)"]
     assert not out.final.halted
+
+
+@pytest.mark.parametrize("name", ["reference", *PORTS])
+@pytest.mark.parametrize("body", ["user.set_exception #GP injected=1\n", "user.set_nmi injected=1\n",
+                                  "user.set_irq 0x30\n"])
+def test_nothing_is_set_in_flight_in_a_halted_vcpu(name, body):
+    """possible.raised_or_in_flight_possible: a halted CPU raised nothing and
+    delivers nothing, so userspace sets neither; a pending NMI (KVM_NMI) is
+    not in flight and wakes it."""
+    out = load(name).run(sc("vmx", "cli\nhlt\n" + body))
+    assert out.l1 == () and out.final.halted
+    out = load(name).run(sc("vmx", "cli\nhlt\nuser.set_nmi\n"))
+    assert [str(o) for _, o in out.l1] == ["L1 handles NMI"] and not out.final.halted

@@ -400,8 +400,16 @@ class Driver:
         return possible.in_flight_possible(kind, lv.rflags_if, lv.shadow,
                                            kind is arch.EvType.NMI and self._nmi_blocked())
 
+    def _halted(self) -> bool:
+        """The VMM sets no raised exception and no event in flight in a
+        halted vCPU (`possible.raised_or_in_flight_possible`); it reads
+        KVM_GET_MP_STATE."""
+        return not possible.raised_or_in_flight_possible(self.vcpu.arch.mp_state == st.KVM_MP_STATE_HALTED)
+
     def ev_user_set_exception(self, ev):
         vector, ec, injected = ev.args
+        if self._halted():
+            return
         if not possible.exception_settable(vector, self.cpu.lv[self.level()].desc.mode):
             return
         v = self.vcpu
@@ -425,7 +433,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
-        if ev.args[0] and not self._in_flight_possible(arch.EvType.NMI):
+        if ev.args[0] and (self._halted() or not self._in_flight_possible(arch.EvType.NMI)):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         if ev.args[0]:
@@ -435,7 +443,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_irq(self, ev):
-        if not self._in_flight_possible(arch.EvType.EXT_INTR):
+        if self._halted() or not self._in_flight_possible(arch.EvType.EXT_INTR):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         events.interrupt_injected = 1

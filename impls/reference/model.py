@@ -943,6 +943,8 @@ class Machine:
         a vCPU in this mode cannot have raised is not set
         (`possible.exception_settable`)."""
         vector, ec, injected = ev.args
+        if not self._settable_in_hlt(ev):
+            return
         if not possible.exception_settable(vector, self.cur.desc.mode):
             self.note(f"userspace set {arch.mnemonic(vector)}, which no instruction raises in "
                       f"{self.cur.desc.mode.value} mode: not set (possible.exception_settable)")
@@ -957,6 +959,15 @@ class Machine:
             self._set_in_flight(exc)
         else:
             self.user_pending = exc
+
+    def _settable_in_hlt(self, ev) -> bool:
+        """Userspace describes no exception raised and no event in flight in
+        a halted level (`possible.raised_or_in_flight_possible`)."""
+        if possible.raised_or_in_flight_possible(self.cur.halted):
+            return True
+        self.note(f"userspace set {ev.kind} in the HLT state, where nothing is raised or in flight: not set "
+                  "(possible.raised_or_in_flight_possible)")
+        return False
 
     def _set_in_flight(self, ev: Ev) -> None:
         """A CPU delivers one event at a time: userspace claiming two in flight
@@ -979,13 +990,13 @@ class Machine:
     def ev_user_set_nmi(self, ev):
         if not ev.args[0]:
             self.ev_nmi(ev)
-        elif self._in_flight_possible(Ev(EvType.NMI, 2)):
+        elif self._settable_in_hlt(ev) and self._in_flight_possible(Ev(EvType.NMI, 2)):
             self._set_in_flight(Ev(EvType.NMI, 2))
 
     def ev_user_set_irq(self, ev):
         """An interrupt in flight (`_in_flight_possible`: IF=1, no shadow)."""
         irq = Ev(EvType.EXT_INTR, ev.args[0])
-        if self._in_flight_possible(irq):
+        if self._settable_in_hlt(ev) and self._in_flight_possible(irq):
             self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
