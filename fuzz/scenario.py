@@ -318,7 +318,7 @@ def activity_meaningless(config: Config, ev: Event) -> bool:
     no activity-state field (APM 15.5.1, Table B-2 lists none), so VMRUN
     always resumes the guest active, at the saved rIP; `activity=` means
     `keep` there."""
-    return config.vendor == "svm" and ev.kind == "l1.vmentry" and ev.args[1] != "keep"
+    return config.vendor == "svm" and ev.kind == "l1.vmentry" and ev["activity"] != "keep"
 
 
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:
@@ -346,8 +346,9 @@ class Scenario:
             if events != self.events:
                 object.__setattr__(self, "events", events)
         if self.config.vendor == "svm":
-            events = tuple(Event(e.kind, e.args[:1] + ("keep",) + e.args[2:]) if activity_meaningless(self.config, e)
-                           else e for e in self.events)
+            i = SPEC_BY_KIND["l1.vmentry"].index("activity")
+            events = tuple(Event(e.kind, e.args[:i] + ("keep",) + e.args[i + 1:])
+                           if activity_meaningless(self.config, e) else e for e in self.events)
             if events != self.events:
                 object.__setattr__(self, "events", events)
 

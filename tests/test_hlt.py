@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fuzz import binary
-from fuzz.scenario import Event, ScenarioError
+from fuzz.scenario import SPEC_BY_KIND, ScenarioError, event
 from fuzz.text import format_scenario, parse_scenario
 from fuzz.oracle import compare
 from impls.api import Delivered, EntryFailed, SmiHandled, VmExit, load
@@ -40,15 +40,18 @@ def test_language_round_trips_and_defaults_encode_as_zero():
     assert binary.RECORD == 14
     # `activity=keep`, the default, is byte 0 after the inject bytes: an old
     # l1.vmentry record keeps its meaning.
-    rec = binary.encode_record(Event("l1.vmentry", (NMI, "keep")))
-    assert rec[5] == 0 and binary.encode_record(Event("l1.vmentry", (NMI, "hlt")))[5] == 2
+    # Its byte: the kind byte, then each parameter's bytes in spec order.
+    spec = SPEC_BY_KIND["l1.vmentry"]
+    at = 1 + sum(p.type.width for p in spec.params[:spec.index("activity")])
+    for value, byte in (("keep", 0), ("hlt", 2)):
+        assert binary.encode_record(event("l1.vmentry", inject=NMI, activity=value))[at] == byte
     assert "activity" not in format_scenario(sc("vmx", "l1.vmentry activity=keep\n"))
 
 
 def test_svm_activity_is_keep_and_the_text_form_refuses_it():
     s = binary.decode(binary.encode(sc("vmx", "l1.vmentry activity=hlt\n")))
     svm = binary.decode(bytes([binary.encode(s)[0] | 1]) + binary.encode(s)[1:])
-    assert svm.events[0].args[1] == "keep"
+    assert svm.events[0]["activity"] == "keep"
     with pytest.raises(ScenarioError, match="VMCB has no activity-state field"):
         sc("svm", "l1.vmentry activity=hlt\n")
 

@@ -268,7 +268,7 @@ class Driver:
         intercept into vmcb12."""
         if self.level() != 1:
             return
-        self.l1_hlt = hlt = ev.args[0]
+        self.l1_hlt = hlt = ev["hlt"]
         if self.svm:
             intercepts = self.vcpu.svm.nested.vmcb12.control.intercepts
             if hlt:
@@ -292,8 +292,8 @@ class Driver:
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
-            if ev.args[1] != "keep":
-                vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev.args[1] == "hlt"
+            if ev["activity"] != "keep":
+                vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev["activity"] == "hlt"
                                                else st.GUEST_ACTIVITY_ACTIVE)
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
             vmcs12.vm_entry_instruction_len = 2 if inject is not None and inject.type is arch.EvType.SOFT_INT else 0

@@ -641,7 +641,7 @@ class Machine:
     def ev_l1_controls(self, ev):
         """L1's other execution controls for L2 (`Intercepts.hlt`)."""
         if self.level == 1:
-            self.icpt = replace(self.icpt, hlt=ev.args[0])
+            self.icpt = replace(self.icpt, hlt=ev["hlt"])
 
     def ev_hlt(self, ev):
         """HLT (1 byte).  In L2 with L1's HLT exiting (SDM 25.1.3: an exit,
@@ -683,7 +683,7 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
-        activity = ev.args[1]
+        activity = ev["activity"]
         if activity != "keep":  # never on SVM (fuzz.scenario.activity_meaningless)
             l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
