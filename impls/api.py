@@ -84,13 +84,17 @@ class VmExit:
     exit interruption information (VMX) or the intercepted exception with
     EXITINFO1's error code (SVM).  `vectoring`: IDT-vectoring information
     (VMX) or EXITINTINFO (SVM).  `address`: exit qualification / EXITINFO2
-    of a #PF exit.
+    of a #PF exit.  `halted`: the guest activity state the exit saved in
+    vmcs12 is HLT (VMX, SDM 27.3.4: L2 was halted and the event that woke
+    it exited directly, SDM 27.1); always False on SVM, whose VMCB holds no
+    activity state (APM Table B-2).
     """
 
     reason: str
     info: Ev | None = None
     vectoring: Ev | None | Undefined = None
     address: int | None = None
+    halted: bool = False
 
     def __str__(self):
         s = f"EXIT {self.reason}"
@@ -102,6 +106,8 @@ class VmExit:
             s += f" addr={self.address:#x}"
         if self.vectoring is not None:
             s += f", IDT-vectoring: {self.vectoring}"
+        if self.halted:
+            s += ", activity HLT"
         return s
 
 
@@ -159,6 +165,7 @@ class FinalState:
     cr2: int
     init_pending: bool = False  # an INIT held (latched), as KVM_GET_VCPU_EVENTS's smi.latched_init
     smi_pending: bool = False  # an SMI not yet taken, as KVM_GET_VCPU_EVENTS's smi.pending
+    halted: bool = False  # the running level is in the HLT state, as KVM_GET_MP_STATE's HALTED
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,16 @@ by the scenario's events instead of being modelled, and every KVM port
   `pending_external_vector` (split irqchip): the VMM's userspace PIC holds
   the vectors and, before each KVM_RUN, issues KVM_INTERRUPT for its highest
   one when KVM has none pending (-EEXIST otherwise).  The VMM carries a pending ExtINT over a migration.
+* **HLT.**  L0 always intercepts HLT (VMX HLT exiting, SVM's HLT
+  intercept), in L1 and in L2, so the CPU never enters the HLT state: a
+  halted vCPU is KVM's mp_state HALTED, and `kvm_vcpu_block` sleeping with
+  nothing to wake it is a quiescent point where the driver's KVM_RUN
+  returns (`Vcpu.blocked`); the next KVM_RUN starts there again.  Instruction
+  events of a halted vCPU are never executed.  L1 writes vmcs12's guest
+  activity state from `l1.vmentry activity=` and, after an exit for HLT
+  under its HLT exiting / intercept (`l1.controls hlt=1`), skips the HLT.
+  The VMM migrates mp_state (KVM_GET_MP_STATE / KVM_SET_MP_STATE) with the
+  rest of the vCPU.
 * **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
   `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
   virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the

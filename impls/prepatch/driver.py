@@ -12,7 +12,9 @@
   exception pending or injected, an NMI or interrupt injected, a nested run
   pending, a triple fault requested): the CPU then stops at the next
   boundary.  `run` loops until an entry injected nothing, the guest executed
-  a no-op and KVM has nothing to do.  Each loop is bounded (`BOUND`); hitting
+  a no-op and KVM has nothing to do.  A halted vCPU that `kvm_vcpu_block`
+  finds nothing to wake is quiescent in every phase: KVM_RUN returns, and an
+  instruction event never executes.  Each loop is bounded (`BOUND`); hitting
   the bound is a livelock.
 * `l1.*` events are L1 writing vmcs12 / vmcb12 and executing VMLAUNCH /
   VMRESUME / VMRUN, which KVM emulates; `l1.intercept` and `l1.vmentry` act
@@ -64,8 +66,9 @@ class Driver:
         self.livelock: str | None = None
         self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
         self.intr_intercept = False  # l1.intercept intr=, which sets V_INTR_MASKING on SVM
-        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr
-        self.controls: tuple = (False,) * 5
+        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr, hlt
+        self.controls: tuple = (False,) * 6
+        self.l1_hlt = False  # `l1.controls hlt=`: L1's HLT exiting / HLT intercept
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -101,6 +104,7 @@ class Driver:
         clean = 0
         for _ in range(BOUND):
             cpu.ran_noop = cpu.entered_with_event = False
+            vcpu.blocked = False
             try:
                 r = vcpu.vcpu_run_once()
             except VcpuReset:
@@ -111,6 +115,8 @@ class Driver:
             if r <= 0:
                 self.userspace_exit()
                 return
+            if vcpu.blocked:
+                return  # halted with nothing to wake it (impls.hw.environment, "HLT")
             if cpu.phase == INSTR and cpu.consumed:
                 cpu.phase = CHAIN
             if cpu.phase == CHAIN and not self.in_flight():
@@ -179,6 +185,7 @@ class Driver:
             cr2=lv.cr2,
             init_pending=bool(v.apic.pending_events & (1 << st.KVM_APIC_INIT)),  # smi.latched_init
             smi_pending=bool(a.smi_pending or v.requests & st.KVM_REQ_SMI),  # smi.pending after process_smi
+            halted=a.mp_state == st.KVM_MP_STATE_HALTED,  # KVM_GET_MP_STATE
         )
         return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, final, tuple(self.rec.alarms),
                        self.livelock, tuple(self.rec.notes))
@@ -227,6 +234,8 @@ class Driver:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.intercept_exceptions = exceptions
             c12.intercepts = {hw.INTERCEPT_VMRUN, hw.INTERCEPT_VMMCALL}
+            if self.l1_hlt:
+                c12.intercepts.add(hw.INTERCEPT_HLT)
             if nmi:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
             if intr:
@@ -272,14 +281,15 @@ class Driver:
             c12.intercepts.discard(hw.INTERCEPT_VINTR)
 
     def ev_l1_controls(self, ev):
-        """L1 writes its interrupt controls into vmcs12 (interrupt-window and
-        NMI-window exiting) or vmcb12 (V_INTR_MASKING, the VINTR intercept,
-        and V_IRQ with L1's priority and vector, `asvm.L1_V_INTR_VECTOR`,
-        or V_IRQ cleared)."""
+        """L1 writes its controls into vmcs12 (interrupt-window and NMI-window
+        exiting, HLT exiting) or vmcb12 (V_INTR_MASKING, the VINTR and HLT
+        intercepts, and V_IRQ with L1's priority and vector,
+        `asvm.L1_V_INTR_VECTOR`, or V_IRQ cleared)."""
         if self.level() != 1:
             return
         self.controls = ev.args
         intr_window, nmi_window, _, v_irq, _ = ev.args[:5]
+        self.l1_hlt = hlt = ev["hlt"]
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             self.svm_int_controls(c12)
@@ -287,14 +297,21 @@ class Driver:
             if v_irq:
                 c12.int_ctl |= hw.V_IRQ_MASK | asvm.L1_V_INTR_PRIO << hw.V_INTR_PRIO_SHIFT
                 c12.int_vector = asvm.L1_V_INTR_VECTOR
+            if hlt:
+                c12.intercepts.add(hw.INTERCEPT_HLT)
+            else:
+                c12.intercepts.discard(hw.INTERCEPT_HLT)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
             ctl = vmcs12.cpu_based_vm_exec_control & ~(st.CPU_BASED_INTR_WINDOW_EXITING
-                                                        | st.CPU_BASED_NMI_WINDOW_EXITING)
+                                                        | st.CPU_BASED_NMI_WINDOW_EXITING
+                                                        | st.CPU_BASED_HLT_EXITING)
             if intr_window:
                 ctl |= st.CPU_BASED_INTR_WINDOW_EXITING
             if nmi_window:
                 ctl |= st.CPU_BASED_NMI_WINDOW_EXITING
+            if hlt:
+                ctl |= st.CPU_BASED_HLT_EXITING
             vmcs12.cpu_based_vm_exec_control = ctl
 
     def ev_l1_vmentry(self, ev):
@@ -307,13 +324,16 @@ class Driver:
         # (impls.hw.environment, "L1, the hypervisor"): L1 writes them there,
         # and KVM's prepare_vmcs02 / nested_vmcb02_prepare_save carry them
         # to vmcs02 / vmcb02 unchanged.
-        l1_writes_guest_state(self.cpu.lv[2], *ev.args[1:])
+        l1_writes_guest_state(self.cpu.lv[2], ev["interruptibility"], ev["if"], ev["pending_dbg"])
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode_inj(inject)
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
+            if ev["activity"] != "keep":
+                vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev["activity"] == "hlt"
+                                               else st.GUEST_ACTIVITY_ACTIVE)
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
             vmcs12.vm_entry_instruction_len = arch.INSTRUCTION_LENGTH.get(inject.type, 0) if inject is not None else 0
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
@@ -338,6 +358,9 @@ class Driver:
 
     def ev_icebp(self, ev):
         self.kvm_run(INSTR, ("icebp",))
+
+    def ev_hlt(self, ev):
+        self.kvm_run(INSTR, ("hlt",))
 
     def ev_delivery_fault(self, ev):
         self.cpu.lv[self.level()].armed.append(tuple(ev.args))
@@ -416,8 +439,16 @@ class Driver:
         return possible.in_flight_possible(kind, lv.rflags_if, lv.shadow,
                                            kind is arch.EvType.NMI and self._nmi_blocked())
 
+    def _halted(self) -> bool:
+        """The VMM sets no raised exception and no event in flight in a
+        halted vCPU (`possible.raised_or_in_flight_possible`); it reads
+        KVM_GET_MP_STATE."""
+        return not possible.raised_or_in_flight_possible(self.vcpu.arch.mp_state == st.KVM_MP_STATE_HALTED)
+
     def ev_user_set_exception(self, ev):
         vector, ec, injected = ev.args
+        if self._halted():
+            return
         if not possible.exception_settable(vector, self.cpu.lv[self.level()].desc.mode):
             return
         v = self.vcpu
@@ -441,7 +472,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
-        if ev.args[0] and not self._in_flight_possible(arch.EvType.NMI):
+        if ev.args[0] and (self._halted() or not self._in_flight_possible(arch.EvType.NMI)):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         if ev.args[0]:
@@ -451,7 +482,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_irq(self, ev):
-        if not self._in_flight_possible(arch.EvType.EXT_INTR):
+        if self._halted() or not self._in_flight_possible(arch.EvType.EXT_INTR):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         events.interrupt_injected = 1
@@ -475,6 +506,7 @@ class Driver:
         new = type(old)(self.cfg, self.cpu, self.env, self.rec)
         new.apic.irr = set(old.apic.irr)
         new.apic.pending_events = old.apic.pending_events
+        new.arch.mp_state = old.arch.mp_state  # KVM_GET_MP_STATE / KVM_SET_MP_STATE
         new.apic.sipi_vector = old.apic.sipi_vector
         new.pending_external_vector = old.pending_external_vector
         new.arch.hflags = old.arch.hflags & (st.HF_GUEST_MASK | st.HF_GIF_MASK)

@@ -41,6 +41,12 @@ class Livelock(Exception):
     pass
 
 
+class NotExecuted(Exception):
+    """The running level is halted: an instruction event finds no
+    instruction executing (SDM2 HLT: the processor stops executing
+    instructions until an event wakes it), so it does nothing."""
+
+
 class Stopped(Exception):
     """The vCPU shut down (reported to userspace) or an INIT reset it: the
     model follows nothing after that moment, not even the rest of the event
@@ -59,6 +65,9 @@ class LevelState:
     nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
     cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
     rip: int = 0  # moved only by L1 skipping an L2 instruction (impls.l1); not compared
+    # In the HLT state (SDM2 HLT).  For L2 while L1 runs: vmcs12's guest
+    # activity state (SDM 24.4.2); SVM keeps none and resumes active.
+    halted: bool = False
     armed: list = field(default_factory=list)  # delivery faults for the next deliveries
 
 
@@ -76,10 +85,11 @@ class Intercepts:
 
 @dataclass
 class Controls:
-    """L1's interrupt controls for L2 (`l1.controls`): VMX's interrupt-window
-    and NMI-window exiting (SDM 24.6.2, primary processor-based controls
-    bits 2 and 22); SVM's V_INTR_MASKING and V_IRQ in vmcb12's int_ctl
-    (APM 15.21.1, 15.21.4) and the VINTR intercept (APM 15.21.6).  `v_irq`
+    """L1's controls for L2 (`l1.controls`): VMX's interrupt-window and
+    NMI-window exiting (SDM 24.6.2, primary processor-based controls bits 2
+    and 22); SVM's V_INTR_MASKING and V_IRQ in vmcb12's int_ctl (APM
+    15.21.1, 15.21.4) and the VINTR intercept (APM 15.21.6); HLT exiting
+    (VMX, bit 7) / the HLT intercept (SVM, APM 15.9).  `v_irq`
     is vmcb12's bit: the processor clears it when it dispatches the virtual
     interrupt and writes it back at #VMEXIT (APM 15.21.4), so it stays what
     L2 left until L1 writes it again."""
@@ -89,6 +99,7 @@ class Controls:
     v_intr_masking: bool = False
     v_irq: bool = False
     vintr: bool = False
+    hlt: bool = False
 
 
 class Machine:
@@ -217,6 +228,17 @@ class Machine:
         L1 runs with IF=0; no STI/MOV-SS blocking after any exit (SDM 27.5.5,
         MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17).  L1 then does
         what the scenario's L1 does with L2's state (`impls.l1`)."""
+        l2 = self.lv[2]
+        if self.level == 2 and l2.halted:
+            if self.svm:
+                # The VMCB saves no activity state (APM Table B-2): the HLT
+                # completed, rIP is past it, and VMRUN resumes L2 active.
+                l2.halted = False
+            else:
+                # An event that exits directly from the HLT state leaves the
+                # processor inactive until the exit completes (SDM 27.1), and
+                # the exit saves that activity state (SDM 27.3.4).
+                exit_ = replace(exit_, halted=True)
         self.l1_trace.append((self.step, exit_))
         self.level = 1
         l1 = self.lv[1]
@@ -280,6 +302,12 @@ class Machine:
         delivery reports the event being delivered as IDT-vectoring info /
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
         """
+        if self.cur.halted:
+            # SDM2 HLT: an event the halted level takes resumes execution,
+            # with the instruction after the HLT as return address; an exit
+            # during its delivery finds the processor active (SDM 27.1).
+            self.note(f"{ev} wakes L{self.level} from the HLT state (SDM2 HLT)")
+            self.cur.halted = False
         if self.level == 2 and check_first and ev.type in _EXCEPTIONS and self._intercepted(ev):
             # A pending exception userspace set (KVM_SET_VCPU_EVENTS, no
             # payload): a #PF's address is what CR2 holds (KVM's ABI: without
@@ -548,6 +576,11 @@ class Machine:
             return True
         self.smi_pending = False
         self.note(f"SMI taken in L{self.level}: SMM entered and left by RSM (SDM 34.3.1, 34.14)")
+        if lv.halted:
+            # SDM 34.10 "Auto HALT Restart": an SMI taken in the HLT state
+            # sets the SMRAM auto-HALT-restart bit; the handler leaves it set,
+            # so RSM returns to the HLT state.
+            self.note("SMI in the HLT state: RSM re-enters HLT (SDM 34.10 auto HALT restart)")
         self.l1_trace.append((self.step, SmiHandled(self.level)))
         return True
 
@@ -648,6 +681,8 @@ class Machine:
         self._kvm_run()
         self._boundaries()
         lv = self.cur
+        if lv.halted:
+            raise NotExecuted
         lv.shadow = None
         return lv
 
@@ -656,7 +691,10 @@ class Machine:
     def run_events(self) -> None:
         try:
             for self.step, ev in enumerate(self.events):
-                getattr(self, HANDLER[ev.kind])(ev)
+                try:
+                    getattr(self, HANDLER[ev.kind])(ev)
+                except NotExecuted:
+                    self.note(f"L{self.level} is halted: {ev.kind} does not execute (SDM2 HLT)")
             self.step = len(self.events)
             self.ev_run(None)
         except Stopped:
@@ -707,9 +745,29 @@ class Machine:
         if self.level == 1:
             self.icpt = Intercepts(*ev.args)
 
+    def ev_hlt(self, ev):
+        """HLT (1 byte).  In L2 with L1's HLT exiting (SDM 25.1.3: an exit,
+        basic reason 12, App. C) or HLT intercept (APM 15.9: #VMEXIT(HLT),
+        code 78h, App. C) it exits before executing, so the activity state
+        saved is active and an STI / MOV-SS shadow is still in effect (as
+        VMCALL's, `ev_l2_vmcall`).  Otherwise the level enters the HLT state
+        (SDM2 HLT) until an event it takes wakes it (`deliver`, `_vmexit`);
+        the return address of that event is the next instruction."""
+        self._kvm_run()
+        self._boundaries()
+        lv = self.cur
+        if lv.halted:
+            raise NotExecuted
+        if self.level == 2 and self.ctl.hlt:
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_HLT) if self.svm else avmx.reason_name(avmx.HLT)))
+            return
+        lv.shadow = None
+        lv.halted = True
+        self.note(f"L{self.level} executes HLT: halted until an event it takes (SDM2 HLT)")
+
     def ev_l1_controls(self, ev):
-        """L1 writes its interrupt controls into vmcs12 / vmcb12 (V_IRQ
-        included: `v_irq=0` clears a virtual interrupt L2 has not taken)."""
+        """L1 writes its controls into vmcs12 / vmcb12 (V_IRQ included:
+        `v_irq=0` clears a virtual interrupt L2 has not taken)."""
         if self.level == 1:
             self.ctl = Controls(*ev.args)
 
@@ -724,6 +782,8 @@ class Machine:
         self._boundaries()
         if self.level != 1:
             return
+        if self.cur.halted:
+            raise NotExecuted
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
             # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
@@ -731,8 +791,11 @@ class Machine:
             return
         inject: Ev | None = ev.args[0]
         l2 = self.lv[2]
+        activity = ev["activity"]
+        if activity != "keep":  # never on SVM (fuzz.scenario.activity_meaningless)
+            l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
-        l1_writes_guest_state(l2, *ev.args[1:])
+        l1_writes_guest_state(l2, ev["interruptibility"], ev["if"], ev["pending_dbg"])
         failure = self._entry_failure(inject, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
@@ -752,6 +815,10 @@ class Machine:
         pending_db = self._pending_debug_after_entry(l2)
         if inject is not None:
             self._inject(inject, l2)
+        elif l2.halted:
+            # SDM 26.6.2: a non-vectoring entry ends in the activity state of
+            # the guest-state area.
+            self.note("VM entry in the HLT activity state: L2 is halted (SDM 26.6.2)")
         if pending_db and self.level == 2:
             self.deliver(Ev(EvType.HW_EXCEPTION, arch.DB), check_first=True)
         windows = self.ctl.v_irq if self.svm else self.ctl.intr_window or self.ctl.nmi_window
@@ -772,8 +839,11 @@ class Machine:
             # stays (the entry is not vectoring, SDM 26.6.1).
             self._vmexit(VmExit(avmx.reason_name(avmx.MONITOR_TRAP_FLAG)))
             return
-        # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
+        # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry; SDM
+        # 26.6.2: the processor is active after it, whatever the activity
+        # state field says.
         l2.shadow = None
+        l2.halted = False
         if self.svm:
             # APM 15.20: EVENTINJ type 3 with vector 3 or 4 behaves like INT3 /
             # INTO; the event is what L1's EVENTINJ encodes; an NMI's vector
@@ -855,6 +925,12 @@ class Machine:
             return bad
         if inject is None:
             return None
+        if l2.halted and not (inject.type in (EvType.EXT_INTR, EvType.NMI, EvType.OTHER_EVENT) or (
+                inject.type is EvType.HW_EXCEPTION and inject.vector in (arch.DB, arch.MC))):
+            # SDM 26.3.1.5: in the HLT activity state only an external
+            # interrupt, an NMI, a hardware #DB or #MC, or an MTF VM exit
+            # (type 7, vector 0) may be injected.
+            return bad
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return bad
         if inject.type is EvType.NMI:
@@ -905,6 +981,8 @@ class Machine:
         self._boundaries()
         if self.level != 2:
             return
+        if self.cur.halted:
+            raise NotExecuted
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
         self._vmexit(VmExit(name))
 
@@ -1061,6 +1139,8 @@ class Machine:
         a vCPU in this mode cannot have raised is not set
         (`possible.exception_settable`)."""
         vector, ec, injected = ev.args
+        if not self._settable_in_hlt(ev):
+            return
         if not possible.exception_settable(vector, self.cur.desc.mode):
             self.note(f"userspace set {arch.mnemonic(vector)}, which no instruction raises in "
                       f"{self.cur.desc.mode.value} mode: not set (possible.exception_settable)")
@@ -1083,6 +1163,15 @@ class Machine:
         else:
             self.user_pending = exc
 
+    def _settable_in_hlt(self, ev) -> bool:
+        """Userspace describes no exception raised and no event in flight in
+        a halted level (`possible.raised_or_in_flight_possible`)."""
+        if possible.raised_or_in_flight_possible(self.cur.halted):
+            return True
+        self.note(f"userspace set {ev.kind} in the HLT state, where nothing is raised or in flight: not set "
+                  "(possible.raised_or_in_flight_possible)")
+        return False
+
     def _set_in_flight(self, ev: Ev) -> None:
         """A CPU delivers one event at a time: userspace claiming two in flight
         at once describes a state no CPU can be in."""
@@ -1104,13 +1193,13 @@ class Machine:
     def ev_user_set_nmi(self, ev):
         if not ev.args[0]:
             self.ev_nmi(ev)
-        elif self._in_flight_possible(Ev(EvType.NMI, 2)):
+        elif self._settable_in_hlt(ev) and self._in_flight_possible(Ev(EvType.NMI, 2)):
             self._set_in_flight(Ev(EvType.NMI, 2))
 
     def ev_user_set_irq(self, ev):
         """An interrupt in flight (`_in_flight_possible`: IF=1, no shadow)."""
         irq = Ev(EvType.EXT_INTR, ev.args[0])
-        if self._in_flight_possible(irq):
+        if self._settable_in_hlt(ev) and self._in_flight_possible(irq):
             self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
@@ -1127,8 +1216,8 @@ class Machine:
         for _ in range(STEP_BOUND):
             self._boundaries()
             lv = self.cur
-            if not lv.shadow:
-                return
+            if not lv.shadow or lv.halted:
+                return  # quiescent: a halted level waits for an event (SDM2 HLT)
             lv.shadow = None  # a no-op instruction ends the shadow
         raise Livelock("run did not reach a quiescent point")
 
@@ -1147,6 +1236,7 @@ class Machine:
             cr2=self.cr2(self.level),
             init_pending=self.init_pending,
             smi_pending=self.smi_pending,
+            halted=lv.halted,
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
                        tuple(self.notes), self.undefined_from)
