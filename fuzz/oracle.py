@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VcpuEvents, VmExit, matches
 from impls.arch import Ev, EvType
 
 REFERENCE = "reference"
@@ -199,6 +199,8 @@ def abstract(obs) -> str:
         reason = obs.reason.split(" ")[0]  # SVM "EXCP #PF": the vector is in info
         info = f" {_class(obs.info)}" if obs.info is not None else ""
         return f"EXIT {reason}{info}, IDT-vectoring: {_class(obs.vectoring)}"
+    if isinstance(obs, VcpuEvents):
+        return obs.describe(values=False)
     return str(obs)
 
 

@@ -68,7 +68,7 @@ def test_distinct_signatures_are_distinct_failures(fake_impl):
     bug = DropVectoringAndShutdown()
     fake_impl("prepatch", lambda o, s: bug.transform(o, s))
 
-    @settings(max_examples=1000, deadline=None, database=None, report_multiple_bugs=True, derandomize=True,
+    @settings(max_examples=2000, deadline=None, database=None, report_multiple_bugs=True, derandomize=True,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink])
     @given(strategies.scenarios(8))
     def prop(scenario):

@@ -110,6 +110,11 @@ _X86_511 = {
                           "where the vendor cannot emulate SMBASE; both can here",
     "kvm_vcpu_is_bsp": R,
     "toggle_interruptibility": R,
+    "xfer_to_guest_mode_handle_work": f"{R}: vcpu_run now calls kvm_xfer_to_guest_mode_handle_work "
+                                      "(include/linux/kvm_host.h), which runs the generic "
+                                      "xfer_to_guest_mode_handle_work and on -EINTR kvm_handle_signal_exit: "
+                                      "for a signal the same -EINTR with KVM_EXIT_INTR",
+    "kvm_handle_signal_exit": f"{R} (include/linux/kvm_host.h)",
     "vcpu_run_once": f"{R}: vcpu_run's loop; its vcpu_block branch is never taken (the BSP stays "
                      "RUNNABLE, there is no HLT); run->exit_reason is preset to KVM_EXIT_UNKNOWN, as the "
                      "shared driver resets it after each exit",

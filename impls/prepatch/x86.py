@@ -30,9 +30,9 @@ from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
 from impls.hw.environment import Origin, VcpuReset
 from impls.origin import glue, origin
 from impls.prepatch.state import (
-    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
+    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINTR, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
     EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK, KVM_APIC_INIT, KVM_APIC_SIPI,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_INTERNAL_ERROR_EMULATION, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
     KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, TREE,
@@ -577,6 +577,21 @@ class X86:
         if vcpu.kvm_vcpu_running():
             return vcpu.vcpu_enter_guest()
         return 1
+
+    @origin("kernel/entry/kvm.c", "xfer_to_guest_mode_handle_work", tree=TREE)
+    def xfer_to_guest_mode_handle_work(vcpu) -> int:
+        """vcpu_run's check after a pass for work the thread has before the
+        next entry: a pending signal exits to userspace with -EINTR
+        (xfer_to_guest_mode_work); rescheduling and notify-resume work,
+        the other kinds, are not modelled."""
+        if vcpu.env.signal:
+            vcpu.kvm_handle_signal_exit()
+            return -EINTR
+        return 0
+
+    @origin("include/linux/kvm_host.h", "kvm_handle_signal_exit", tree=TREE)
+    def kvm_handle_signal_exit(vcpu) -> None:
+        vcpu.run.exit_reason = KVM_EXIT_INTR  # and ++stat.signal_exits
 
     # ---------------------------------------------- emulator, MMU, skipping --
 

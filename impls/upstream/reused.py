@@ -43,6 +43,9 @@ _X86 = {
     "process_nmi": SX,
     "process_smi": SX,
     "toggle_interruptibility": SX,
+    "xfer_to_guest_mode_handle_work": f"{S} (kernel/entry/kvm.c): a pending signal is -EINTR with "
+                                      "KVM_EXIT_INTR, as in 5.11",
+    "kvm_handle_signal_exit": f"{S} (include/linux/kvm_host.h)",
     "vcpu_run_once": f"{SX}: vcpu_run's loop; its vcpu_block branch, where 6.1 now asks nested code "
                      "for events, is never taken (the BSP stays RUNNABLE, there is no HLT)",
     "x86_emulate_rsm": f"{SX}: the writeback after em_rsm, as in 5.11 (6.1's em_rsm ends with "
