@@ -104,6 +104,32 @@ def test_uninstrumented_target_is_called_out(tmp_path):
     assert "COVERAGE WILL NOT GROW" in r.stderr and "impls.reference.model" in r.stderr
 
 
+@pytest.mark.parametrize("scope,trace,instrumented", [
+    ("all", "1", "fuzz.oracle"), ("impls", "0", "impls.reference.model"), ("none", "", None)])
+def test_instrumentation_scope_is_what_the_target_says(tmp_path, scope, trace, instrumented):
+    """`EVDIFF_INSTRUMENT` decides which modules carry atheris's counters;
+    with none, guidance is the coverage and the target says so."""
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=10"], cwd=tmp_path,
+                       env=_env(EVDIFF_INSTRUMENT=scope, EVDIFF_TRACE_CMP=trace), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stderr.splitlines() if x.startswith("evdiff-target: instrumented"))
+    if instrumented is None:
+        assert line.startswith("evdiff-target: instrumented 0 modules") and "guidance on" in r.stderr
+    else:
+        assert instrumented in line
+        assert ("fuzz.oracle" in line) == (scope == "all")
+    assert "COVERAGE WILL NOT GROW" not in r.stderr
+    assert f"instrumented: {scope}" in r.stderr
+    assert ("comparisons not traced" in r.stderr) == (trace == "0")
+
+
+def test_an_unknown_instrumentation_scope_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=1"], cwd=tmp_path,
+                       env=_env(EVDIFF_INSTRUMENT="most"), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "EVDIFF_INSTRUMENT=most" in r.stderr
+
+
 # ---------------------------------------------------------- campaigns --
 
 
