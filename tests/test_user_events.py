@@ -218,3 +218,16 @@ def test_run_exit_sends_no_signal_beyond_its_own_kvm_run(name):
 def test_events_build_with_defaults():
     assert event("timer") == Event("timer", (0, False, 0x20))
     assert event("user.run_exit") == Event("user.run_exit", ())
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_run_exit_never_stops_inside_the_smm_handler(vendor):
+    """KVM enters SMM in the signal pass; the scenario's SMM handler returns
+    at once, so the pass runs on to its RSM before -EINTR: the snapshot
+    sees no SMM (NMIs unmasked) and the interrupt comes after RSM."""
+    s = scenario(vendor, "smi\nirq 0x30\nuser.run_exit\nuser.get_events")
+    for name in PORTS:
+        (out,) = outcomes(name, s)
+        assert [o for _, o in out.l1 if isinstance(o, VcpuEvents)] == [VcpuEvents()], name
+        assert not out.alarms, name
+    assert compare(s).agree

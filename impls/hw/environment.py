@@ -37,7 +37,9 @@ by the scenario's events instead of being modelled, and every KVM port
   `user.run_exit` is a signal the VMM's vCPU thread has when it calls
   KVM_RUN: the same kick, and then vcpu_run's check for work before the next
   entry returns -EINTR (KVM_EXIT_INTR) with what KVM holds.  KVM_RUN's
-  `immediate_exit` returns -EINTR before vcpu_run, changing nothing.
+  `immediate_exit` returns -EINTR before vcpu_run, changing nothing.  The
+  signal is never seen inside the SMM handler (which returns at once): a
+  pass that entered SMM runs on, without it, to the handler's RSM.
 * **Timed events.**  `timer` counts guest instructions (`impls.timer`):
   the simulated CPU counts each instruction event it dispatches
   (`Cpu.instructions`), and the driver makes the due events pending after

@@ -512,21 +512,34 @@ class Driver:
             triple_fault=bool(e.flags & TRIPLE_FAULT_VALID and getattr(e, "triple_fault_pending", 0)))
 
     def ev_user_run_exit(self, ev):
-        """KVM_RUN with a signal pending for the vCPU thread: one pass of
+        """KVM_RUN with a signal pending for the vCPU thread: a pass of
         vcpu_run (kvm_vcpu_running, then vcpu_enter_guest: its requests and
         injection, cancelled by kvm_vcpu_exit_request, which sees the
         signal), then vcpu_run's check for work before the next entry
         (xfer_to_guest_mode_handle_work) returns -EINTR with KVM_EXIT_INTR.
-        What KVM queued stays queued; the next KVM_RUN goes on."""
+        What KVM queued stays queued; the next KVM_RUN goes on.
+
+        The quiescent point is never inside the scenario's SMM handler,
+        which returns at once (impls.hw.environment, SMM): a pass that
+        entered SMM is followed by passes without the signal until the
+        handler's RSM has run, as if the signal came just after it."""
         self.vmm_push_extint()
         cpu, vcpu = self.cpu, self.vcpu
         cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = CHAIN, None, None, False
-        self.env.kick = self.env.signal = True
         try:
-            r = vcpu.vcpu_run_once()
-            self.timers_due()
-            if r > 0:
-                r = vcpu.xfer_to_guest_mode_handle_work()
+            for _ in range(BOUND):
+                self.env.kick = not cpu.smm_handler
+                r = vcpu.vcpu_run_once()
+                self.timers_due()
+                if r > 0 and not cpu.smm_handler:
+                    self.env.signal = True
+                    r = vcpu.xfer_to_guest_mode_handle_work()
+                if r <= 0:
+                    break
+            else:
+                self.livelock = f"step {self.rec.step}: the SMM handler did not return in {BOUND} entries"
+                self.dead = True
+                return
         except VcpuReset:
             self.reset = self.dead = True
             return
@@ -534,7 +547,7 @@ class Driver:
             self.env.kick = self.env.signal = False
         if r == -st.EINTR and vcpu.run.exit_reason == st.KVM_EXIT_INTR:
             vcpu.run.exit_reason = st.KVM_EXIT_UNKNOWN  # the VMM handles its signal
-        elif r <= 0:
+        else:
             self.userspace_exit()
 
     # ----------------------------------------------------------------- run --
