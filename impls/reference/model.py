@@ -1006,10 +1006,11 @@ class Machine:
 
     def ev_user_get_events(self, ev):
         """KVM_GET_VCPU_EVENTS as the ABI describes it
-        (Documentation/virt/kvm/api.rst 4.31 and 4.32; KVM_CAP_EXCEPTION_PAYLOAD,
-        api.rst 7.x, and its commit 59073aaf6de0: "With this capability
-        clear, the original ABI is preserved, and the exception.injected
-        field is set for either pending or injected exceptions"), from the
+        (Documentation/virt/kvm/api.rst 4.31 and 4.32, read in gregkh/linux
+        at 4055f250a329; its KVM_CAP_EXCEPTION_PAYLOAD entry, and the commit
+        that added the fields, 59073aaf6de0: without the cap "the original
+        ABI is preserved, and the exception.injected field is set for either
+        pending or injected exceptions"), from the
         architectural state: an exception raised and not yet delivered is
         pending (with the cap; injected without it), one being delivered is
         injected, as is an NMI or interrupt in flight; NMIs pending; NMI
