@@ -21,7 +21,6 @@ every outcome (`impls.api.Allowed`).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 
 from impls import arch
@@ -980,7 +979,7 @@ class Machine:
         otherwise: a later `run` delivers what is held."""
         self._kvm_run()
         for _ in range(STEP_BOUND):
-            saved = copy.deepcopy({k: v for k, v in vars(self).items() if k not in self._FIXED})
+            saved = self._save()
             held = stopped = False
             self.holding = True
             try:
@@ -1003,6 +1002,18 @@ class Machine:
                 self.note(f"user.run_exit: {self.user_in_flight} held in flight, not delivered")
                 return
         raise Livelock("user.run_exit did not reach a quiescent point")
+
+    def _save(self) -> dict:
+        """What a boundary may change, copied (`ev_user_run_exit` puts it
+        back): the scalars, each level's state, the pending interrupts and
+        the traces.  The intercepts, the PIC and the timers change only by
+        events and instructions, never at a boundary."""
+        saved = {k: v for k, v in vars(self).items() if k not in self._FIXED}
+        saved["lv"] = {n: replace(lv, armed=list(lv.armed)) for n, lv in self.lv.items()}
+        for name in ("l1_trace", "l2_trace", "notes"):
+            saved[name] = list(saved[name])
+        saved["irq_pending"] = set(self.irq_pending)
+        return saved
 
     def ev_user_get_events(self, ev):
         """KVM_GET_VCPU_EVENTS as the ABI describes it
