@@ -217,9 +217,10 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("int3", (), "INT3 (1 byte): #BP, a software exception"),
         EventSpec("into", (), "INTO (1 byte) with OF=1: #OF, a software exception; #UD in 64-bit mode"),
         EventSpec("icebp", (), "ICEBP / INT1 (1 byte): #DB, a privileged software exception"),
-        EventSpec("user.run_exit", (),
+        EventSpec("user.run_exit", (_p("immediate", PType.BOOL, False),),
                   "KVM_RUN with a signal pending: KVM returns to userspace (-EINTR) at its next "
-                  "quiescent point, still holding what it queued; the next `run` goes on"),
+                  "quiescent point, still holding what it queued; the next `run` goes on.  "
+                  "immediate=1: KVM_RUN with kvm_run->immediate_exit set, -EINTR before vcpu_run"),
         EventSpec("user.get_events", (),
                   "KVM_GET_VCPU_EVENTS, read only: the snapshot is an observation (`impls.api.VcpuEvents`)"),
         EventSpec("timer", (_p("after", PType.U8, 0, positional=True), _p("nmi", PType.BOOL, False),

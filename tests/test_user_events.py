@@ -52,7 +52,7 @@ def test_the_kinds_go_last_in_specs_and_the_record_keeps_its_size():
     assert binary.encode_record(event("timer"))[1:3] == b"\0\0"
 
 
-@pytest.mark.parametrize("line", ["user.run_exit", "user.get_events", "timer 3 vector=0x40", "timer 1 nmi=1"])
+@pytest.mark.parametrize("line", ["user.run_exit", "user.run_exit immediate=1", "user.get_events", "timer 3 vector=0x40", "timer 1 nmi=1"])
 def test_both_forms_carry_the_kinds(line):
     s = scenario("vmx", line)
     assert parse_scenario(format_scenario(s)) == s
@@ -217,7 +217,7 @@ def test_run_exit_sends_no_signal_beyond_its_own_kvm_run(name):
 
 def test_events_build_with_defaults():
     assert event("timer") == Event("timer", (0, False, 0x20))
-    assert event("user.run_exit") == Event("user.run_exit", ())
+    assert event("user.run_exit") == Event("user.run_exit", (False,))
 
 
 @pytest.mark.parametrize("vendor", ["vmx", "svm"])
@@ -231,3 +231,25 @@ def test_run_exit_never_stops_inside_the_smm_handler(vendor):
         assert [o for _, o in out.l1 if isinstance(o, VcpuEvents)] == [VcpuEvents()], name
         assert not out.alarms, name
     assert compare(s).agree
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+def test_immediate_exit_leaves_a_pending_exception_pending(vendor):
+    """tools/testing/selftests/kvm/x86/nested_exceptions_test.c, main(): "Pend
+    #SS and request immediate exit.  #SS should still be pending", then
+    KVM_GET_VCPU_EVENTS has exception.pending with #SS and its error code;
+    the real run then exits to L1 for its #SS intercept."""
+    s = scenario(vendor, "l1.intercept exceptions=#SS\nl1.vmentry\nuser.set_exception #SS ec=0x1234\n"
+                 "user.run_exit immediate=1\nuser.get_events\nrun", "exception_payload")
+    snap = VcpuEvents(exception=Ev(EvType.HW_EXCEPTION, 12, 0x1234), exception_pending=True)
+    for name in ("reference",) + SETS_EXCEPTIONS:
+        (out,) = outcomes(name, s)
+        assert [(st_, o) for st_, o in out.l1 if isinstance(o, VcpuEvents)] == [(4, snap)], name
+        exits = [(st_, o) for st_, o in out.l1 if isinstance(o, VmExit)]
+        assert [st_ for st_, _ in exits] == [5] and exits[0][1].reason.endswith(("EXCEPTION_NMI", "#SS")), name
+
+
+def test_immediate_exit_changes_nothing_where_a_signal_would():
+    s = scenario("vmx", "irq 0x30\nuser.run_exit immediate=1\nuser.get_events")
+    for name in ("reference",) + PORTS:
+        assert snapshots(name, s) == {((2, VcpuEvents()),)}, name

@@ -110,6 +110,8 @@ _X86_511 = {
                           "where the vendor cannot emulate SMBASE; both can here",
     "kvm_vcpu_is_bsp": R,
     "toggle_interruptibility": R,
+    "kvm_run_immediate_exit": f"{R}: kvm_arch_vcpu_ioctl_run tests !vcpu->wants_to_run, which "
+                              "kvm_vcpu_ioctl sets from !kvm_run->immediate_exit; still after the morph",
     "xfer_to_guest_mode_handle_work": f"{R}: vcpu_run now calls kvm_xfer_to_guest_mode_handle_work "
                                       "(include/linux/kvm_host.h), which runs the generic "
                                       "xfer_to_guest_mode_handle_work and on -EINTR kvm_handle_signal_exit: "

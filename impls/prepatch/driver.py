@@ -522,9 +522,14 @@ class Driver:
         The quiescent point is never inside the scenario's SMM handler,
         which returns at once (impls.hw.environment, SMM): a pass that
         entered SMM is followed by passes without the signal until the
-        handler's RSM has run, as if the signal came just after it."""
+        handler's RSM has run, as if the signal came just after it.  With
+        `immediate` the VMM sets kvm_run->immediate_exit instead: KVM_RUN
+        returns -EINTR before vcpu_run."""
         self.vmm_push_extint()
         cpu, vcpu = self.cpu, self.vcpu
+        if ev.args[0]:
+            vcpu.kvm_run_immediate_exit()  # -EINTR before vcpu_run: nothing held changes
+            return
         cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = CHAIN, None, None, False
         try:
             for _ in range(BOUND):

@@ -578,6 +578,13 @@ class X86:
             return vcpu.vcpu_enter_guest()
         return 1
 
+    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
+    def kvm_run_immediate_exit(vcpu) -> int:
+        """KVM_RUN with kvm_run->immediate_exit set: -EINTR before vcpu_run
+        (after completing a userspace I/O, which never arises here), with
+        nothing else done."""
+        return -EINTR
+
     @origin("kernel/entry/kvm.c", "xfer_to_guest_mode_handle_work", tree=TREE)
     def xfer_to_guest_mode_handle_work(vcpu) -> int:
         """vcpu_run's check after a pass for work the thread has before the

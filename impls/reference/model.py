@@ -976,8 +976,12 @@ class Machine:
         most held in flight (recognised, its delivery not begun: what
         KVM_GET_VCPU_EVENTS calls injected, an interrupt acknowledged),
         and the run returns with it.  Nothing the guest can see changes
-        otherwise: a later `run` delivers what is held."""
+        otherwise: a later `run` delivers what is held.  With `immediate`
+        (kvm_run->immediate_exit) the vCPU does not run at all: nothing
+        changes."""
         self._kvm_run()
+        if ev.args[0]:
+            return
         for _ in range(STEP_BOUND):
             saved = self._save()
             held = stopped = False

@@ -43,6 +43,9 @@ _X86 = {
     "process_nmi": SX,
     "process_smi": SX,
     "toggle_interruptibility": SX,
+    "kvm_run_immediate_exit": f"{SX}: kvm_arch_vcpu_ioctl_run's immediate_exit check, after the "
+                              "morph of a userspace exception into a nested VM exit "
+                              "(impls.upstream.x86.kvm_arch_vcpu_ioctl_run, which the driver runs first)",
     "xfer_to_guest_mode_handle_work": f"{S} (kernel/entry/kvm.c): a pending signal is -EINTR with "
                                       "KVM_EXIT_INTR, as in 5.11",
     "kvm_handle_signal_exit": f"{S} (include/linux/kvm_host.h)",
