@@ -135,7 +135,7 @@ def test_an_unknown_instrumentation_scope_is_refused(tmp_path):
 
 def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     out = tmp_path / "findings"
-    r = _fuzz("--time", "12", "--jobs", "2", "--findings", str(out), "--quiet")
+    r = _fuzz("--time", "12", "--jobs", "2", "--parallel", "fork", "--findings", str(out), "--quiet")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (out / ".evdiff" / "libfuzzer.log").read_text()
     assert "-fork=2" in log and "fuzz target exited" not in log
@@ -153,9 +153,9 @@ def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     assert all(f'id="h-{f.path.name}"' in (out / "report.html").read_text() for f in store.findings())
 
 
-def test_workers_mode_runs_two_fuzzers_into_one_store(tmp_path):
+def test_jobs_run_two_workers_into_one_store_by_default(tmp_path):
     out = tmp_path / "findings"
-    r = _fuzz("--time", "10", "--jobs", "2", "--parallel", "workers", "--findings", str(out), "--quiet")
+    r = _fuzz("--time", "10", "--jobs", "2", "--findings", str(out), "--quiet")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert len(list((out / ".evdiff" / "workers").glob("fuzz-*.log"))) == 2
     stats = json.loads((out / "stats.json").read_text())
@@ -235,11 +235,14 @@ def test_durations():
     assert [campaign.parse_duration(t) for t in ("60", "90s", "15m", "8h", "1h30m")] == [60, 90, 900, 28800, 5400]
 
 
-def test_libfuzzer_command_passes_fork_mode_and_extra_flags(tmp_path):
+def test_libfuzzer_command_passes_the_parallel_mode_and_extra_flags(tmp_path):
     opts = campaign.Options(time=30, jobs=3, extra=["-use_value_profile=1"])
     cmd = campaign.libfuzzer_command(opts, tmp_path / "t", tmp_path / "c", None, tmp_path / "d", tmp_path / "a")
-    assert "-fork=3" in cmd and "-ignore_crashes=1" in cmd and "-max_total_time=30" in cmd
+    assert "-jobs=3" in cmd and "-workers=3" in cmd and "-max_total_time=30" in cmd and "-fork=3" not in cmd
     assert cmd[-1] == "-use_value_profile=1" and f"-max_len={1 + binary.RECORD * binary.MAX_EVENTS}" in cmd
+    fork = campaign.libfuzzer_command(campaign.Options(time=30, jobs=3, parallel="fork"), tmp_path / "t",
+                                      tmp_path / "c", None, tmp_path / "d", tmp_path / "a")
+    assert "-fork=3" in fork and "-ignore_crashes=1" in fork and "-jobs=3" not in fork
 
 
 def test_wrapper_is_an_executable_with_this_interpreter(tmp_path):
