@@ -257,3 +257,14 @@ def test_immediate_exit_changes_nothing_where_a_signal_would():
     s = scenario("vmx", "irq 0x30\nuser.run_exit immediate=1\nuser.get_events")
     for name in ("reference",) + PORTS:
         assert snapshots(name, s) == {((2, VcpuEvents()),)}, name
+
+
+def test_run_exit_may_go_past_an_event_in_flight_to_an_init():
+    """KVM accepts the INIT (kvm_apic_accept_events) before it re-injects the
+    exception in flight, so it resets in the signal pass; the reference
+    allows delivering the event in flight, which the reset then wipes, and
+    the INIT at the run_exit's step."""
+    s = scenario("svm", "init\nuser.set_exception #PF injected=1\nuser.run_exit")
+    resets = {tuple(step for step, o in out.l1 if isinstance(o, api.Reset)) for out in outcomes("reference", s)}
+    assert resets == {(2,), (3,)}
+    assert compare(s).agree

@@ -975,8 +975,13 @@ class Machine:
         run may return or go on; an event to deliver through an IDT is at
         most held in flight (recognised, its delivery not begun: what
         KVM_GET_VCPU_EVENTS calls injected, an interrupt acknowledged),
-        and the run returns with it.  Nothing the guest can see changes
-        otherwise: a later `run` delivers what is held.  With `immediate`
+        and the run returns with it.  An event in flight already may also
+        be delivered (its handler is reached, none of its instructions
+        runs), the boundary going on to what follows it (an INIT, say); a
+        newly recognised one ends the run held, the one ending offered
+        there (its delivery as well would be allowed, but no KVM does it,
+        and each option doubles the reference's runs).  Nothing the guest
+        can see changes otherwise: a later `run` delivers what is held.  With `immediate`
         (kvm_run->immediate_exit) the vCPU does not run at all: nothing
         changes."""
         self._kvm_run()
@@ -984,18 +989,13 @@ class Machine:
             return
         for _ in range(STEP_BOUND):
             saved = self._save()
-            held = stopped = False
-            self.holding = True
-            try:
-                took = self._boundary()
-            except _Held as h:
-                held, took = True, h.ev is not None
-                if took:
-                    self.user_in_flight = h.ev
-            except Stopped:
-                took = stopped = True
-            finally:
-                self.holding = False
+            took, held, stopped = self._trial(hold=True)
+            if held and not took:
+                # In flight already: stopping leaves it so; going on delivers
+                # it (no handler instruction runs), and the boundary goes on.
+                vars(self).update(saved)
+                saved = self._save()
+                took, held, stopped = self._trial(hold=False)
             if not took or not self.choose("user.run_exit: KVM_RUN returns before the vCPU takes its boundary's "
                                            "next event, or after (SDM 6.9)", 2):
                 vars(self).update(saved)
@@ -1006,6 +1006,21 @@ class Machine:
                 self.note(f"user.run_exit: {self.user_in_flight} held in flight, not delivered")
                 return
         raise Livelock("user.run_exit did not reach a quiescent point")
+
+    def _trial(self, hold: bool) -> tuple[bool, bool, bool]:
+        """One `_boundary` of `user.run_exit`, holding (`hold`) the event it
+        would deliver: (took something, held an event, stopped the vCPU)."""
+        self.holding = hold
+        try:
+            return self._boundary(), False, False
+        except _Held as h:
+            if h.ev is not None:
+                self.user_in_flight = h.ev
+            return h.ev is not None, True, False
+        except Stopped:
+            return True, False, True
+        finally:
+            self.holding = False
 
     def _save(self) -> dict:
         """What a boundary may change, copied (`ev_user_run_exit` puts it
