@@ -8,8 +8,9 @@ of the level running when it executes: `exception`, `int`, `int3`, `into`,
 `icebp`, `sti`, `cli`, `mov_ss`, `iret`, `stgi` / `clgi` (or their #UD on
 VMX), a mode change of the running level (`lN.mode`: MOV to CR0), L1's
 VMLAUNCH / VMRESUME / VMRUN (`l1.vmentry`), L2's VMCALL (`l2.vmcall`) and an
-instruction L0 emulates (`l0.emulate`), each counted once when it starts
-executing, whether it completes, faults or exits.  Not counted: an
+instruction L0 emulates (`l0.emulate`) -- and `hlt` where the language has
+it -- each counted once when it starts executing, whether it completes,
+faults or exits.  Not counted: an
 instruction event of a level that is not running (it never executes); the
 no-ops of `run`, whose number is each implementation's own way of reaching
 a quiescent point, not the scenario's; the SMM handler's RSM; an INT n /
