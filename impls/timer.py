@@ -57,6 +57,8 @@ class Timers:
     def tick(self) -> list[Due]:
         """One guest instruction started executing: the events it makes
         pending, in arming order."""
+        if not self.armed:
+            return []
         out: list[Due] = []
         for entry in self.armed:
             entry[0] -= 1
