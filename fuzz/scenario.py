@@ -8,8 +8,10 @@ Kinds, by who acts (the README has the full table with examples):
 
 * guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
   gates, the IDT limit, a handler stack that faults,
-* L1 as a hypervisor: its intercepts for L2 and its VM entry to L2 with an
-  injected event; L2's unconditional exit to L1 (`l2.vmcall`),
+* L1 as a hypervisor: its intercepts and interrupt controls for L2
+  (`l1.controls`) and its VM entry to L2 with an injected event (any value
+  of the injection fields) after its edits of L2's blocking, RFLAGS.IF and
+  pending debug exceptions; L2's unconditional exit to L1 (`l2.vmcall`),
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
@@ -37,7 +39,9 @@ rejects the explicit spelling, the binary form maps it):
   sources (SDM Table 6-1): `exception #BP` is `int3`, `exception #OF` is
   `into` (`normalise`);
 * without `caps=exception_payload`, `user.set_exception` sets an injected
-  exception, the only one KVM's ABI has then (`Scenario`).
+  exception, the only one KVM's ABI has then (`Scenario`);
+* an `l1.controls` flag of the other vendor (`v_irq=1` on VMX,
+  `intr_window=1` on SVM: `VENDOR_CONTROLS`) is 0 (`Scenario`).
 
 What depends on the vCPU's state as it runs (an exception a mode cannot
 raise, an event userspace claims in flight where no CPU recognises it, a
@@ -90,6 +94,30 @@ SOFT_EXCEPTION_KINDS = {3: "int3", 4: "into"}
 #: The cap without which KVM_SET_VCPU_EVENTS has no pending exception.
 EXCEPTION_PAYLOAD = "exception_payload"
 
+#: `l1.vmentry interruptibility=`: what L1 writes into L2's blocking by STI
+#: and MOV SS (VMX guest interruptibility state bits 0-1, SDM 24.4.2 Table
+#: 24-3; SVM vmcb12's int_state INTERRUPT_SHADOW, APM 15.21.5), or `keep`
+#: (L1 leaves what the last exit saved).  `both` sets bits 0 and 1 together,
+#: which VM entry refuses (SDM 26.3.1.5).  SVM has one shadow bit: every
+#: value but `none` and `keep` sets it, and it means what STI's blocking
+#: means (`Scenario` maps `movss` and `both` to `sti` on SVM).
+INTERRUPTIBILITY = ("keep", "none", "sti", "movss", "both")
+#: `l1.vmentry pending_dbg=`: the bits of VMX's pending-debug-exceptions
+#: field that matter to event injection (SDM 24.4.2 Table 24-4): `bs`, a
+#: pending single-step trap (bit 14, which SDM 26.3.1.5 checks against STI /
+#: MOV-SS blocking), and `b0`, a pending breakpoint-condition match (bit 0,
+#: checked by nothing).  SVM has no such field: ignored there (`Scenario`
+#: maps it to `none` on SVM).
+PENDING_DBG = ("none", "bs", "b0")
+#: The `l1.controls` flags that only one vendor has: VMX's window exiting
+#: controls (SDM 24.6.2), SVM's int_ctl bits and VINTR intercept (APM 15.21).
+#: Under the other vendor a flag has no meaning and reads as 0
+#: (`vendor_controls`): a VMX scenario setting `v_irq=1` is the scenario
+#: without it, so it neither diverges nor counts as new.
+VENDOR_CONTROLS = {"intr_window": "vmx", "nmi_window": "vmx", "v_intr_masking": "svm", "v_irq": "svm",
+                   "vintr": "svm"}
+_CONTROLS = "l1.controls"
+
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
 
@@ -102,6 +130,10 @@ class PType(enum.Enum):
     OPT_EXC = "exception or none"
     U8 = "u8"
     U16 = "u16"
+    #: An error code KVM_SET_VCPU_EVENTS holds in 32 bits (struct
+    #: kvm_vcpu_events' exception.error_code is a u32): the text form takes
+    #: all 32, the binary form the low 16 (`fuzz.binary`).
+    EC32 = "error code (32 bits)"
     PAGE = "page"  # an address, a multiple of 0x1000 below 0x10000000
     BOOL = "bool"
     ENUM = "enum"
@@ -111,7 +143,7 @@ class PType(enum.Enum):
     @property
     def width(self) -> int:
         """Bytes this type takes in the binary form."""
-        return {PType.U16: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 4}.get(self, 1)
+        return {PType.U16: 2, PType.EC32: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 8}.get(self, 1)
 
 
 @dataclass(frozen=True)
@@ -172,8 +204,16 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),),
-                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
+        # `interruptibility`, `if` and `pending_dbg` are L1's edits of L2's
+        # saved state before the entry; their default, `keep` / `none`,
+        # encodes as byte 0 (an older record means what it meant).
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),
+                                 _p("interruptibility", PType.ENUM, "keep", INTERRUPTIBILITY),
+                                 _p("if", PType.ENUM, "keep", ("keep", "0", "1")),
+                                 _p("pending_dbg", PType.ENUM, "none", PENDING_DBG)),
+                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event, after "
+                  "writing L2's interruptibility (VMX guest interruptibility state, SVM int_state), "
+                  "RFLAGS.IF and pending debug exceptions (VMX)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
@@ -197,7 +237,7 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("nmi", (), "an NMI becomes pending"),
         EventSpec("init", (), "an INIT signal (INIT IPI) becomes pending"),
         EventSpec("smi", (), "an SMI becomes pending; its SMM handler returns with RSM at once"),
-        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
+        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.EC32, 0), _p("injected", PType.BOOL, False)),
                   "KVM_SET_VCPU_EVENTS with a pending (or injected) exception; injected without "
                   "the exception_payload cap"),
         EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),
@@ -217,6 +257,16 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("int3", (), "INT3 (1 byte): #BP, a software exception"),
         EventSpec("into", (), "INTO (1 byte) with OF=1: #OF, a software exception; #UD in 64-bit mode"),
         EventSpec("icebp", (), "ICEBP / INT1 (1 byte): #DB, a privileged software exception"),
+        # L1's interrupt controls for L2 beyond `l1.intercept` (whose record
+        # is full): VMX interrupt-window and NMI-window exiting, SVM
+        # V_INTR_MASKING, V_IRQ (a virtual interrupt pending for L2, vector
+        # `impls.arch.svm.L1_V_INTR_VECTOR`) and the VINTR intercept.  The
+        # other vendor's flags have no meaning: `VENDOR_CONTROLS`.
+        EventSpec("l1.controls", (_p("intr_window", PType.BOOL, False), _p("nmi_window", PType.BOOL, False),
+                                  _p("v_intr_masking", PType.BOOL, False), _p("v_irq", PType.BOOL, False),
+                                  _p("vintr", PType.BOOL, False)),
+                  "L1's interrupt controls for L2: interrupt-window and NMI-window exiting (VMX), "
+                  "V_INTR_MASKING, V_IRQ and the VINTR intercept (SVM)"),
         EventSpec("user.run_exit", (_p("immediate", PType.BOOL, False),),
                   "KVM_RUN with a signal pending: KVM returns to userspace (-EINTR) at its next "
                   "quiescent point, still holding what it queued; the next `run` goes on.  "
@@ -284,12 +334,6 @@ def normalise(ev: Event) -> Event:
         if "cr2" in {p.name for p in spec.params} and vec != 14:
             j = spec.index("cr2")
             ev = Event(ev.kind, ev.args[:j] + (0,) + ev.args[j + 1 :])
-    if spec.kind == "l1.vmentry" and ev.args[0] is not None:
-        inj: Ev = ev.args[0]
-        wants_ec = inj.type is EvType.HW_EXCEPTION and has_error_code(inj.vector)
-        if wants_ec != (inj.error_code is not None):
-            inj = Ev(inj.type, inj.vector, (inj.error_code or 0) if wants_ec else None)
-            ev = Event(ev.kind, (inj,))
     return ev
 
 
@@ -301,6 +345,39 @@ class Config:
 
 
 _SET_EXCEPTION = "user.set_exception"
+_VMENTRY = "l1.vmentry"
+#: `interruptibility=` on SVM: the one INTERRUPT_SHADOW bit (`INTERRUPTIBILITY`).
+_SVM_SHADOW = {"movss": "sti", "both": "sti"}
+
+
+def svm_vmentry(ev: Event) -> Event:
+    """An `l1.vmentry` under SVM, with its one meaning there: `movss` and
+    `both` are the one INTERRUPT_SHADOW bit, written `sti`; `pending_dbg=`
+    is VMX's field, `none` (`INTERRUPTIBILITY`, `PENDING_DBG`)."""
+    spec = ev.spec
+    i, j = spec.index("interruptibility"), spec.index("pending_dbg")
+    args = list(ev.args)
+    args[i] = _SVM_SHADOW.get(args[i], args[i])
+    args[j] = "none"
+    return ev if tuple(args) == ev.args else Event(ev.kind, tuple(args))
+
+
+def foreign_controls(config: Config, ev: Event) -> list[str]:
+    """The flags of an `l1.controls` event set to 1 that belong to the other
+    vendor (`VENDOR_CONTROLS`)."""
+    if ev.kind != _CONTROLS:
+        return []
+    return [p.name for p, v in zip(ev.spec.params, ev.args)
+            if v and VENDOR_CONTROLS.get(p.name, config.vendor) != config.vendor]
+
+
+def vendor_controls(config: Config, ev: Event) -> Event:
+    """`ev` with the other vendor's `l1.controls` flags cleared (their one
+    meaning: none)."""
+    foreign = foreign_controls(config, ev)
+    if not foreign:
+        return ev
+    return Event(ev.kind, tuple(False if p.name in foreign else v for p, v in zip(ev.spec.params, ev.args)))
 
 
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:
@@ -314,7 +391,8 @@ def pending_exception_unsettable(config: Config, ev: Event) -> bool:
 class Scenario:
     """A configuration and its events.  Constructing one gives each event
     its one meaning under the configuration: without `caps=exception_payload`
-    a `user.set_exception` is injected (`pending_exception_unsettable`)."""
+    a `user.set_exception` is injected (`pending_exception_unsettable`); an
+    `l1.controls` flag of the other vendor is 0 (`vendor_controls`)."""
 
     config: Config = field(default_factory=Config)
     events: tuple[Event, ...] = ()
@@ -322,11 +400,16 @@ class Scenario:
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
+        events = self.events
+        if self.config.vendor == "svm" and any(e.kind == _VMENTRY for e in events):
+            events = tuple(svm_vmentry(e) if e.kind == _VMENTRY else e for e in events)
         if EXCEPTION_PAYLOAD not in self.config.caps:
             events = tuple(Event(e.kind, e.args[:2] + (True,)) if pending_exception_unsettable(self.config, e)
-                           else e for e in self.events)
-            if events != self.events:
-                object.__setattr__(self, "events", events)
+                           else e for e in events)
+        if any(e.kind == _CONTROLS for e in events):
+            events = tuple(vendor_controls(self.config, e) for e in events)
+        if events != self.events:
+            object.__setattr__(self, "events", events)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]

@@ -34,6 +34,15 @@ EXIT_NAMES = {
 }
 
 
+#: What the scenario's L1 writes with `l1.controls v_irq=1` (APM 15.21.4,
+#: Figure/Table B-1 int_ctl): V_IRQ=1 with V_INTR_PRIO 0Fh, the highest, in
+#: V_INTR_VECTOR F1h, V_TPR 0 and V_IGN_TPR 0, as kvm-unit-tests' svm test
+#: virq_inject (x86/svm_tests.c, virq_inject_prepare) does; L2 never writes
+#: CR8, so its V_TPR stays 0 and the priority check always passes.
+L1_V_INTR_VECTOR = 0xF1
+L1_V_INTR_PRIO = 0xF
+
+
 def encode(ev: Ev | None) -> tuple[int, int]:
     """(EVENTINJ / EXITINTINFO low word, error code).  The events INT1, INT3
     and INTO raise are exceptions, type 3, not software interrupts (APM
@@ -47,6 +56,27 @@ def encode(ev: Ev | None) -> tuple[int, int]:
     if ev.error_code is not None:
         info |= EVTINJ_VALID_ERR
     return info, ev.error_code or 0
+
+
+#: Bits 30:12 of EVENTINJ, "Reserved, SBZ" (APM 15.20 Figure 15-5).
+EVTINJ_RESERVED_SHIFT = 12
+EVTINJ_RESERVED_MASK = 0x7FFFF << EVTINJ_RESERVED_SHIFT
+
+
+def encode_inj(ev: Ev | None) -> tuple[int, int]:
+    """EVENTINJ as L1 writes it for `l1.vmentry inject=`: the type as given
+    (no folding of 5 and 6 into 3: on SVM those are reserved values, APM
+    15.20 Table 15-11), reserved bits 30:12 from `Ev.reserved`."""
+    if ev is None:
+        return 0, 0
+    info = EVTINJ_VALID | (int(ev.type) << 8) | ev.vector | (ev.reserved << EVTINJ_RESERVED_SHIFT)
+    if ev.error_code is not None:
+        info |= EVTINJ_VALID_ERR
+    return info, ev.error_code or 0
+
+
+#: The types of EVENTINJ that are not reserved (APM 15.20 Table 15-11).
+EVTINJ_TYPES = frozenset({TYPE_INTR, TYPE_NMI, TYPE_EXEPT, TYPE_SOFT})
 
 
 def decode(info: int, error_code: int = 0) -> Ev | None:

@@ -112,6 +112,7 @@ class SvmNested618:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_save_pending_event_to_vmcb12(vmcb12)
+        c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
         vmcb.copy_control_from(svm.nested.hsave)  # svm_switch_vmcb(vmcb01)

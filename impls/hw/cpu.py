@@ -33,6 +33,14 @@ from impls.hw.environment import Environment, Origin
 
 #: Bound on the faults met while delivering one event.
 DELIVERY_BOUND = 16
+#: The vectors whose VM-entry injection as a hardware exception needs the
+#: deliver-error-code bit on this CPU, which raises #CP with an error code
+#: (impls.hw.environment).
+_HW_ERROR_CODE_VECTORS = avmx.ENTRY_ERROR_CODE_VECTORS | {21}
+#: The vectors this SVM CPU takes as exceptions in EVENTINJ type 3 (APM
+#: 15.20): those of SDM Table 6-1 but NMI's 2, #CSO's 9 and Intel's #VE (20);
+#: 15 and 22-31 are reserved here (impls.hw.environment).
+_SVM_EXCEPTIONS = frozenset(v for v in range(32) if v not in (2, 9, 15, 20) and v < 22)
 
 # ------------------------------------------------------------ VMX encodings --
 
@@ -45,6 +53,7 @@ EXIT_REASON_VMCALL = 18
 EXIT_REASON_VMLAUNCH = 20
 EXIT_REASON_VMRESUME = 24
 EXIT_REASON_INVALID_STATE = 33
+EXIT_REASON_MONITOR_TRAP_FLAG = 37
 EXIT_REASON_EPT_VIOLATION = 48
 EXIT_REASON_EPT_MISCONFIG = 49
 EXIT_REASON_PREEMPTION_TIMER = 52
@@ -86,7 +95,13 @@ SVM_EXIT_CLGI = 0x85
 SVM_EXIT_NPF = 0x400
 SVM_EXIT_ERR = -1
 
+#: int_ctl (APM App. B, Table B-1; 15.21): V_TPR bits 3:0, V_IRQ bit 8,
+#: V_INTR_PRIO bits 19:16, V_IGN_TPR bit 20, V_INTR_MASKING bit 24.
+V_TPR_MASK = 0xF
 V_IRQ_MASK = 1 << 8
+V_INTR_PRIO_SHIFT = 16
+V_INTR_PRIO_MASK = 0xF << V_INTR_PRIO_SHIFT
+V_IGN_TPR_MASK = 1 << 20
 V_INTR_MASKING_MASK = 1 << 24
 
 #: Address and error code of the #PF behind an L0 fix-up with shadow paging.
@@ -98,13 +113,15 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "_rip", "restart")
+                 "fixup_delivery", "fixup_iret", "_rip", "restart", "pending_dbg")
 
     def __init__(self, cr2_cell: list[int] | None = None):
         self.desc = DescriptorState()
         self.rflags_if = True
         self.tf = False  # RFLAGS.TF as KVM's SVM NMI window sets it
-        self.shadow: str | None = None  # "sti" / "movss"
+        self.shadow: str | None = None  # "sti" / "movss" ("both": only as L1 writes it, impls.l1)
+        #: VMX pending debug exceptions (None, "bs", "b0"), as L1 writes them.
+        self.pending_dbg: str | None = None
         self.nmi_blocked = False
         # CR2: one register shared by L1 and L2 on VMX, where the VMCS holds no
         # CR2 (SDM 24.4, 27.5); one per level on SVM, whose VMCB save area
@@ -463,34 +480,34 @@ class Cpu:
     def vmx_run(self, vmcs: Vmcs) -> None:
         """VMLAUNCH/VMRESUME of `vmcs` by L0, up to the next VM exit.
 
-        Checks on the event-injection field (SDM 26.2.1.3: the deliver-error-
-        code bit must match the vector and CR0.PE, else VMfailValid) and on
-        the guest's blocking state (SDM 26.3.1.5: an external interrupt needs
-        IF=1 and no STI/MOV-SS blocking, an NMI no MOV-SS blocking and, with
-        virtual NMIs, no virtual-NMI blocking; a failure is an exit with
-        reason 33 and bit 31), then the injection (SDM 26.5).
+        Checks on the event-injection fields (SDM 26.2.1.3,
+        `avmx.entry_control_error`, else VMfailValid) and on the guest's
+        blocking state (SDM 26.3.1.4-5, `_vmx_guest_state_invalid`; a failure
+        is an exit with reason 33 and bit 31), then the injection (SDM 26.5)
+        or, for type 7, the pending MTF exit.
         """
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
         lv = self._enter(vmcs.level)
-        inj = avmx.decode(vmcs.entry_intr_info, vmcs.entry_error_code)
-        if inj is not None:
-            want_ec = (inj.type is EvType.HW_EXCEPTION and lv.desc.mode is not Mode.REAL
-                       and arch.has_error_code(inj.vector))
-            if want_ec != (inj.error_code is not None):
-                self.vmfail = True
-                vmcs.instr_error = VMXERR_ENTRY_INVALID_CONTROL_FIELD
-                return
-            bad = (inj.type is EvType.EXT_INTR and (not lv.rflags_if or lv.shadow)) or (
-                inj.type is EvType.NMI
-                and (lv.shadow == "movss" or (vmcs.virtual_nmis and lv.nmi_blocked)))
-            if bad:
-                vmcs.entry_intr_info = 0
-                self._vmx_exit(vmcs, VMX_EXIT_REASONS_FAILED_VMENTRY | EXIT_REASON_INVALID_STATE)
-                return
+        inj = avmx.decode_entry(vmcs.entry_intr_info, vmcs.entry_error_code)
+        if inj is not None and avmx.entry_control_error(inj, lv.desc.mode is not Mode.REAL,
+                                                        error_code_vectors=_HW_ERROR_CODE_VECTORS):
+            self.vmfail = True
+            vmcs.instr_error = VMXERR_ENTRY_INVALID_CONTROL_FIELD
+            return
+        if self._vmx_guest_state_invalid(vmcs, lv, inj):
+            vmcs.entry_intr_info = 0
+            self._vmx_exit(vmcs, VMX_EXIT_REASONS_FAILED_VMENTRY | EXIT_REASON_INVALID_STATE)
+            return
         vmcs.entry_intr_info = 0
         vmcs.launched = True
+        lv.pending_dbg = None  # not delivered after the entry (impls.hw.environment)
+        if inj is not None and inj.type is EvType.OTHER_EVENT:
+            # Type 7, vector 0: a pending MTF VM exit before the guest's first
+            # instruction (SDM 24.8.3 Table 24-13).
+            self._vmx_exit(vmcs, EXIT_REASON_MONITOR_TRAP_FLAG)
+            return
         if inj is not None:
             self.entered_with_event = True
             self.soft_event_length = vmcs.entry_instruction_len if inj.type in avmx.INSTRUCTION_TYPES else 0
@@ -509,20 +526,40 @@ class Cpu:
             return
         self._boundary(vmcs, lv)
 
+    @staticmethod
+    def _vmx_guest_state_invalid(vmcs: Vmcs, lv: LevelState, inj: Ev | None) -> bool:
+        """SDM 26.3.1.4-5 on the guest's blocking state: not blocking by STI
+        and MOV SS together, no blocking by STI with IF=0, no pending BS with
+        either blocking (TF is 0 here); an external interrupt needs IF=1 and
+        neither blocking, an NMI no MOV-SS blocking (this CPU does not
+        require the absence of STI blocking, which the SDM allows) and, with
+        virtual NMIs, no virtual-NMI blocking."""
+        if lv.shadow == "both" or (lv.shadow == "sti" and not lv.rflags_if):
+            return True
+        if lv.pending_dbg == "bs" and lv.shadow:
+            return True
+        if inj is None:
+            return False
+        return (inj.type is EvType.EXT_INTR and (not lv.rflags_if or bool(lv.shadow))) or (
+            inj.type is EvType.NMI and (lv.shadow == "movss" or (vmcs.virtual_nmis and lv.nmi_blocked)))
+
     def svm_run(self, vmcb: Vmcb) -> None:
         """VMRUN of `vmcb` by L0, up to the next #VMEXIT.  EVENTINJ that
         cannot occur in the guest's mode (#BR in 64-bit mode) fails the VMRUN
         with VMEXIT_INVALID (APM 15.20); a physical interrupt pending at VMRUN
-        (KVM's self-IPI) exits after the injection; V_IRQ with the VINTR
-        intercept exits when the guest could take an interrupt (APM 15.21)."""
+        (KVM's self-IPI) exits after the injection; then a virtual interrupt
+        (V_IRQ) is taken, or exits if VINTR is intercepted (APM 15.21.4,
+        15.21.6: `_virtual_interrupt`)."""
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
         lv = self._enter(vmcb.level)
         inj = asvm.decode(vmcb.event_inj, vmcb.event_inj_err)
         if inj is not None and inj.type is EvType.NMI:
-            inj = Ev(EvType.NMI, 2)  # the vector of an NMI is ignored (APM 15.20)
-        if inj is not None and inj.type is EvType.HW_EXCEPTION and inj.vector == BR and lv.desc.mode is Mode.LONG:
+            inj = Ev(EvType.NMI, 2, inj.error_code)  # the vector of an NMI is ignored (APM 15.20)
+        if inj is not None and ((vmcb.event_inj >> 8) & 7 not in asvm.EVTINJ_TYPES or (
+                inj.type in (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION) and inj.vector not in _SVM_EXCEPTIONS) or (
+                inj.type is EvType.HW_EXCEPTION and inj.vector == BR and lv.desc.mode is Mode.LONG)):
             self._svm_exit(vmcb, SVM_EXIT_ERR)
             return
         vmcb.event_inj = 0
@@ -534,11 +571,28 @@ class Cpu:
             vmcb.pending_intr = False
             self._svm_exit(vmcb, SVM_EXIT_INTR)
             return
-        if (INTERCEPT_VINTR in vmcb.intercepts and vmcb.int_ctl & V_IRQ_MASK and lv.rflags_if
-                and not lv.shadow):
-            self._svm_exit(vmcb, SVM_EXIT_VINTR)
-            return
+        if self._virtual_interrupt(vmcb, lv):
+            if INTERCEPT_VINTR in vmcb.intercepts:
+                self._svm_exit(vmcb, SVM_EXIT_VINTR)
+                return
+            # APM 15.21.4: V_IRQ is cleared after the intercept check, before
+            # the IDT is read; the vector is V_INTR_VECTOR (no INTACK).
+            vmcb.int_ctl &= ~V_IRQ_MASK
+            if not self.deliver(vmcb, Ev(EvType.EXT_INTR, vmcb.int_vector)):
+                return
         self._boundary(vmcb, lv)
+
+    @staticmethod
+    def _virtual_interrupt(vmcb: Vmcb, lv: LevelState) -> bool:
+        """A virtual interrupt is taken (or its VINTR intercept exits) at the
+        first boundary: V_IRQ set with V_INTR_PRIO above V_TPR unless
+        V_IGN_TPR, RFLAGS.IF=1 (the guest's IF controls virtual interrupts
+        with or without V_INTR_MASKING, APM 15.21.1), no interrupt shadow
+        (APM 15.21.4; GIF is 1 while a guest runs: no vGIF)."""
+        ctl = vmcb.int_ctl
+        if not ctl & V_IRQ_MASK or not lv.rflags_if or lv.shadow:
+            return False
+        return bool(ctl & V_IGN_TPR_MASK) or (ctl & V_INTR_PRIO_MASK) >> V_INTR_PRIO_SHIFT > ctl & V_TPR_MASK
 
     def _enter(self, level: int) -> LevelState:
         """The guest state of the level an entry runs.  Entering a level

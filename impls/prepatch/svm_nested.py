@@ -1,8 +1,9 @@
 """Port of the event paths of arch/x86/kvm/svm/nested.c (read at f2c7ef3b,
 5.11-rc).  This tree has no svm_inject_page_fault_nested, no nested
 triple_fault hook and builds EXITINTINFO in nested_vmcb_save_pending_event.
-L1 sets in vmcb12 only what impls.hw.environment lists (no NPT for L2, no
-V_INTR_MASKING, VMRUN and VMMCALL always intercepted, INIT when asked).
+L1 sets in vmcb12 only what impls.hw.environment lists (no NPT for L2,
+VMRUN and VMMCALL always intercepted, INIT, VINTR, V_INTR_MASKING and V_IRQ
+when asked).
 VMRUN and the emulated #VMEXIT load RFLAGS through kvm_set_rflags, which
 makes KVM_REQ_EVENT (kept: it is what gets a pending INIT evaluated after
 VMRUN sets GIF).
@@ -108,6 +109,8 @@ class SvmNested:
         mask = hw.V_INTR_MASKING_MASK | V_GIF_ENABLE_MASK | V_GIF_MASK
         vmcb.int_ctl = (ctl.int_ctl & ~mask) | (svm.nested.hsave.int_ctl & mask)
         vmcb.int_vector = ctl.int_vector
+        # int_state (INTERRUPT_SHADOW) is copied from vmcb12 as is: L2's
+        # shadow lives in the simulated CPU, where L1 wrote it (impls.l1).
         vmcb.event_inj = ctl.event_inj
         vmcb.event_inj_err = ctl.event_inj_err
         vcpu.enter_guest_mode()
@@ -147,6 +150,7 @@ class SvmNested:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_vmcb_save_pending_event(vmcb12)
+        c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
         vmcb.copy_control_from(svm.nested.hsave)  # back to L1's control area

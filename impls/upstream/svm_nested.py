@@ -125,6 +125,8 @@ class SvmNested61:
         mask = hw.V_INTR_MASKING_MASK | V_GIF_ENABLE_MASK | V_GIF_MASK
         vmcb.int_ctl = (ctl.int_ctl & ~mask) | (svm.nested.hsave.int_ctl & mask)
         vmcb.int_vector = ctl.int_vector
+        # int_state (INTERRUPT_SHADOW) is copied from vmcb12 as is: L2's
+        # shadow lives in the simulated CPU, where L1 wrote it (impls.l1).
         vmcb.event_inj = ctl.event_inj
         vmcb.event_inj_err = ctl.event_inj_err
         svm.nmi_l1_to_l2 = is_evtinj_nmi(vmcb.event_inj)
@@ -171,6 +173,7 @@ class SvmNested61:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_save_pending_event_to_vmcb12(vmcb12)
+        c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
         vmcb.copy_control_from(svm.nested.hsave)  # svm_switch_vmcb(vmcb01)
