@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VcpuEvents, VmExit, matches
 from impls.arch import Ev, EvType
 
 REFERENCE = "reference"
@@ -200,6 +200,8 @@ def abstract(obs) -> str:
         info = f" {_class(obs.info)}" if obs.info is not None else ""
         halted = ", activity HLT" if obs.halted else ""  # the activity state saved (VMX)
         return f"EXIT {reason}{info}, IDT-vectoring: {_class(obs.vectoring)}{halted}"
+    if isinstance(obs, VcpuEvents):
+        return obs.describe(values=False)
     return str(obs)
 
 

@@ -21,10 +21,12 @@ Kinds, by who acts (the README has the full table with examples):
   during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
   violation / NPF with npt on), `l0.emulate` (L0 emulates the instruction,
   which may fault), `l0.immediate_exit`,
-* platform: `irq`, `nmi`, `init`, `smi`,
+* platform: `irq`, `nmi`, `init`, `smi`, and `timer` (an interrupt or NMI
+  due after N more guest instructions, `impls.timer`),
 * userspace: KVM_SET_VCPU_EVENTS (`user.set_exception`, `user.set_nmi`,
-  `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
-  into a fresh vCPU),
+  `user.set_irq`), KVM_INTERRUPT, KVM_NMI, `user.migrate` (GET then SET
+  into a fresh vCPU), `user.get_events` (GET alone, recorded) and
+  `user.run_exit` (a KVM_RUN that returns -EINTR for a signal),
 * `run`: run to the next quiescent point.
 
 Where the language can say something with no architectural meaning, it is
@@ -276,6 +278,16 @@ def _specs() -> tuple[EventSpec, ...]:
                   "V_INTR_MASKING, V_IRQ and the VINTR intercept (SVM), HLT exiting (VMX) / the HLT "
                   "intercept (SVM)"),
         EventSpec("hlt", (), "HLT (1 byte): the running level halts until an event it takes wakes it"),
+        EventSpec("user.run_exit", (_p("immediate", PType.BOOL, False),),
+                  "KVM_RUN with a signal pending: KVM returns to userspace (-EINTR) at its next "
+                  "quiescent point, still holding what it queued; the next `run` goes on.  "
+                  "immediate=1: KVM_RUN with kvm_run->immediate_exit set, -EINTR before vcpu_run"),
+        EventSpec("user.get_events", (),
+                  "KVM_GET_VCPU_EVENTS, read only: the snapshot is an observation (`impls.api.VcpuEvents`)"),
+        EventSpec("timer", (_p("after", PType.U8, 0, positional=True), _p("nmi", PType.BOOL, False),
+                            _p("vector", PType.VECTOR, 0x20)),
+                  "an interrupt (or, nmi=1, an NMI) that becomes pending after this many more guest "
+                  "instructions (`impls.timer`): an APIC timer, a delayed NMI, another vCPU's IPI"),
     ]
     return tuple(out)
 

@@ -124,6 +124,13 @@ _X86_511 = {
     "kvm_arch_vcpu_runnable": f"{R}: pv_unhalted is tested here now (no PV unhalt here)",
     "kvm_arch_interrupt_allowed": R,
     "kvm_vcpu_block": f"{R} (kvm_main.c): sleeps until kvm_arch_vcpu_runnable (the scenario's next event)",
+    "kvm_run_immediate_exit": f"{R}: kvm_arch_vcpu_ioctl_run tests !vcpu->wants_to_run, which "
+                              "kvm_vcpu_ioctl sets from !kvm_run->immediate_exit; still after the morph",
+    "xfer_to_guest_mode_handle_work": f"{R}: vcpu_run now calls kvm_xfer_to_guest_mode_handle_work "
+                                      "(include/linux/kvm_host.h), which runs the generic "
+                                      "xfer_to_guest_mode_handle_work and on -EINTR kvm_handle_signal_exit: "
+                                      "for a signal the same -EINTR with KVM_EXIT_INTR",
+    "kvm_handle_signal_exit": f"{R} (include/linux/kvm_host.h)",
     "x86_emulate_rsm": f"{R}: x86_emulate_instruction's path for RSM, whose em_rsm is 6.18's "
                        "(impls.current.smm); the new pre-checks and retries do not act on RSM, and RSM "
                        "runs outside guest mode (SMM left it), so L1's intercepts are not checked",

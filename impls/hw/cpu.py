@@ -277,6 +277,9 @@ class Cpu:
         self.ran_noop = False  # this entry executed a no-op (RUN phase)
         self.entered_with_event = False  # this entry injected an event
         self.vmfail = False  # the last VMX entry failed with VMfail
+        #: Guest instructions (`impls.timer`: the driver's instruction
+        #: events, not the RUN phase's no-ops, RSM or re-executions) started.
+        self.instructions = 0
         #: Length of the instruction behind the software event being raised or
         #: delivered (INT n, INT3, INTO, INT1: `arch.INSTRUCTION_LENGTH`, or an
         #: injection's VM-entry instruction length): what a VMX exit reports
@@ -633,6 +636,7 @@ class Cpu:
             self._host_interrupt_exit(ctl)
             return
         self.consumed = True
+        self.instructions += 1  # a guest instruction starts executing (impls.timer)
         getattr(self, "_op_" + self.instr[0])(ctl, lv, *self.instr[1:])
 
     def _complete(self, ctl, lv: LevelState) -> None:

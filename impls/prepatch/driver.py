@@ -32,7 +32,7 @@ Shared by every KVM port: a port passes its `Vcpu` class.
 from __future__ import annotations
 
 from impls import arch
-from impls.api import HANDLER, FinalState, Outcome
+from impls.api import HANDLER, FinalState, Outcome, VcpuEvents
 from impls.arch import Gate, Mode, possible
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
@@ -43,10 +43,13 @@ from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.origin import glue
 from impls.pic import UserspacePic
+from impls.timer import Timers
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
 BOUND = 64
+#: KVM_VCPUEVENT_VALID_TRIPLE_FAULT (5.19's uapi; 5.11 never sets it).
+TRIPLE_FAULT_VALID = 0x20
 
 
 @glue("the scenario driver: the VMM, L1 and the guest acting on KVM (no kernel code)")
@@ -65,6 +68,8 @@ class Driver:
         self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
         self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
+        self.timers = Timers()  # `timer` (impls.timer), counted on `Cpu.instructions`
+        self.instructions_seen = 0
         self.intr_intercept = False  # l1.intercept intr=, which sets V_INTR_MASKING on SVM
         # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr, hlt
         self.controls: tuple = (False,) * 6
@@ -112,6 +117,7 @@ class Driver:
                 self.reset = True
                 self.dead = True
                 return
+            self.timers_due()
             if r <= 0:
                 self.userspace_exit()
                 return
@@ -134,6 +140,21 @@ class Driver:
                     clean = 0
         self.livelock = f"step {self.rec.step}: KVM_RUN did not settle in {BOUND} entries"
         self.dead = True
+
+    def timers_due(self) -> None:
+        """The timed events due after the guest instructions the last pass
+        executed (`impls.timer`) become pending: an interrupt through the
+        LAPIC, an NMI through kvm_inject_nmi."""
+        while self.instructions_seen < self.cpu.instructions:
+            self.instructions_seen += 1
+            for due in self.timers.tick():
+                self.pend(due)
+
+    def pend(self, due) -> None:
+        if due.nmi:
+            self.vcpu.kvm_inject_nmi()
+        else:
+            self.vcpu.kvm_apic_set_irq(due.vector)
 
     def vmm_push_extint(self) -> None:
         """The VMM's userspace PIC retries KVM_INTERRUPT (split irqchip)."""
@@ -411,6 +432,11 @@ class Driver:
     def ev_nmi(self, ev):
         self.vcpu.kvm_inject_nmi()
 
+    def ev_timer(self, ev):
+        after, nmi, vector = ev.args
+        for due in self.timers.arm(after, nmi, vector):
+            self.pend(due)
+
     def ev_smi(self, ev):
         """The VMM's KVM_SMI (impls.hw.environment, SMM)."""
         self.vcpu.kvm_vcpu_ioctl_smi()
@@ -552,6 +578,73 @@ class Driver:
                     n.vmcs02.vmcs.entry_instruction_len = x.nested.vmcs12.vm_entry_instruction_len
         self.vcpu = new
         self._set_events(events)
+
+    def ev_user_get_events(self, ev):
+        """KVM_GET_VCPU_EVENTS alone: the snapshot is an observation."""
+        self.rec.observe(1, self.vcpu_events(self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()))
+
+    def vcpu_events(self, e) -> VcpuEvents:
+        """struct kvm_vcpu_events as `VcpuEvents`: only the fields its flags
+        and its own valid bits make valid (api.rst 4.31)."""
+        payload_valid = bool(e.flags & st.KVM_VCPUEVENT_VALID_PAYLOAD)
+        pending = payload_valid and bool(e.exception_pending)
+        held = pending or bool(e.exception_injected)
+        exc = arch.Ev(arch.EvType.HW_EXCEPTION, e.exception_nr,
+                      e.exception_error_code if e.exception_has_error_code else None) if held else None
+        return VcpuEvents(
+            exception=exc, exception_pending=pending, exception_injected=bool(e.exception_injected),
+            payload=e.exception_payload if held and payload_valid and e.exception_has_payload else None,
+            nmi_injected=bool(e.nmi_injected), nmi_pending=e.nmi_pending, nmi_masked=bool(e.nmi_masked),
+            interrupt=e.interrupt_nr if e.interrupt_injected else None,
+            interrupt_soft=bool(e.interrupt_injected and e.interrupt_soft),
+            shadow=e.interrupt_shadow if e.flags & st.KVM_VCPUEVENT_VALID_SHADOW else 0,
+            smi_pending=bool(e.flags & st.KVM_VCPUEVENT_VALID_SMM and e.smi_pending),
+            latched_init=bool(e.flags & st.KVM_VCPUEVENT_VALID_SMM and e.smi_latched_init),
+            triple_fault=bool(e.flags & TRIPLE_FAULT_VALID and getattr(e, "triple_fault_pending", 0)))
+
+    def ev_user_run_exit(self, ev):
+        """KVM_RUN with a signal pending for the vCPU thread: a pass of
+        vcpu_run (kvm_vcpu_running, then vcpu_enter_guest: its requests and
+        injection, cancelled by kvm_vcpu_exit_request, which sees the
+        signal), then vcpu_run's check for work before the next entry
+        (xfer_to_guest_mode_handle_work) returns -EINTR with KVM_EXIT_INTR.
+        What KVM queued stays queued; the next KVM_RUN goes on.
+
+        The quiescent point is never inside the scenario's SMM handler,
+        which returns at once (impls.hw.environment, SMM): a pass that
+        entered SMM is followed by passes without the signal until the
+        handler's RSM has run, as if the signal came just after it.  With
+        `immediate` the VMM sets kvm_run->immediate_exit instead: KVM_RUN
+        returns -EINTR before vcpu_run."""
+        self.vmm_push_extint()
+        cpu, vcpu = self.cpu, self.vcpu
+        if ev.args[0]:
+            vcpu.kvm_run_immediate_exit()  # -EINTR before vcpu_run: nothing held changes
+            return
+        cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = CHAIN, None, None, False
+        try:
+            for _ in range(BOUND):
+                self.env.kick = not cpu.smm_handler
+                r = vcpu.vcpu_run_once()
+                self.timers_due()
+                if r > 0 and not cpu.smm_handler:
+                    self.env.signal = True
+                    r = vcpu.xfer_to_guest_mode_handle_work()
+                if r <= 0:
+                    break
+            else:
+                self.livelock = f"step {self.rec.step}: the SMM handler did not return in {BOUND} entries"
+                self.dead = True
+                return
+        except VcpuReset:
+            self.reset = self.dead = True
+            return
+        finally:
+            self.env.kick = self.env.signal = False
+        if r == -st.EINTR and vcpu.run.exit_reason == st.KVM_EXIT_INTR:
+            vcpu.run.exit_reason = st.KVM_EXIT_UNKNOWN  # the VMM handles its signal
+        else:
+            self.userspace_exit()
 
     # ----------------------------------------------------------------- run --
 

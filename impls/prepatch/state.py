@@ -12,6 +12,7 @@ from impls.hw.cpu import Vmcb, Vmcs
 TREE = "5.11-rc7"
 
 # ------------------------------------------------------------ errno values --
+EINTR = 4
 EBUSY = 16
 EINVAL = 22
 EEXIST = 17

@@ -38,9 +38,9 @@ from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
 from impls.hw.environment import Origin, VcpuReset
 from impls.origin import glue, origin
 from impls.prepatch.state import (
-    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
+    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINTR, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
     EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK, KVM_APIC_INIT, KVM_APIC_SIPI,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
     KVM_MP_STATE_RUNNABLE,
     KVM_INTERNAL_ERROR_EMULATION, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
@@ -661,6 +661,28 @@ class X86:
             vcpu.rec.note("vcpu_block: the halted vCPU is woken (mp_state RUNNABLE)")
             vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
         return 1
+
+    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
+    def kvm_run_immediate_exit(vcpu) -> int:
+        """KVM_RUN with kvm_run->immediate_exit set: -EINTR before vcpu_run
+        (after completing a userspace I/O, which never arises here), with
+        nothing else done."""
+        return -EINTR
+
+    @origin("kernel/entry/kvm.c", "xfer_to_guest_mode_handle_work", tree=TREE)
+    def xfer_to_guest_mode_handle_work(vcpu) -> int:
+        """vcpu_run's check after a pass for work the thread has before the
+        next entry: a pending signal exits to userspace with -EINTR
+        (xfer_to_guest_mode_work); rescheduling and notify-resume work,
+        the other kinds, are not modelled."""
+        if vcpu.env.signal:
+            vcpu.kvm_handle_signal_exit()
+            return -EINTR
+        return 0
+
+    @origin("include/linux/kvm_host.h", "kvm_handle_signal_exit", tree=TREE)
+    def kvm_handle_signal_exit(vcpu) -> None:
+        vcpu.run.exit_reason = KVM_EXIT_INTR  # and ++stat.signal_exits
 
     # ---------------------------------------------- emulator, MMU, skipping --
 

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field, replace
 
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, possible, vmx as avmx, svm as asvm
-from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
+from impls.api import (HANDLER, SHADOW_MOV_SS, SHADOW_STI, Delivered, EntryFailed, FinalState, Outcome, Reset,
+                       SmiHandled, Undefined, VcpuEvents, VmExit)
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.pic import UserspacePic
+from impls.timer import Timers
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -45,6 +47,14 @@ class NotExecuted(Exception):
     """The running level is halted: an instruction event finds no
     instruction executing (SDM2 HLT: the processor stops executing
     instructions until an event wakes it), so it does nothing."""
+class _Held(Exception):
+    """`user.run_exit`: the boundary's next event is held in flight
+    (recognised, its delivery not begun) instead of being delivered;
+    `ev` is None when it was in flight already."""
+
+    def __init__(self, ev: Ev | None):
+        super().__init__()
+        self.ev = ev
 
 
 class Stopped(Exception):
@@ -124,6 +134,8 @@ class Machine:
         # blocking in the VMCS (SDM Table 24-3).
         self.svm_nmi_mask = False
         self.pic = UserspacePic()  # the VMM's PIC: `user.interrupt` (impls.pic)
+        self.timers = Timers()  # `timer`: events due after guest instructions (impls.timer)
+        self.holding = False  # `user.run_exit`'s trial of the boundary: hold, do not deliver
         self.extint_given: int | None = None  # the vector KVM_INTERRUPT gave, until delivered
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
@@ -314,6 +326,8 @@ class Machine:
             # a payload CR2 is already written), so the exit reports it.
             self._exception_exit(ev, None, self.cr2(self.level) if ev.vector == PF else None)
             return
+        if self.holding:
+            raise _Held(ev)
         if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
             # NMI blocking starts with the delivery: an exit or fault during
             # it leaves NMIs blocked (SDM 27.1; SDM 6.7.1).  An NMI injected
@@ -397,6 +411,8 @@ class Machine:
         maskable interrupts (tier 6); lower-priority interrupts stay pending.
         VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
         if self.user_in_flight is not None:
+            if self.holding:
+                raise _Held(None)
             # An exception raised while an event was being delivered is a
             # fault during that delivery (SDM 6.15, Table 6-5; nested: SDM
             # 27.2.3, APM 15.7.2).
@@ -675,16 +691,33 @@ class Machine:
         if self.extint_given is None:
             self.extint_given = self.pic.next_vector()
 
-    def _execute(self) -> LevelState:
+    def _execute(self, level: int | None = None) -> LevelState:
         """An instruction boundary, then the start of an instruction: the
-        shadow of the previous one ends (SDM 6.8.3)."""
+        shadow of the previous one ends (SDM 6.8.3).  An instruction of
+        `level` does not start if the boundary left that level."""
         self._kvm_run()
         self._boundaries()
         lv = self.cur
+        if level is not None and self.level != level:
+            return lv
         if lv.halted:
             raise NotExecuted
         lv.shadow = None
+        self._instruction()
         return lv
+
+    def _instruction(self) -> None:
+        """A guest instruction starts executing (`impls.timer`): the timed
+        events due after it become pending, to be recognised at the next
+        boundary (SDM 6.9)."""
+        for due in self.timers.tick():
+            self._pend(due)
+
+    def _pend(self, due) -> None:
+        if due.nmi:
+            self.ev_nmi(None)
+        else:
+            self.irq_pending.add(due.vector)
 
     # ------------------------------------------------------------ events --
 
@@ -716,7 +749,7 @@ class Machine:
         writing vmcs12 / vmcb12 guest state), at once."""
         level = int(ev.kind[1])
         if level == self.level:
-            self._execute()
+            self._execute(level)
             if self.level != level:
                 return
         self._set_desc(ev, mode=Mode(ev.args[0]))
@@ -758,6 +791,7 @@ class Machine:
         lv = self.cur
         if lv.halted:
             raise NotExecuted
+        self._instruction()
         if self.level == 2 and self.ctl.hlt:
             self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_HLT) if self.svm else avmx.reason_name(avmx.HLT)))
             return
@@ -784,6 +818,7 @@ class Machine:
             return
         if self.cur.halted:
             raise NotExecuted
+        self._instruction()
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
             # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
@@ -983,6 +1018,7 @@ class Machine:
             return
         if self.cur.halted:
             raise NotExecuted
+        self._instruction()
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
         self._vmexit(VmExit(name))
 
@@ -1210,6 +1246,144 @@ class Machine:
 
     def ev_user_migrate(self, ev):
         """Save/restore changes nothing the guest can see."""
+
+    def ev_timer(self, ev):
+        """A timed event source (`impls.timer`): the interrupt or NMI
+        becomes pending after `after` more guest instructions."""
+        after, nmi, vector = ev.args
+        for due in self.timers.arm(after, nmi, vector):
+            self._pend(due)
+
+    #: Machine attributes a `user.run_exit` trial does not save: the
+    #: scenario, the choices and the step.
+    _FIXED = frozenset({"cfg", "vendor", "svm", "events", "answers", "asked", "step"})
+
+    def ev_user_run_exit(self, ev):
+        """KVM_RUN returning to userspace before the guest executes an
+        instruction (a signal, -EINTR).  The guest executes nothing, so
+        nothing completes that needs guest code; the vCPU may still have
+        reached its instruction boundary and begun on what is pending there
+        (SDM 6.9: events are recognised at instruction boundaries; when the
+        VMM's thread is interrupted is not architectural).  So every prefix
+        of the boundary's events, in the order `_boundary` takes them, is
+        allowed: after each one taken (an exit to L1, an SMI, an INIT) the
+        run may return or go on; an event to deliver through an IDT is at
+        most held in flight (recognised, its delivery not begun: what
+        KVM_GET_VCPU_EVENTS calls injected, an interrupt acknowledged),
+        and the run returns with it.  An event in flight already may also
+        be delivered (its handler is reached, none of its instructions
+        runs), the boundary going on to what follows it (an INIT, say); a
+        newly recognised one ends the run held, the one ending offered
+        there (its delivery as well would be allowed, but no KVM does it,
+        and each option doubles the reference's runs).  Nothing the guest
+        can see changes otherwise: a later `run` delivers what is held.  With `immediate`
+        (kvm_run->immediate_exit) the vCPU does not run at all: nothing
+        changes."""
+        self._kvm_run()
+        if ev.args[0]:
+            return
+        for _ in range(STEP_BOUND):
+            saved = self._save()
+            took, held, stopped = self._trial(hold=True)
+            if held and not took:
+                # In flight already: stopping leaves it so; going on delivers
+                # it (no handler instruction runs), and the boundary goes on.
+                vars(self).update(saved)
+                saved = self._save()
+                took, held, stopped = self._trial(hold=False)
+            if not took or not self.choose("user.run_exit: KVM_RUN returns before the vCPU takes its boundary's "
+                                           "next event, or after (SDM 6.9)", 2):
+                vars(self).update(saved)
+                return
+            if stopped:
+                raise Stopped
+            if held:
+                self.note(f"user.run_exit: {self.user_in_flight} held in flight, not delivered")
+                return
+        raise Livelock("user.run_exit did not reach a quiescent point")
+
+    def _trial(self, hold: bool) -> tuple[bool, bool, bool]:
+        """One `_boundary` of `user.run_exit`, holding (`hold`) the event it
+        would deliver: (took something, held an event, stopped the vCPU)."""
+        self.holding = hold
+        try:
+            return self._boundary(), False, False
+        except _Held as h:
+            if h.ev is not None:
+                self.user_in_flight = h.ev
+            return h.ev is not None, True, False
+        except Stopped:
+            return True, False, True
+        finally:
+            self.holding = False
+
+    def _save(self) -> dict:
+        """What a boundary may change, copied (`ev_user_run_exit` puts it
+        back): the scalars, each level's state, the pending interrupts and
+        the traces.  The intercepts, the PIC and the timers change only by
+        events and instructions, never at a boundary."""
+        saved = {k: v for k, v in vars(self).items() if k not in self._FIXED}
+        saved["lv"] = {n: replace(lv, armed=list(lv.armed)) for n, lv in self.lv.items()}
+        for name in ("l1_trace", "l2_trace", "notes"):
+            saved[name] = list(saved[name])
+        saved["irq_pending"] = set(self.irq_pending)
+        return saved
+
+    def ev_user_get_events(self, ev):
+        """KVM_GET_VCPU_EVENTS as the ABI describes it
+        (Documentation/virt/kvm/api.rst 4.31 and 4.32, read in gregkh/linux
+        at 4055f250a329; its KVM_CAP_EXCEPTION_PAYLOAD entry, and the commit
+        that added the fields, 59073aaf6de0: without the cap "the original
+        ABI is preserved, and the exception.injected field is set for either
+        pending or injected exceptions"), from the
+        architectural state: an exception raised and not yet delivered is
+        pending (with the cap; injected without it), one being delivered is
+        injected, as is an NMI or interrupt in flight; NMIs pending; NMI
+        blocking (masked); STI / MOV-SS blocking (interrupt.shadow); an SMI
+        pending; an INIT held (latched_init).  No exception the language
+        raises carries a payload (`user.set_exception` gives none).  Where
+        the ABI does not say, each reading is allowed:
+
+        * a software exception (INT3's #BP, INTO's #OF) pending or in
+          flight: reported, or left out with the instruction to execute
+          again (api.rst names no rule for them);
+        * an NMI in flight: masked as NMI blocking is now, or masked
+          already (blocking starts with its delivery, SDM 6.7.1);
+        * two NMIs pending: nmi.pending 1 or 2 (api.rst does not say
+          whether nmi.pending counts);
+        * a shadow on SVM: its own bit or both (the VMCB has one
+          INTERRUPT_SHADOW bit, APM 15.21.5 / Table B-1, which cannot tell
+          STI from MOV SS)."""
+        payload_cap = "exception_payload" in self.cfg.caps
+        flight, pending = self.user_in_flight, self.user_pending
+        exc_flight = flight if flight is not None and flight.type in _EXCEPTIONS else None
+        exc, exc_pending, exc_injected = None, False, False
+        for e, is_pending in ((pending, True), (exc_flight, False)):
+            if e is None:
+                continue
+            if e.type is EvType.SOFT_EXCEPTION and self.choose(
+                    "api.rst 4.31: a software exception held, reported or left out (not found)", 2):
+                continue
+            exc = Ev(EvType.HW_EXCEPTION, e.vector, e.error_code)
+            if is_pending and payload_cap:
+                exc_pending = True
+            else:
+                exc_injected = True
+        nmi_flight = flight is not None and flight.type is EvType.NMI
+        masked = self.nmi_blocked(self.level)
+        if nmi_flight and not masked and self.choose("SDM 6.7.1: an NMI in flight already masks NMIs", 2):
+            masked = True
+        nmis = self.nmi_pending
+        if nmis == 2 and self.choose("api.rst 4.31: nmi.pending of two NMIs, 1 or 2 (not found)", 2):
+            nmis = 1
+        shadow = {None: 0, "sti": SHADOW_STI, "movss": SHADOW_MOV_SS}[self.cur.shadow]
+        if self.svm and shadow and self.choose("APM 15.21.5: one INTERRUPT_SHADOW bit, STI or MOV SS", 2):
+            shadow = SHADOW_STI | SHADOW_MOV_SS
+        irq = flight.vector if flight is not None and flight.type is EvType.EXT_INTR else None
+        self.l1_trace.append((self.step, VcpuEvents(
+            exception=exc, exception_pending=exc_pending, exception_injected=exc_injected,
+            nmi_injected=nmi_flight, nmi_pending=nmis, nmi_masked=masked, interrupt=irq, shadow=shadow,
+            smi_pending=self.smi_pending, latched_init=self.init_pending)))
 
     def ev_run(self, ev):
         self._kvm_run()

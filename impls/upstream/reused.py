@@ -47,6 +47,12 @@ _X86 = {
     "kvm_arch_vcpu_runnable": f"{S}",
     "kvm_arch_interrupt_allowed": f"{S}",
     "kvm_vcpu_block": f"{S} (kvm_main.c): sleeps until kvm_arch_vcpu_runnable (the scenario's next event)",
+    "kvm_run_immediate_exit": f"{SX}: kvm_arch_vcpu_ioctl_run's immediate_exit check, after the "
+                              "morph of a userspace exception into a nested VM exit "
+                              "(impls.upstream.x86.kvm_arch_vcpu_ioctl_run, which the driver runs first)",
+    "xfer_to_guest_mode_handle_work": f"{S} (kernel/entry/kvm.c): a pending signal is -EINTR with "
+                                      "KVM_EXIT_INTR, as in 5.11",
+    "kvm_handle_signal_exit": f"{S} (include/linux/kvm_host.h)",
     "x86_emulate_rsm": f"{SX}: the writeback after em_rsm, as in 5.11 (6.1's em_rsm ends with "
                        "emulator_recalc_and_set_mode, which the port does not model)",
     "is_protmode": f"{S} (x86.h)",
