@@ -20,7 +20,8 @@ listed, in order, separated by ` | ` (`nothing`: none); an exit ending in
 `, IDT-vectoring: any` leaves that field open (KVM's test does not read it),
 `, IDT-vectoring: undefined` too (the manuals leave it undefined); a
 ` NAME=VALUE` field of an observation (`ret=+2`, `len=1`, `addr=0x1000`) that
-the assertion does not name is left open likewise.  `final.FIELD` is a
+the assertion does not name is left open likewise, and so is an exit's
+`, activity HLT` where the assertion names no activity.  `final.FIELD` is a
 field of the final state as `evdiff explain` shows it (`yes` / `no`, hex
 vectors, `none`); `shutdown` is the step of a shutdown or `none`.
 
@@ -49,6 +50,8 @@ _ANY_VECTORING = (", IDT-vectoring: undefined", ", IDT-vectoring: any")
 #: An observation's ` NAME=VALUE` fields (`ret=+2`, `len=1`, `addr=0x1000`).
 _FIELD_VALUE = re.compile(r" (\w+)=\S+")
 _FIELD = re.compile(r" (\w+)=")
+#: The activity state a VMX exit saved (`impls.api.VmExit`), where it is HLT.
+_ACTIVITY = ", activity "
 _FINAL_FIELDS = {f.name for f in fields(FinalState)}
 
 
@@ -106,9 +109,11 @@ def actual(assertion: Assertion, outcome: Outcome) -> str:
 def _unread(shown: str, text: str) -> str:
     """`shown` without its ` NAME=VALUE` fields that `text` does not name
     (a return address `ret=`, an instruction length `len=`, a #PF address
-    `addr=`): fields KVM's test does not read are left open."""
+    `addr=`) and without an exit's `, activity HLT` if `text` names no
+    activity: what KVM's test does not read is left open."""
     named = set(_FIELD.findall(text))
-    return _FIELD_VALUE.sub(lambda m: m[0] if m[1] in named else "", shown)
+    shown = _FIELD_VALUE.sub(lambda m: m[0] if m[1] in named else "", shown)
+    return shown if _ACTIVITY in text else shown.replace(_ACTIVITY + "HLT", "")
 
 
 def _same(obs, text: str) -> bool:

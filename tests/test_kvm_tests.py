@@ -136,3 +136,14 @@ def test_fields_an_assertion_does_not_name_are_open(text, holds):
     out = oracle.api.Outcome(l1=((0, Shown(1, Ev(EvType.HW_EXCEPTION, 14, 2))),))
     asserts, _ = assertions.parse(_with(f"assert l1@0: {text}"))
     assert (assertions.failures(asserts, out) == []) == holds
+
+
+@pytest.mark.parametrize("text, holds", [("EXIT EXTERNAL_INTERRUPT", True),
+                                         ("EXIT EXTERNAL_INTERRUPT, activity HLT", True),
+                                         ("EXIT VMCALL", False)])
+def test_an_exits_activity_state_is_open_unless_named(text, holds):
+    s = parse_scenario("evdiff 1 vendor=vmx\nl1.intercept intr=1\nl1.vmentry\nhlt\nirq 0x30\nrun\n")
+    out = oracle.run_one(oracle.REFERENCE, s)
+    assert str(out.l1[0][1]) == "EXIT EXTERNAL_INTERRUPT, activity HLT"
+    asserts, _ = assertions.parse(Scenario(s.config, s.events, f"assert l1@{out.l1[0][0]}: {text}"))
+    assert (assertions.failures(asserts, out) == []) == holds
