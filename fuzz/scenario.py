@@ -170,8 +170,12 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),),
-                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event"),
+        # insn_len: added after the first release, so it is the last
+        # parameter and 0 (byte 0) is its default (README, "binary form").
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None), _p("insn_len", PType.U8, 0)),
+                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event; "
+                  "insn_len: the length of the instruction behind an injected software event "
+                  "(VMX VM-entry instruction length; SVM next_rip = rip + insn_len)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
@@ -233,6 +237,13 @@ class Event:
     kind: str
     args: tuple = ()
 
+    def __post_init__(self):
+        # Parameters added to a kind later take their defaults when an
+        # event is built with the kind's earlier arguments only.
+        params = SPEC_BY_KIND[self.kind].params if self.kind in SPEC_BY_KIND else ()
+        if len(self.args) < len(params):
+            object.__setattr__(self, "args", self.args + tuple(p.default for p in params[len(self.args):]))
+
     @property
     def spec(self) -> EventSpec:
         return SPEC_BY_KIND[self.kind]
@@ -277,7 +288,7 @@ def normalise(ev: Event) -> Event:
         wants_ec = inj.type is EvType.HW_EXCEPTION and has_error_code(inj.vector)
         if wants_ec != (inj.error_code is not None):
             inj = Ev(inj.type, inj.vector, (inj.error_code or 0) if wants_ec else None)
-            ev = Event(ev.kind, (inj,))
+            ev = Event(ev.kind, (inj,) + ev.args[1:])
     return ev
 
 

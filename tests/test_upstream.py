@@ -25,7 +25,7 @@ from fuzz.scenario import Event
 from fuzz.text import parse_scenario, read_scenario
 from impls import api
 from impls.api import Outcome
-from impls.arch.events import exception
+from impls.arch.events import Ev, EvType, exception
 
 SEEDS = Path(__file__).resolve().parent.parent / "corpus" / "seeds"
 
@@ -537,10 +537,25 @@ def test_svm_soft_interrupt_reported_in_exitintinfo():
     """SVM: L1 injects INT 0x80 and its delivery hits a #PF L1 intercepts;
     6.1's svm_complete_interrupts re-queues SOFT events (5.11 dropped them),
     so EXITINTINFO carries the INTn: fixed."""
-    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80)\n")
+    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80) insn_len=2\n")
     (step, exit_), = upstream(s).l1
-    assert exit_.vectoring is not None and exit_.vectoring.vector == 0x80
-    assert verdicts(s) == {"l1": "fixed"}
+    (_, expected), = api.load("reference").run(s).l1
+    assert exit_.vectoring == expected.vectoring == Ev(EvType.SOFT_INT, 0x80)
+    assert api.load("prepatch").run(s).l1[0][1].vectoring is None
+
+
+def test_svm_nested_exit_leaks_the_restored_next_rip():
+    """6.1 gives the VMCB back the next_rip of a soft event it injected
+    (svm_complete_soft_interrupt) before it knows the exit goes to L1, and
+    nested_svm_vmexit copies that next_rip into vmcb12: L1 reads an nRIP on
+    an exception intercept, where the CPU saves zero (APM 15.7.1).  5.11
+    has no such restore (it never copied L1's next_rip in the first place)."""
+    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80) insn_len=2\n")
+    (_, exit_), = upstream(s).l1
+    assert exit_.length == 2
+    (_, expected), = api.load("reference").run(s).l1
+    assert expected.length is None
+    assert verdicts(s) == {"l1": "still-wrong"}
 
 
 def test_outcome_is_deterministic():

@@ -66,6 +66,9 @@ _SVM_61 = {
     "svm_set_gif": R,
     "svm_smi_allowed": R,
     "svm_update_soft_interrupt_rip": R,
+    "_svm_skip_emulated_instruction": f"{R} (__svm_skip_emulated_instruction): the decode path lost its "
+                                      "can-emulate check (SEV only: always true here)",
+    "svm_skip_emulated_instruction": R,
     "svm_enter_smm": f"{R}: SMRAM is a union; it refuses without long mode in CPUID, which the guest has",
     "svm_leave_smm": f"{R}: SMRAM is a union",
     "nested_svm_simple_vmexit": f"{R} (svm.h)",
@@ -181,8 +184,6 @@ _SVM_511 = {
                                   "self-IPI (smp_send_reschedule) before VMRUN",
     "svm_set_interrupt_shadow": R,
     "svm_set_nmi_mask": f"{R}: svm->nmi_masked and the IRET intercept with vNMI off, the port's HF_NMI_MASK",
-    "svm_skip_emulated_instruction": f"{R} (__svm_skip_emulated_instruction): next_rip (NRIPS), as "
-                                     "modelled; the decode path lost its can-emulate check",
     "svm_smi_blocked": R,
     "svm_vcpu_run": f"{R}: svm_handle_mce still runs before svm_complete_interrupts; the port queues the "
                     "VMM's #MC after it (impls.hw.environment); the immediate exit is a run flag (see "

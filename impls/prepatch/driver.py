@@ -150,8 +150,10 @@ class Driver:
         which the simulated CPU holds as vmcs12 / vmcb12 would."""
         seen = len(self.rec.l1)
         handler(ev)
+        l2 = self.cpu.lv[2]
         for _, obs in self.rec.l1[seen:]:
-            l1_handles_exit(obs, self.cpu.lv[2])
+            l1_handles_exit(obs, l2)
+            l2.insn_rip = l2.rip  # L1 next enters L2 at its RIP
 
     def outcome(self) -> Outcome:
         if self.reset:
@@ -255,18 +257,22 @@ class Driver:
             self.l1_intercept(*ev.args)
 
     def ev_l1_vmentry(self, ev):
+        """L1 writes the event to inject and the length of the instruction
+        behind it: VMX's VM-entry instruction length, SVM's next_rip (L2's
+        RIP + the length), then enters."""
         if self.level() != 1:
             return
-        inject = ev.args[0]
+        inject, insn_len = ev.args
         l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode(inject)
+            c12.next_rip = self.cpu.lv[2].rip + insn_len
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
-            vmcs12.vm_entry_instruction_len = 2 if inject is not None and inject.type is arch.EvType.SOFT_INT else 0
+            vmcs12.vm_entry_instruction_len = insn_len
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
 
     def ev_l2_vmcall(self, ev):

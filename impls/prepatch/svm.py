@@ -303,6 +303,7 @@ class Svm:
             svm.vmcb.pending_intr = True  # smp_send_reschedule()
         vcpu.cpu.svm_run(svm.vmcb)
         svm.vmcb.pending_intr = False
+        svm.next_rip = 0
         if vcpu.is_guest_mode():
             vcpu.sync_nested_vmcb_control()
             svm.nested.nested_run_pending = False

@@ -276,7 +276,12 @@ class VmxNested:
         if reason == hw.EXIT_REASON_EXCEPTION_NMI and info is not None and info.vector == PF \
                 and info.type == 3:
             address = vmcs12.exit_qualification
-        vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address))
+        # The VM-exit instruction length, where the SDM defines it for a
+        # software event (SDM 27.2.4; `VmExit.length`).  The guest RIP saved
+        # is L2's RIP, which only completing an instruction moves: +0.
+        soft = any(e is not None and e.type in avmx.INSTRUCTION_TYPES for e in (info, vectoring))
+        length = vmcs12.vm_exit_instruction_len if soft else None
+        vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address, length=length))
 
     @origin(NESTED_C, "nested_vmx_l0_wants_exit", tree=TREE)
     def nested_vmx_l0_wants_exit(vcpu, exit_reason: int) -> bool:

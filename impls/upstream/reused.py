@@ -103,7 +103,6 @@ _SVM = {
     "svm_set_interrupt_shadow": S,
     "svm_set_nmi_mask": S,
     "svm_set_vintr": f"{S}: the V_INTR priority bits are not modelled",
-    "svm_skip_emulated_instruction": S,
     "svm_smi_blocked": S,
     "svm_vcpu_run": f"{S}: svm_handle_mce still runs before svm_complete_interrupts; the port queues "
                     "the VMM's #MC after it (impls.hw.environment)",
