@@ -210,6 +210,7 @@ _SVM_511 = {
 }
 
 _VMX_511 = {
+    "nested_cpu_has_zero_length_injection": f"{R} (vmx/nested.h): KVM's IA32_VMX_MISC for L1 still lacks bit 30",
     "nested_check_vm_entry_controls": f"{R} (vmx/nested.c): the check that the deliver-error-code bit "
                                       "agrees with the vector is skipped when L1's IA32_VMX_BASIC[56] "
                                       "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "

@@ -23,7 +23,8 @@ from impls.prepatch.state import (
 )
 from impls.prepatch.vmx import (
     INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
-    INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_nmi,
+    INTR_TYPE_NMI_INTR, INTR_TYPE_PRIV_SW_EXCEPTION, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR,
+    VECTORING_INFO_VALID_MASK, is_nmi,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 
@@ -39,6 +40,12 @@ EXIT_REASON_INIT_SIGNAL = 3
 EXIT_REASON_SIPI_SIGNAL = 4
 
 INTR_TYPE_RESERVED = 1 << 8
+#: IA32_VMX_MISC bit 30: VM entry may inject a software event with length 0.
+VMX_MISC_ZERO_LEN_INS = 1 << 30
+#: The IA32_VMX_MISC KVM reports to L1 (nested_vmx_setup_ctls_msrs): the
+#: host's SAVE_EFER_LMA bit, VMWRITE to read-only fields, the emulated
+#: preemption-timer rate and activity state HLT -- never ZERO_LEN_INS.
+NESTED_MISC_LOW = (1 << 29) | 5 | (1 << 6)
 INTR_TYPE_OTHER_EVENT = 7 << 8
 _X86_EXCEPTION_HAS_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17})
 
@@ -116,7 +123,16 @@ class VmxNested:
             return False
         if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF0000:  # GENMASK(31, 16) since 5.4
             return False
+        if intr_type in (INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, INTR_TYPE_PRIV_SW_EXCEPTION):
+            if vmcs12.vm_entry_instruction_len > 15 or (
+                    vmcs12.vm_entry_instruction_len == 0 and not vcpu.nested_cpu_has_zero_length_injection()):
+                return False
         return True
+
+    @origin(NESTED_H, "nested_cpu_has_zero_length_injection", tree=TREE)
+    def nested_cpu_has_zero_length_injection(vcpu) -> bool:
+        """IA32_VMX_MISC[30] as KVM reports it to L1: never set."""
+        return bool(NESTED_MISC_LOW & VMX_MISC_ZERO_LEN_INS)
 
     @origin(NESTED_C, "nested_vmx_run", tree=TREE)
     def nested_vmx_run(vcpu, launch: bool) -> int:

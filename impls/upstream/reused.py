@@ -127,6 +127,7 @@ _SVM = {
 }
 
 _VMX = {
+    "nested_cpu_has_zero_length_injection": f"{S} (vmx/nested.h): KVM's IA32_VMX_MISC for L1 still lacks bit 30",
     "is_exception_n": f"{S} (vmx/vmcs.h)",
     "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
     "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
