@@ -321,7 +321,7 @@ def test_real_mode_error_code_in_l2_is_a_late_vmfail_for_l1():
 
 #: Issue 13's two scenarios for the v6.1 tag, the reference's outcome for each.
 TRIPLE_FAULT_UNINTERCEPTED = "l1.intercept shutdown=0\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n"
-NMI_BEFORE_INTR_EXIT = "l1.intercept intr=1\nl1.vmentry inject=int(0x80)\nirq 0x21\nnmi\n"
+NMI_BEFORE_INTR_EXIT = "l1.intercept intr=1\nl1.vmentry inject=int(0x80) insn_len=2\nirq 0x21\nnmi\n"
 
 
 def test_svm_triple_fault_without_shutdown_intercept_shuts_the_vm_down():
@@ -383,7 +383,7 @@ def test_interrupt_exit_waits_for_the_nmi_l2_takes_first():
     only the interrupt and exited to L1 at once (5.11, the RFC)."""
     s = scenario("vmx", "on", NMI_BEFORE_INTR_EXIT)
     out = upstream(s)
-    assert [str(o) for _, o in out.l2] == ["L2 handles INT 0x80", "L2 handles NMI"]
+    assert [str(o) for _, o in out.l2] == ["L2 handles INT 0x80 ret=+2", "L2 handles NMI"]
     assert [str(o) for _, o in out.l1] == ["EXIT EXTERNAL_INTERRUPT"]
     assert agrees(s)
     assert set(verdicts(s).values()) == {"fixed"}
