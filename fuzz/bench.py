@@ -3,13 +3,15 @@ the seed bug classes.  Prints tables; never part of the test suite.
 
 1. **execs/s in-process** (no instrumentation): decode alone, then decode +
    every registered implementation + the oracle, on the same random inputs of
-   16 and 64 events (fixed seed), in the same run; the ratio says what the
+   campaign-like length (`CAMPAIGN_MEAN_EVENTS`), 16 and 64 events (fixed
+   seed), in the same run; the ratio says what the
    differential part costs.  Decoding is measured cold (its record cache
    cleared): libFuzzer's mutants share most records with their parents, so a
    campaign decodes faster than this.  Each implementation alone, too.
 2. **campaign execs/s** (atheris, instrumented, real `evdiff fuzz` runs from
    the seeds, wall time including start-up): 1 job, `--jobs 2` (`-fork=2`),
-   and `--jobs 2 --parallel workers` (`-jobs=2 -workers=2`); scaling is the
+   and `--jobs 2 --parallel workers` (`-jobs=2 -workers=2`), then 1 job with
+   each other instrumentation scope (`EVDIFF_INSTRUMENT`); scaling is the
    ratio to 1 job.
 3. **time to first finding** per seed bug class, from an empty corpus
    without the seeds (and a dictionary without their records): a class is
@@ -53,6 +55,9 @@ def add_arguments(p) -> None:
     p.add_argument("--guidance", choices=("default", "on", "off", "both"), default="default",
                    help="time to first finding with the target's extra features (fuzz.guidance) on, off, or "
                         "both in turns (default: the target's default)")
+    p.add_argument("--setting", action="append", metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
+                   help="time to first finding under this target environment (repeatable; campaigns of the "
+                        "settings take turns), e.g. 'bare:EVDIFF_INSTRUMENT=none'; overrides --guidance")
     p.add_argument("--only", help=f"comma-separated sections: {','.join(SECTIONS)} (default: all)")
     p.add_argument("--profile", action="store_true", help="also profile the in-process loop")
     p.add_argument("--impls", help="comma-separated implementations (default: all)")
@@ -62,11 +67,27 @@ def add_arguments(p) -> None:
 # ---------------------------------------------------------- in-process --
 
 
-def _inputs(events: int, n: int = 200, seed: int = 1) -> list[bytes]:
+#: Mean events of a campaign's inputs (measured: the corpus of a 10-minute
+#: campaign from the seeds, 5.8 events); the "campaign" row draws lengths
+#: from a geometric distribution with this mean.
+CAMPAIGN_MEAN_EVENTS = 5.8
+
+
+def _inputs(events: int | str, n: int = 200, seed: int = 1) -> list[bytes]:
+    """`n` random inputs of `events` events, or of campaign-like lengths."""
     from fuzz.binary import RECORD
 
     rng = random.Random(seed)
-    return [bytes(rng.randrange(256) for _ in range(1 + RECORD * events)) for _ in range(n)]
+
+    def length():
+        if events != "campaign":
+            return events
+        p, k = 1 / CAMPAIGN_MEAN_EVENTS, 1
+        while rng.random() > p:
+            k += 1
+        return k
+
+    return [bytes(rng.randrange(256) for _ in range(1 + RECORD * length())) for _ in range(n)]
 
 
 def _rate(fn, inputs, seconds: float, before=None) -> float:
@@ -93,7 +114,7 @@ def in_process(names: list[str], seconds: float) -> list[dict]:
     from impls import api
 
     rows = []
-    for events in (16, 64):
+    for events in ("campaign", 16, 64):
         inputs = _inputs(events)
         scenarios = [binary.decode(d) for d in inputs]
         decode = _rate(binary.decode, inputs, seconds, before=_cold)
@@ -138,14 +159,16 @@ def _fuzz_cmd(findings: Path, seconds: float, *extra: str, engine: str = "atheri
             "--findings", str(findings), *extra]
 
 
-def campaign_rate(seconds: float, jobs: int, impls: str | None, parallel: str = "fork") -> dict:
+def campaign_rate(seconds: float, jobs: int, impls: str | None, parallel: str = "fork",
+                  target_env: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="evdiff-bench-") as tmp:
         out = Path(tmp) / "findings"
-        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs), "--parallel", parallel), env=_env(impls),
-                       capture_output=True, timeout=seconds + 120)
+        subprocess.run(_fuzz_cmd(out, seconds, "--jobs", str(jobs), "--parallel", parallel),
+                       env=_env(impls, **(target_env or {})), capture_output=True, timeout=seconds + 120)
         stats = json.loads((out / "stats.json").read_text())
         flags = "" if jobs == 1 else f" (-fork={jobs})" if parallel == "fork" else f" (-jobs={jobs} -workers={jobs})"
         mode = f"--jobs {jobs}" + (f" --parallel {parallel}" if jobs > 1 and parallel != "fork" else "") + flags
+        mode += "".join(f" {k}={v}" for k, v in (target_env or {}).items())
         return {"mode": mode, "execs": stats["execs"], "seconds": stats["elapsed"],
                 "execs_per_s": stats["execs"] / max(stats["elapsed"], 1e-9)}
 
@@ -227,6 +250,17 @@ def _ttff_table(classes: dict[str, set[str]], times: dict[str, list[float | None
               f"{(f'{min(got):.1f}' if got else '-'):>6} {(f'{max(got):.1f}' if got else '-'):>6}")
 
 
+def parse_setting(text: str) -> tuple[str, dict[str, str]]:
+    """`LABEL:VAR=VALUE,VAR=VALUE` to (LABEL, {VAR: VALUE})."""
+    from fuzz.scenario import EvdiffError
+
+    label, colon, rest = text.partition(":")
+    pairs = [p.partition("=") for p in rest.split(",") if p.strip()]
+    if not colon or not label.strip() or any(not eq or not k.strip() for k, eq, _ in pairs):
+        raise EvdiffError(f"--setting {text!r}: write LABEL:VAR=VALUE[,VAR=VALUE...]")
+    return label.strip(), {k.strip(): v.strip() for k, _, v in pairs}
+
+
 # --------------------------------------------------------------- main --
 
 
@@ -252,11 +286,11 @@ def main(args) -> int:
         rows = in_process(names, args.seconds)
         result["in_process"] = rows
         print(f"\n1. execs/s in-process, no instrumentation, {len(names)} implementation(s)")
-        print(f"{'events':>6} {'decode/s':>10} {'differential/s':>15} {'ratio':>6} {'(warm decode)':>14} "
+        print(f"{'events':>8} {'decode/s':>10} {'differential/s':>15} {'ratio':>6} {'(warm decode)':>14} "
               f"{'diverging':>9}   each implementation alone, runs/s")
         for r in rows:
             each = "  ".join(f"{n} {v:,.0f}" for n, v in r["per_impl"].items())
-            print(f"{r['events']:>6} {r['decode_per_s']:>10,.0f} {r['differential_per_s']:>15,.0f} "
+            print(f"{str(r['events']):>8} {r['decode_per_s']:>10,.0f} {r['differential_per_s']:>15,.0f} "
                   f"{r['ratio']:>6.3f} {r['differential_warm_decode_per_s']:>14,.0f} "
                   f"{r['diverging_inputs']:>9.0%}   {each}")
 
@@ -268,6 +302,8 @@ def main(args) -> int:
             rows = [campaign_rate(args.campaign_seconds, 1, args.impls),
                     campaign_rate(args.campaign_seconds, 2, args.impls),
                     campaign_rate(args.campaign_seconds, 2, args.impls, "workers")]
+            rows += [campaign_rate(args.campaign_seconds, 1, args.impls, target_env={"EVDIFF_INSTRUMENT": scope})
+                     for scope in ("all", "impls", "none") if scope != targetenv.INSTRUMENT_DEFAULT]
             result["campaign"] = rows
             base = rows[0]["execs_per_s"] or 1
             print(f"{'mode':<50} {'execs':>10} {'seconds':>8} {'execs/s':>9} {'vs 1 job':>9}")
@@ -290,6 +326,8 @@ def main(args) -> int:
                         "off": {"guidance off": {"EVDIFF_GUIDANCE": "0"}},
                         "both": {"guidance off": {"EVDIFF_GUIDANCE": "0"},
                                  "guidance on": {"EVDIFF_GUIDANCE": "1"}}}[args.guidance]
+            if args.setting:
+                settings = dict(parse_setting(s) for s in args.setting)
             times = ttff(classes, args.runs, args.ttff_timeout, args.engine, args.impls,
                          note=lambda s: print(s, flush=True), settings=settings)
             result["ttff"] = times[""] if "" in times else times

@@ -21,8 +21,9 @@ decode to the event that has one (`fuzz.scenario`): an error code on a
 vector that pushes none is 0, one the manual fixes (#DF, #AC) is that
 value, an address on anything but #PF is 0, an `exception` record of #BP /
 #OF is `int3` / `into`, and without the
-`exception_payload` cap a pending `user.set_exception` is an injected one
-(so the header byte also decides how such a record reads).
+`exception_payload` cap a pending `user.set_exception` is an injected one,
+and an `l1.controls` flag of the other vendor is 0 (so the header byte
+also decides how such records read).
 """
 from __future__ import annotations
 

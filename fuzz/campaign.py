@@ -6,10 +6,12 @@ stats file and one summary:
 * **atheris** (default): libFuzzer drives `fuzz/evdiff_fuzzer.py` through a
   generated executable wrapper (`<findings>/.evdiff/target`, with a shebang
   naming this interpreter: libFuzzer's `-fork` re-runs argv[0] through `sh`).
-  `--jobs N` is fork mode, `-fork=N -ignore_crashes=1`; with
-  `--parallel workers`, `-jobs=N -workers=N` (N independent fuzzers sharing
-  the corpus directory, their logs in `.evdiff/workers/`), which scales
-  better where the target starts slowly (`evdiff bench` measures both).  The seeds
+  `--jobs N` is `-jobs=N -workers=N`: N independent fuzzers sharing the
+  corpus directory, their logs in `.evdiff/workers/` (measured by `evdiff
+  bench` on 2 cores: 1.31x one job, where fork mode `-fork=N
+  -ignore_crashes=1` made 0.87x: its jobs restart the slowly starting
+  target).  `--parallel fork` chooses fork mode, which survives a fuzzer
+  process that dies (a worker that dies is not replaced).  The seeds
   (`corpus/seeds`, in binary form) and a dictionary are written at start,
   the corpus directory grows across runs.  libFuzzer's output goes to
   `<findings>/.evdiff/libfuzzer.log`; the status line is parsed from it.
@@ -57,7 +59,7 @@ class Options:
     engine: str = "atheris"
     time: float = 0  # seconds; 0: until interrupted
     jobs: int = 1
-    parallel: str = "fork"  # with jobs > 1: libFuzzer's -fork=N, or -jobs=N -workers=N ("workers")
+    parallel: str = "workers"  # with jobs > 1: libFuzzer's -jobs=N -workers=N, or -fork=N ("fork")
     findings: Path = Path("findings")
     corpus: Path | None = None
     seeds: Path | None = seeds.SEEDS  # None: start without seeds

@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fuzz", help="run a fuzz campaign (atheris or hypothesis)",
                        description="Run a fuzz campaign; see fuzz/campaign.py.  Flags after `--` go to libFuzzer.")
     p.add_argument("--time", help="stop after this long: 60, 90s, 15m, 8h (default: until Ctrl-C)")
-    p.add_argument("--jobs", type=int, default=1, help="libFuzzer fork mode across N processes")
-    p.add_argument("--parallel", choices=("fork", "workers"), default="fork",
-                   help="with --jobs: -fork=N (default) or -jobs=N -workers=N")
+    p.add_argument("--jobs", type=int, default=1, help="N fuzzing processes (see --parallel)")
+    p.add_argument("--parallel", choices=("fork", "workers"), default="workers",
+                   help="with --jobs: -jobs=N -workers=N, N independent fuzzers sharing the corpus (default: "
+                        "it scales better), or fork mode -fork=N (survives a fuzzer that dies)")
     p.add_argument("--findings", default="findings", help="findings directory (default: findings/)")
     p.add_argument("--corpus", help="corpus directory (default: FINDINGS/corpus)")
     p.add_argument("--engine", choices=("atheris", "hypothesis"), default="atheris")

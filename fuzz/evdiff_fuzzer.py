@@ -43,12 +43,26 @@ NOT_INSTRUMENTED = ["fuzz.findings", "fuzz.failures", "fuzz.text", "fuzz.explain
                     "fuzz.evdiff_fuzzer", "fuzz.mutator", "fuzz.seeds", "fuzz.guidance"]
 INSTALL = targetenv.INSTALL
 
-_instrument = atheris is not None and not targetenv.flag(targetenv.NO_INSTRUMENT)
+SCOPE = targetenv.instrument_scope()
+_instrument = atheris is not None and not targetenv.flag(targetenv.NO_INSTRUMENT) and SCOPE != "none"
+TRACE_CMP = targetenv.trace_cmp()
 #: Our packages, and those of implementations registered from outside.
-INSTRUMENTED = ["impls", "fuzz"] + sorted({t.split(":")[0].split(".")[0]
-                                          for t in targetenv.extra_impls().values()})
-with (atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
-      if _instrument else contextlib.nullcontext()):
+INSTRUMENTED = ["impls"] + ["fuzz"] * (SCOPE == "all") + sorted({t.split(":")[0].split(".")[0]
+                                                               for t in targetenv.extra_impls().values()})
+
+
+def _hooks():
+    """atheris's import hook, with comparison tracing as `TRACE_CMP` says.
+    `instrument_imports` always traces comparisons; its `HookManager` takes
+    the flag (atheris 2.3)."""
+    if TRACE_CMP:
+        return atheris.instrument_imports(include=INSTRUMENTED, exclude=NOT_INSTRUMENTED)
+    from atheris.import_hook import HookManager
+
+    return HookManager(set(INSTRUMENTED), set(NOT_INSTRUMENTED), enable_loader_override=True, trace_dataflow=False)
+
+
+with _hooks() if _instrument else contextlib.nullcontext():
     from fuzz import binary, oracle
     from impls import api
 
@@ -150,7 +164,9 @@ def _instrumented(module) -> bool | None:
 def instrumentation() -> tuple[list[str], list[str]]:
     """(instrumented, not instrumented) among the modules that decide
     coverage: every loaded implementation's module, the oracle, decoding."""
-    wanted = {"fuzz.oracle", "fuzz.binary", "fuzz.scenario"}
+    if SCOPE == "none":
+        return [], []
+    wanted = {"fuzz.oracle", "fuzz.binary", "fuzz.scenario"} if SCOPE == "all" else set()
     wanted |= {type(api.load(n)).__module__ for n in NAMES}
     wanted |= {m for m in sys.modules if m == "impls" or m.startswith("impls.")}
     wanted -= {"fuzz.evdiff_fuzzer", "__main__"}
@@ -170,7 +186,9 @@ def startup_report(out=sys.stderr) -> bool:
     if STORE is None and QUIET:
         mode += f" not in the known list ({len(QUIET)} signatures, {targetenv.RAISE_KNOWN}=1 raises them too)"
     print(f"evdiff-target: implementations: {', '.join(NAMES)}; {mode}; "
-          f"guidance {'on' if GUIDE else 'off'} ({targetenv.GUIDANCE})", file=out)
+          f"guidance {'on' if GUIDE else 'off'} ({targetenv.GUIDANCE}); instrumented: {SCOPE} "
+          f"({targetenv.INSTRUMENT}), comparisons {'traced' if TRACE_CMP else 'not traced'} "
+          f"({targetenv.TRACE_CMP})", file=out)
     print(f"evdiff-target: instrumented {len(yes)} modules: {', '.join(yes)}", file=out)
     if no:
         bar = "!" * 78

@@ -8,8 +8,9 @@ Kinds, by who acts (the README has the full table with examples):
 
 * guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
   gates, the IDT limit, a handler stack that faults,
-* L1 as a hypervisor: its intercepts for L2 and its VM entry to L2 with an
-  injected event; L2's unconditional exit to L1 (`l2.vmcall`),
+* L1 as a hypervisor: its intercepts and interrupt controls for L2
+  (`l1.controls`) and its VM entry to L2 with an injected event; L2's
+  unconditional exit to L1 (`l2.vmcall`),
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
@@ -35,7 +36,9 @@ rejects the explicit spelling, the binary form maps it):
   sources (SDM Table 6-1): `exception #BP` is `int3`, `exception #OF` is
   `into` (`normalise`);
 * without `caps=exception_payload`, `user.set_exception` sets an injected
-  exception, the only one KVM's ABI has then (`Scenario`).
+  exception, the only one KVM's ABI has then (`Scenario`);
+* an `l1.controls` flag of the other vendor (`v_irq=1` on VMX,
+  `intr_window=1` on SVM: `VENDOR_CONTROLS`) is 0 (`Scenario`).
 
 What depends on the vCPU's state as it runs (an exception a mode cannot
 raise, an event userspace claims in flight where no CPU recognises it, a
@@ -87,6 +90,15 @@ FIXED_ERROR_CODES = {8: 0, 17: 0}
 SOFT_EXCEPTION_KINDS = {3: "int3", 4: "into"}
 #: The cap without which KVM_SET_VCPU_EVENTS has no pending exception.
 EXCEPTION_PAYLOAD = "exception_payload"
+
+#: The `l1.controls` flags that only one vendor has: VMX's window exiting
+#: controls (SDM 24.6.2), SVM's int_ctl bits and VINTR intercept (APM 15.21).
+#: Under the other vendor a flag has no meaning and reads as 0
+#: (`vendor_controls`): a VMX scenario setting `v_irq=1` is the scenario
+#: without it, so it neither diverges nor counts as new.
+VENDOR_CONTROLS = {"intr_window": "vmx", "nmi_window": "vmx", "v_intr_masking": "svm", "v_irq": "svm",
+                   "vintr": "svm"}
+_CONTROLS = "l1.controls"
 
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
@@ -219,6 +231,16 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("int3", (), "INT3 (1 byte): #BP, a software exception"),
         EventSpec("into", (), "INTO (1 byte) with OF=1: #OF, a software exception; #UD in 64-bit mode"),
         EventSpec("icebp", (), "ICEBP / INT1 (1 byte): #DB, a privileged software exception"),
+        # L1's interrupt controls for L2 beyond `l1.intercept` (whose record
+        # is full): VMX interrupt-window and NMI-window exiting, SVM
+        # V_INTR_MASKING, V_IRQ (a virtual interrupt pending for L2, vector
+        # `impls.arch.svm.L1_V_INTR_VECTOR`) and the VINTR intercept.  The
+        # other vendor's flags have no meaning: `VENDOR_CONTROLS`.
+        EventSpec("l1.controls", (_p("intr_window", PType.BOOL, False), _p("nmi_window", PType.BOOL, False),
+                                  _p("v_intr_masking", PType.BOOL, False), _p("v_irq", PType.BOOL, False),
+                                  _p("vintr", PType.BOOL, False)),
+                  "L1's interrupt controls for L2: interrupt-window and NMI-window exiting (VMX), "
+                  "V_INTR_MASKING, V_IRQ and the VINTR intercept (SVM)"),
     ]
     return tuple(out)
 
@@ -302,6 +324,24 @@ class Config:
 _SET_EXCEPTION = "user.set_exception"
 
 
+def foreign_controls(config: Config, ev: Event) -> list[str]:
+    """The flags of an `l1.controls` event set to 1 that belong to the other
+    vendor (`VENDOR_CONTROLS`)."""
+    if ev.kind != _CONTROLS:
+        return []
+    return [p.name for p, v in zip(ev.spec.params, ev.args)
+            if v and VENDOR_CONTROLS.get(p.name, config.vendor) != config.vendor]
+
+
+def vendor_controls(config: Config, ev: Event) -> Event:
+    """`ev` with the other vendor's `l1.controls` flags cleared (their one
+    meaning: none)."""
+    foreign = foreign_controls(config, ev)
+    if not foreign:
+        return ev
+    return Event(ev.kind, tuple(False if p.name in foreign else v for p, v in zip(ev.spec.params, ev.args)))
+
+
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:
     """`ev` asks KVM_SET_VCPU_EVENTS for a pending exception that the
     configuration's ABI cannot express: without KVM_CAP_EXCEPTION_PAYLOAD
@@ -313,7 +353,8 @@ def pending_exception_unsettable(config: Config, ev: Event) -> bool:
 class Scenario:
     """A configuration and its events.  Constructing one gives each event
     its one meaning under the configuration: without `caps=exception_payload`
-    a `user.set_exception` is injected (`pending_exception_unsettable`)."""
+    a `user.set_exception` is injected (`pending_exception_unsettable`); an
+    `l1.controls` flag of the other vendor is 0 (`vendor_controls`)."""
 
     config: Config = field(default_factory=Config)
     events: tuple[Event, ...] = ()
@@ -321,11 +362,14 @@ class Scenario:
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
+        events = self.events
         if EXCEPTION_PAYLOAD not in self.config.caps:
             events = tuple(Event(e.kind, e.args[:2] + (True,)) if pending_exception_unsettable(self.config, e)
-                           else e for e in self.events)
-            if events != self.events:
-                object.__setattr__(self, "events", events)
+                           else e for e in events)
+        if any(e.kind == _CONTROLS for e in events):
+            events = tuple(vendor_controls(self.config, e) for e in events)
+        if events != self.events:
+            object.__setattr__(self, "events", events)
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.events]

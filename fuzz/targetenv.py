@@ -23,6 +23,13 @@ sets them; a user running the target by hand may too):
   extra features (`fuzz.guidance`); default: `GUIDANCE_DEFAULT`.
 * `EVDIFF_NO_INSTRUMENT=1`  import without coverage instrumentation (only
   to check that the start-up coverage check notices).
+* `EVDIFF_INSTRUMENT=none|impls|all`  what atheris instruments: nothing
+  (libFuzzer's only coverage is then `fuzz.guidance`'s features, which this
+  turns on), the implementations, or also evdiff's own modules on the
+  fuzzing path (decoding, the oracle, root causes); default
+  `INSTRUMENT_DEFAULT`.
+* `EVDIFF_TRACE_CMP=0|1`  atheris's comparison tracing (libFuzzer's CMP
+  hints) in instrumented modules; default `TRACE_CMP_DEFAULT`.
 """
 from __future__ import annotations
 
@@ -35,6 +42,11 @@ IMPLS = "EVDIFF_IMPLS"
 EXTRA_IMPLS = "EVDIFF_EXTRA_IMPLS"
 NO_INSTRUMENT = "EVDIFF_NO_INSTRUMENT"
 GUIDANCE = "EVDIFF_GUIDANCE"
+INSTRUMENT = "EVDIFF_INSTRUMENT"
+INSTRUMENT_SCOPES = ("none", "impls", "all")
+INSTRUMENT_DEFAULT = "all"
+TRACE_CMP = "EVDIFF_TRACE_CMP"
+TRACE_CMP_DEFAULT = True
 #: Off: no clear gain in time to first finding (measured: `fuzz.guidance`).
 GUIDANCE_DEFAULT = False
 
@@ -76,5 +88,21 @@ def flag(name: str, env=os.environ) -> bool:
 
 
 def guidance(env=os.environ) -> bool:
-    """Whether the target feeds `fuzz.guidance` features (`EVDIFF_GUIDANCE`)."""
+    """Whether the target feeds `fuzz.guidance` features (`EVDIFF_GUIDANCE`;
+    always without instrumentation: they are then the only coverage)."""
+    if instrument_scope(env) == "none":
+        return True
     return flag(GUIDANCE, env) if env.get(GUIDANCE, "") != "" else GUIDANCE_DEFAULT
+
+
+def instrument_scope(env=os.environ) -> str:
+    """`EVDIFF_INSTRUMENT`: "none", "impls" or "all"."""
+    scope = env.get(INSTRUMENT, "") or INSTRUMENT_DEFAULT
+    if scope not in INSTRUMENT_SCOPES:
+        raise ValueError(f"{INSTRUMENT}={scope}: one of {', '.join(INSTRUMENT_SCOPES)}")
+    return scope
+
+
+def trace_cmp(env=os.environ) -> bool:
+    """Whether atheris traces comparisons (`EVDIFF_TRACE_CMP`)."""
+    return flag(TRACE_CMP, env) if env.get(TRACE_CMP, "") != "" else TRACE_CMP_DEFAULT

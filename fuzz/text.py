@@ -32,6 +32,8 @@ from fuzz.scenario import (
     PType,
     Scenario,
     ScenarioError,
+    VENDOR_CONTROLS,
+    foreign_controls,
     normalise,
     pending_exception_unsettable,
 )
@@ -222,7 +224,8 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
     explicitly, are refused (the binary form maps them instead, `normalise`
     and `Scenario`): an error code a vector does not push or the manual
     fixes, an address for anything but #PF, and with `config` a pending
-    `user.set_exception` its ABI cannot express."""
+    `user.set_exception` its ABI cannot express or an `l1.controls` flag
+    of the other vendor."""
     words = line.split()
     kind = words[0]
     spec = SPEC_BY_KIND.get(kind)
@@ -260,6 +263,10 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
         raise ValueError(f"ec= given but {mnemonic(vec)} pushes no error code")
     if "cr2" in seen and canon["cr2"] != values["cr2"]:
         raise ValueError("cr2= is only for #PF")
+    foreign = foreign_controls(config, canon) if config is not None else []
+    if foreign:
+        raise ValueError(f"{', '.join(f + '=1' for f in foreign)} is not a {config.vendor} control "
+                         f"(only {VENDOR_CONTROLS[foreign[0]]} has it)")
     if "injected" in seen and config is not None and pending_exception_unsettable(config, canon):
         raise ValueError(f"injected=0 (a pending exception) needs caps={EXCEPTION_PAYLOAD} in the header: "
                          "without it KVM_SET_VCPU_EVENTS sets only injected exceptions")

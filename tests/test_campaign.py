@@ -104,12 +104,38 @@ def test_uninstrumented_target_is_called_out(tmp_path):
     assert "COVERAGE WILL NOT GROW" in r.stderr and "impls.reference.model" in r.stderr
 
 
+@pytest.mark.parametrize("scope,trace,instrumented", [
+    ("all", "1", "fuzz.oracle"), ("impls", "0", "impls.reference.model"), ("none", "", None)])
+def test_instrumentation_scope_is_what_the_target_says(tmp_path, scope, trace, instrumented):
+    """`EVDIFF_INSTRUMENT` decides which modules carry atheris's counters;
+    with none, guidance is the coverage and the target says so."""
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=10"], cwd=tmp_path,
+                       env=_env(EVDIFF_INSTRUMENT=scope, EVDIFF_TRACE_CMP=trace), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stderr.splitlines() if x.startswith("evdiff-target: instrumented"))
+    if instrumented is None:
+        assert line.startswith("evdiff-target: instrumented 0 modules") and "guidance on" in r.stderr
+    else:
+        assert instrumented in line
+        assert ("fuzz.oracle" in line) == (scope == "all")
+    assert "COVERAGE WILL NOT GROW" not in r.stderr
+    assert f"instrumented: {scope}" in r.stderr
+    assert ("comparisons not traced" in r.stderr) == (trace == "0")
+
+
+def test_an_unknown_instrumentation_scope_is_refused(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=1"], cwd=tmp_path,
+                       env=_env(EVDIFF_INSTRUMENT="most"), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "EVDIFF_INSTRUMENT=most" in r.stderr
+
+
 # ---------------------------------------------------------- campaigns --
 
 
 def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     out = tmp_path / "findings"
-    r = _fuzz("--time", "12", "--jobs", "2", "--findings", str(out), "--quiet")
+    r = _fuzz("--time", "12", "--jobs", "2", "--parallel", "fork", "--findings", str(out), "--quiet")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     log = (out / ".evdiff" / "libfuzzer.log").read_text()
     assert "-fork=2" in log and "fuzz target exited" not in log
@@ -127,9 +153,9 @@ def test_fork_mode_finds_the_planted_bugs_as_distinct_signatures(tmp_path):
     assert all(f'id="h-{f.path.name}"' in (out / "report.html").read_text() for f in store.findings())
 
 
-def test_workers_mode_runs_two_fuzzers_into_one_store(tmp_path):
+def test_jobs_run_two_workers_into_one_store_by_default(tmp_path):
     out = tmp_path / "findings"
-    r = _fuzz("--time", "10", "--jobs", "2", "--parallel", "workers", "--findings", str(out), "--quiet")
+    r = _fuzz("--time", "10", "--jobs", "2", "--findings", str(out), "--quiet")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert len(list((out / ".evdiff" / "workers").glob("fuzz-*.log"))) == 2
     stats = json.loads((out / "stats.json").read_text())
@@ -209,11 +235,14 @@ def test_durations():
     assert [campaign.parse_duration(t) for t in ("60", "90s", "15m", "8h", "1h30m")] == [60, 90, 900, 28800, 5400]
 
 
-def test_libfuzzer_command_passes_fork_mode_and_extra_flags(tmp_path):
+def test_libfuzzer_command_passes_the_parallel_mode_and_extra_flags(tmp_path):
     opts = campaign.Options(time=30, jobs=3, extra=["-use_value_profile=1"])
     cmd = campaign.libfuzzer_command(opts, tmp_path / "t", tmp_path / "c", None, tmp_path / "d", tmp_path / "a")
-    assert "-fork=3" in cmd and "-ignore_crashes=1" in cmd and "-max_total_time=30" in cmd
+    assert "-jobs=3" in cmd and "-workers=3" in cmd and "-max_total_time=30" in cmd and "-fork=3" not in cmd
     assert cmd[-1] == "-use_value_profile=1" and f"-max_len={1 + binary.RECORD * binary.MAX_EVENTS}" in cmd
+    fork = campaign.libfuzzer_command(campaign.Options(time=30, jobs=3, parallel="fork"), tmp_path / "t",
+                                      tmp_path / "c", None, tmp_path / "d", tmp_path / "a")
+    assert "-fork=3" in fork and "-ignore_crashes=1" in fork and "-jobs=3" not in fork
 
 
 def test_wrapper_is_an_executable_with_this_interpreter(tmp_path):

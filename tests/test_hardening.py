@@ -331,9 +331,9 @@ def test_kill_9_leaves_no_fork_job_and_a_restart_refuses_beside_a_live_one(tmp_p
     out, systmp = tmp_path / "findings", tmp_path / "systmp"
     systmp.mkdir()
     env = _campaign_env(TMPDIR=str(systmp))
-    proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "fuzz", "--time", "60", "--jobs", "2", "--findings",
-                             str(out), "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "fuzz", "--time", "60", "--jobs", "2", "--parallel",
+                             "fork", "--findings", str(out), "--quiet"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert _wait_for(lambda: any("-stop_file=" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
                                      for p in _pids_with(str(out))), 90), "no fork-mode job started"
@@ -343,6 +343,24 @@ def test_kill_9_leaves_no_fork_job_and_a_restart_refuses_beside_a_live_one(tmp_p
         again = _cli("fuzz", "--time", "5", "--findings", str(out), "--quiet", env=env, timeout=60)
         assert again.returncode == 2 and again.stderr.startswith(
             f"evdiff: {out}: another campaign is running on this findings directory (PID {proc.pid})"), again.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait_for(lambda: not _pids_with(str(out)), 10), "a process of the campaign outlived it"
+
+
+@atheris_tests
+def test_kill_9_leaves_no_worker_behind(tmp_path):
+    """`--jobs 2` (workers mode, the default): killing the campaign kills its
+    two fuzzers too."""
+    out = tmp_path / "findings"
+    proc = subprocess.Popen([sys.executable, "-m", "fuzz.cli", "fuzz", "--time", "60", "--jobs", "2", "--findings",
+                             str(out), "--quiet"], cwd=ROOT, env=_campaign_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        logs = out / ".evdiff" / "workers"
+        assert _wait_for(lambda: len([f for f in logs.glob("fuzz-*.log") if "INITED" in f.read_text()]) == 2, 90), \
+            "the two workers did not start"
     finally:
         proc.kill()
         proc.wait()

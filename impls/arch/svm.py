@@ -34,6 +34,15 @@ EXIT_NAMES = {
 }
 
 
+#: What the scenario's L1 writes with `l1.controls v_irq=1` (APM 15.21.4,
+#: Figure/Table B-1 int_ctl): V_IRQ=1 with V_INTR_PRIO 0Fh, the highest, in
+#: V_INTR_VECTOR F1h, V_TPR 0 and V_IGN_TPR 0, as kvm-unit-tests' svm test
+#: virq_inject (x86/svm_tests.c, virq_inject_prepare) does; L2 never writes
+#: CR8, so its V_TPR stays 0 and the priority check always passes.
+L1_V_INTR_VECTOR = 0xF1
+L1_V_INTR_PRIO = 0xF
+
+
 def encode(ev: Ev | None) -> tuple[int, int]:
     """(EVENTINJ / EXITINTINFO low word, error code).  The events INT1, INT3
     and INTO raise are exceptions, type 3, not software interrupts (APM

@@ -54,6 +54,7 @@ _X86_61 = {
 }
 
 _SVM_61 = {
+    "svm_clear_vintr": R,
     "svm_apic_init_signal_blocked": R,
     "svm_complete_soft_interrupt": R,
     "svm_get_rflags_tf": f"{R} (svm_get_rflags)",
@@ -167,7 +168,6 @@ _SVM_511 = {
                              "way, and nothing after a shutdown is followed",
     "stgi_interception": R,
     "svm_cancel_injection": R,
-    "svm_clear_vintr": f"{R}: also restores int_vector from vmcb12 (as in 6.1), not modelled",
     "svm_enable_irq_window": f"{R}: no vGIF, no AVIC inhibit",
     "svm_enable_nmi_window": f"{R}: tests svm_get_nmi_mask and awaiting_iret_completion for 6.1's "
                              "HF_NMI_MASK / HF_IRET_MASK, the same with vNMI off; no vGIF; RF not modelled",
@@ -211,6 +211,10 @@ _SVM_511 = {
 
 _VMX_511 = {
     "nested_cpu_has_zero_length_injection": f"{R} (vmx/nested.h): KVM's IA32_VMX_MISC for L1 still lacks bit 30",
+    "nested_check_vm_execution_controls": f"{R} (vmx/nested.c): only the NMI checks can fail here",
+    "nested_vmx_check_controls": f"{R} (vmx/nested.c): eVMCS controls checked after under CONFIG_KVM_HYPERV, "
+                                 "not used here",
+    "nested_vmx_check_nmi_controls": f"{R} (vmx/nested.c)",
     "nested_check_vm_entry_controls": f"{R} (vmx/nested.c): the check that the deliver-error-code bit "
                                       "agrees with the vector is skipped when L1's IA32_VMX_BASIC[56] "
                                       "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "

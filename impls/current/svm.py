@@ -92,7 +92,8 @@ class Svm618:
             return
         vmcb = vcpu.svm.vmcb
         vmcb.int_vector = 0
-        vmcb.int_ctl |= hw.V_IRQ_MASK
+        vmcb.int_ctl &= ~hw.V_INTR_PRIO_MASK
+        vmcb.int_ctl |= hw.V_IRQ_MASK | 0xF << hw.V_INTR_PRIO_SHIFT
 
     # ------------------------------------------------- after the hardware exit --
 

@@ -86,7 +86,13 @@ SVM_EXIT_CLGI = 0x85
 SVM_EXIT_NPF = 0x400
 SVM_EXIT_ERR = -1
 
+#: int_ctl (APM App. B, Table B-1; 15.21): V_TPR bits 3:0, V_IRQ bit 8,
+#: V_INTR_PRIO bits 19:16, V_IGN_TPR bit 20, V_INTR_MASKING bit 24.
+V_TPR_MASK = 0xF
 V_IRQ_MASK = 1 << 8
+V_INTR_PRIO_SHIFT = 16
+V_INTR_PRIO_MASK = 0xF << V_INTR_PRIO_SHIFT
+V_IGN_TPR_MASK = 1 << 20
 V_INTR_MASKING_MASK = 1 << 24
 
 #: Where each level's RIP starts: L1's and L2's code lie apart, so a return
@@ -568,8 +574,9 @@ class Cpu:
         """VMRUN of `vmcb` by L0, up to the next #VMEXIT.  EVENTINJ that
         cannot occur in the guest's mode (#BR in 64-bit mode) fails the VMRUN
         with VMEXIT_INVALID (APM 15.20); a physical interrupt pending at VMRUN
-        (KVM's self-IPI) exits after the injection; V_IRQ with the VINTR
-        intercept exits when the guest could take an interrupt (APM 15.21)."""
+        (KVM's self-IPI) exits after the injection; then a virtual interrupt
+        (V_IRQ) is taken, or exits if VINTR is intercepted (APM 15.21.4,
+        15.21.6: `_virtual_interrupt`)."""
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
@@ -594,10 +601,15 @@ class Cpu:
             vmcb.pending_intr = False
             self._svm_exit(vmcb, SVM_EXIT_INTR)
             return
-        if (INTERCEPT_VINTR in vmcb.intercepts and vmcb.int_ctl & V_IRQ_MASK and lv.rflags_if
-                and not lv.shadow):
-            self._svm_exit(vmcb, SVM_EXIT_VINTR)
-            return
+        if self._virtual_interrupt(vmcb, lv):
+            if INTERCEPT_VINTR in vmcb.intercepts:
+                self._svm_exit(vmcb, SVM_EXIT_VINTR)
+                return
+            # APM 15.21.4: V_IRQ is cleared after the intercept check, before
+            # the IDT is read; the vector is V_INTR_VECTOR (no INTACK).
+            vmcb.int_ctl &= ~V_IRQ_MASK
+            if not self.deliver(vmcb, Ev(EvType.EXT_INTR, vmcb.int_vector)):
+                return
         self._boundary(vmcb, lv)
 
     @staticmethod
@@ -607,6 +619,18 @@ class Cpu:
         or software event injected belongs to the instruction it came from."""
         if inj is None or inj.type in (EvType.EXT_INTR, EvType.NMI):
             lv.insn_rip = lv.rip
+
+    @staticmethod
+    def _virtual_interrupt(vmcb: Vmcb, lv: LevelState) -> bool:
+        """A virtual interrupt is taken (or its VINTR intercept exits) at the
+        first boundary: V_IRQ set with V_INTR_PRIO above V_TPR unless
+        V_IGN_TPR, RFLAGS.IF=1 (the guest's IF controls virtual interrupts
+        with or without V_INTR_MASKING, APM 15.21.1), no interrupt shadow
+        (APM 15.21.4; GIF is 1 while a guest runs: no vGIF)."""
+        ctl = vmcb.int_ctl
+        if not ctl & V_IRQ_MASK or not lv.rflags_if or lv.shadow:
+            return False
+        return bool(ctl & V_IGN_TPR_MASK) or (ctl & V_INTR_PRIO_MASK) >> V_INTR_PRIO_SHIFT > ctl & V_TPR_MASK
 
     def _enter(self, level: int) -> LevelState:
         """The guest state of the level an entry runs.  Entering a level

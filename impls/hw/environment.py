@@ -44,8 +44,11 @@ by the scenario's events instead of being modelled, and every KVM port
 * **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
   `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
   virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the
-  SVM intercepts (always VMRUN and VMMCALL; INIT if `init=1`), V_INTR_MASKING
-  off, no MTF, no
+  SVM intercepts (always VMRUN and VMMCALL; INIT if `init=1`), and from
+  `l1.controls` VMX's interrupt-window and NMI-window exiting, SVM's
+  V_INTR_MASKING (also with the INTR intercept), V_IRQ (priority 0Fh,
+  vector `impls.arch.svm.L1_V_INTR_VECTOR`; cleared by `v_irq=0`, else left
+  as KVM wrote vmcb12 back) and the VINTR intercept; no MTF, no
   preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
   IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
   across exits, as vmcs12 / vmcb12 would carry it.  What L1 does with that

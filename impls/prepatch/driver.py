@@ -62,6 +62,9 @@ class Driver:
         self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
         self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
+        self.intr_intercept = False  # l1.intercept intr=, which sets V_INTR_MASKING on SVM
+        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr
+        self.controls: tuple = (False,) * 5
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -229,9 +232,8 @@ class Driver:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
             if intr:
                 c12.intercepts.add(hw.INTERCEPT_INTR)
-            # V_INTR_MASKING with the INTR intercept, as the reference assumes
-            # (an intercepted interrupt exits whatever L2's IF).
-            c12.int_ctl = hw.V_INTR_MASKING_MASK if intr else 0
+            self.intr_intercept = intr
+            self.svm_int_controls(c12)
             if shutdown:
                 c12.intercepts.add(hw.INTERCEPT_SHUTDOWN)
             if init:
@@ -255,6 +257,46 @@ class Driver:
     def ev_l1_intercept(self, ev):
         if self.level() == 1:
             self.l1_intercept(*ev.args)
+
+    def svm_int_controls(self, c12) -> None:
+        """L1's interrupt controls in vmcb12: V_INTR_MASKING with the INTR
+        intercept or `v_intr_masking=1` (as the reference: an intercepted
+        interrupt exits whatever L2's IF), the VINTR intercept.  V_IRQ is
+        not touched here: L1 writes it only with `l1.controls`."""
+        v_intr_masking, vintr = self.controls[2], self.controls[4]
+        c12.int_ctl &= ~hw.V_INTR_MASKING_MASK
+        if v_intr_masking or self.intr_intercept:
+            c12.int_ctl |= hw.V_INTR_MASKING_MASK
+        if vintr:
+            c12.intercepts.add(hw.INTERCEPT_VINTR)
+        else:
+            c12.intercepts.discard(hw.INTERCEPT_VINTR)
+
+    def ev_l1_controls(self, ev):
+        """L1 writes its interrupt controls into vmcs12 (interrupt-window and
+        NMI-window exiting) or vmcb12 (V_INTR_MASKING, the VINTR intercept,
+        and V_IRQ with L1's priority and vector, `asvm.L1_V_INTR_VECTOR`,
+        or V_IRQ cleared)."""
+        if self.level() != 1:
+            return
+        self.controls = ev.args
+        intr_window, nmi_window, _, v_irq, _ = ev.args[:5]
+        if self.svm:
+            c12 = self.vcpu.svm.nested.vmcb12.control
+            self.svm_int_controls(c12)
+            c12.int_ctl &= ~(hw.V_IRQ_MASK | hw.V_INTR_PRIO_MASK | hw.V_IGN_TPR_MASK)
+            if v_irq:
+                c12.int_ctl |= hw.V_IRQ_MASK | asvm.L1_V_INTR_PRIO << hw.V_INTR_PRIO_SHIFT
+                c12.int_vector = asvm.L1_V_INTR_VECTOR
+        else:
+            vmcs12 = self.vcpu.vmx.nested.vmcs12
+            ctl = vmcs12.cpu_based_vm_exec_control & ~(st.CPU_BASED_INTR_WINDOW_EXITING
+                                                        | st.CPU_BASED_NMI_WINDOW_EXITING)
+            if intr_window:
+                ctl |= st.CPU_BASED_INTR_WINDOW_EXITING
+            if nmi_window:
+                ctl |= st.CPU_BASED_NMI_WINDOW_EXITING
+            vmcs12.cpu_based_vm_exec_control = ctl
 
     def ev_l1_vmentry(self, ev):
         """L1 writes the event to inject and the length of the instruction
@@ -443,6 +485,11 @@ class Driver:
             n.nested = s.nested
             n.vmcb = s.vmcb
             n.vmcb.int_ctl &= ~hw.V_IRQ_MASK
+            if old.is_guest_mode():
+                # KVM_SET_NESTED_STATE rebuilds vmcb02's int_ctl from vmcb12's
+                # (nested_vmcb02_prepare_control): L1's V_IRQ, not KVM's window.
+                n.vmcb.int_ctl |= s.nested.ctl.int_ctl & hw.V_IRQ_MASK
+                n.vmcb.int_vector = s.nested.ctl.int_vector
             n.vmcb.pending_intr = False
             n.vmcb.event_inj = s.nested.ctl.event_inj if old.is_guest_mode() else 0
             host = s.nested.hsave if old.is_guest_mode() else s.vmcb
@@ -460,6 +507,11 @@ class Driver:
                 vmcs.preemption_timer_zero = False
                 vmcs.entry_intr_info = 0
             if old.is_guest_mode():
+                # KVM_SET_NESTED_STATE rebuilds vmcs02's window controls from
+                # vmcs12's (prepare_vmcs02_early).
+                exec12 = x.nested.vmcs12.cpu_based_vm_exec_control
+                n.vmcs02.vmcs.intr_window_exiting = bool(exec12 & st.CPU_BASED_INTR_WINDOW_EXITING)
+                n.vmcs02.vmcs.nmi_window_exiting = bool(exec12 & st.CPU_BASED_NMI_WINDOW_EXITING)
                 n.loaded_vmcs = n.vmcs02
                 if x.nested.nested_run_pending:
                     n.vmcs02.vmcs.entry_intr_info = x.nested.vmcs12.vm_entry_intr_info_field

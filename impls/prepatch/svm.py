@@ -191,10 +191,18 @@ class Svm:
 
     @origin(SVM_C, "svm_set_vintr", tree=TREE)
     def svm_set_vintr(vcpu) -> None:
+        """A dummy V_IRQ (vector 0, priority 0Fh) under the VINTR intercept:
+        only the exit matters, the interrupt goes in through EVENTINJ.  The
+        intercept may not reach vmcb02 (recalc_intercepts drops it when L1
+        uses V_INTR_MASKING); V_IRQ is set all the same."""
         vcpu.svm_set_intercept(hw.INTERCEPT_VINTR)
         vmcb = vcpu.svm.vmcb
         vmcb.int_vector = 0
-        vmcb.int_ctl |= hw.V_IRQ_MASK
+        vmcb.int_ctl &= ~hw.V_INTR_PRIO_MASK
+        vmcb.int_ctl |= hw.V_IRQ_MASK | 0xF << hw.V_INTR_PRIO_SHIFT
+        if not vcpu.svm_is_intercept(hw.INTERCEPT_VINTR):
+            vcpu.rec.note("svm_set_vintr: VINTR not intercepted in vmcb02 (L1 uses V_INTR_MASKING): "
+                          "the dummy V_IRQ is armed for L2")
 
     @origin(SVM_C, "svm_clear_vintr", tree=TREE)
     def svm_clear_vintr(vcpu) -> None:
@@ -205,6 +213,9 @@ class Svm:
         if vcpu.is_guest_mode():
             vcpu.svm.nested.hsave.int_ctl &= keep
             vmcb.int_ctl |= vcpu.svm.nested.ctl.int_ctl & ~keep
+            if vmcb.int_ctl & hw.V_IRQ_MASK and vmcb.int_vector != vcpu.svm.nested.ctl.int_vector:
+                vcpu.rec.note("svm_clear_vintr: L1's V_IRQ back in vmcb02 with the vector svm_set_vintr wrote "
+                              "(int_vector not restored)")
 
     @origin(SVM_C, "enable_irq_window", tree=TREE)
     def svm_enable_irq_window(vcpu) -> None:

@@ -1,8 +1,9 @@
 """Port of the event paths of arch/x86/kvm/svm/nested.c (read at f2c7ef3b,
 5.11-rc).  This tree has no svm_inject_page_fault_nested, no nested
 triple_fault hook and builds EXITINTINFO in nested_vmcb_save_pending_event.
-L1 sets in vmcb12 only what impls.hw.environment lists (no NPT for L2, no
-V_INTR_MASKING, VMRUN and VMMCALL always intercepted, INIT when asked).
+L1 sets in vmcb12 only what impls.hw.environment lists (no NPT for L2,
+VMRUN and VMMCALL always intercepted, INIT, VINTR, V_INTR_MASKING and V_IRQ
+when asked).
 VMRUN and the emulated #VMEXIT load RFLAGS through kvm_set_rflags, which
 makes KVM_REQ_EVENT (kept: it is what gets a pending INIT evaluated after
 VMRUN sets GIF).
@@ -156,6 +157,7 @@ class SvmNested:
             vcpu.nested_vmcb_save_pending_event(vmcb12)
         # svm->nrips_enabled: L1 sees NRIPS (KVM advertises it to every L1)
         c12.next_rip = vmcb.next_rip
+        c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
         vmcb.copy_control_from(svm.nested.hsave)  # back to L1's control area

@@ -19,7 +19,8 @@ from impls.origin import glue, origin
 from impls.prepatch.state import (
     CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
     KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
-    KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, TREE, X86Exception,
+    KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, PIN_BASED_VIRTUAL_NMIS, TREE,
+    X86Exception,
 )
 from impls.prepatch.vmx import (
     INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
@@ -134,6 +135,30 @@ class VmxNested:
         """IA32_VMX_MISC[30] as KVM reports it to L1: never set."""
         return bool(NESTED_MISC_LOW & VMX_MISC_ZERO_LEN_INS)
 
+    @origin(NESTED_C, "nested_vmx_check_nmi_controls", tree=TREE)
+    def nested_vmx_check_nmi_controls(vcpu) -> bool:
+        """Virtual NMIs need NMI exiting, NMI-window exiting needs virtual
+        NMIs (True = valid)."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        pin = vmcs12.pin_based_vm_exec_control
+        if not pin & PIN_BASED_NMI_EXITING and pin & PIN_BASED_VIRTUAL_NMIS:
+            return False
+        if not pin & PIN_BASED_VIRTUAL_NMIS and vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING:
+            return False
+        return True
+
+    @origin(NESTED_C, "nested_check_vm_execution_controls", tree=TREE)
+    def nested_check_vm_execution_controls(vcpu) -> bool:
+        """Of the execution-control checks only the NMI ones can fail here:
+        L1 sets no other control outside what KVM allows (impls.hw.environment)."""
+        return vcpu.nested_vmx_check_nmi_controls()
+
+    @origin(NESTED_C, "nested_vmx_check_controls", tree=TREE)
+    def nested_vmx_check_controls(vcpu) -> bool:
+        """Execution, exit (nothing L1 sets can fail them) and entry controls
+        (True = valid)."""
+        return vcpu.nested_check_vm_execution_controls() and vcpu.nested_check_vm_entry_controls()
+
     @origin(NESTED_C, "nested_vmx_run", tree=TREE)
     def nested_vmx_run(vcpu, launch: bool) -> int:
         """VMLAUNCH / VMRESUME executed by L1."""
@@ -145,7 +170,7 @@ class VmxNested:
         if vmcs12.launch_state == launch:
             return vcpu.nested_vmx_fail(VMXERR_VMLAUNCH_NONCLEAR_VMCS if launch
                                         else VMXERR_VMRESUME_NONLAUNCHED_VMCS)
-        if not vcpu.nested_check_vm_entry_controls():
+        if not vcpu.nested_vmx_check_controls():
             return vcpu.nested_vmx_fail(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
         vmx.nested.nested_run_pending = True
         vcpu.nested_vmx_enter_non_root_mode(True)

@@ -72,6 +72,23 @@ class Intercepts:
     smi: bool = False  # SVM only: on VMX (default treatment) SMIs never exit
 
 
+@dataclass
+class Controls:
+    """L1's interrupt controls for L2 (`l1.controls`): VMX's interrupt-window
+    and NMI-window exiting (SDM 24.6.2, primary processor-based controls
+    bits 2 and 22); SVM's V_INTR_MASKING and V_IRQ in vmcb12's int_ctl
+    (APM 15.21.1, 15.21.4) and the VINTR intercept (APM 15.21.6).  `v_irq`
+    is vmcb12's bit: the processor clears it when it dispatches the virtual
+    interrupt and writes it back at #VMEXIT (APM 15.21.4), so it stays what
+    L2 left until L1 writes it again."""
+
+    intr_window: bool = False
+    nmi_window: bool = False
+    v_intr_masking: bool = False
+    v_irq: bool = False
+    vintr: bool = False
+
+
 class Machine:
     def __init__(self, scenario, answers: list[int]):
         self.cfg = scenario.config
@@ -83,6 +100,7 @@ class Machine:
         self.level = 1
         self.lv = {1: LevelState(), 2: LevelState()}
         self.icpt = Intercepts()
+        self.ctl = Controls()
         self.gif = True  # SVM only
         # VMX: CR2 is not part of the VMCS guest or host state, so L1 and L2
         # share the one register (SDM 24.4, 27.5); SVM saves and loads CR2 in
@@ -420,10 +438,96 @@ class Machine:
         if self.init_pending and self._init_taken():
             return True
         lv = self.cur
+        if self._nmi_window_exit(lv):
+            return True
         if self.nmi_pending and self._nmi_ready(lv):
+            return True
+        if self._intr_window_exit(lv):
             return True
         if (self.irq_pending or self.extint_given is not None) and self._irq_ready(lv):
             return True
+        return self._virtual_irq_ready(lv)
+
+    def _nmi_window_exit(self, lv: LevelState) -> bool:
+        """VMX NMI-window exiting in L2 (L1 set it with virtual NMIs, else its
+        entry failed: `_entry_failure`): an exit, reason 8 (App. C), before
+        any instruction when there is no virtual-NMI blocking and no MOV-SS
+        blocking; a processor may also hold it under STI blocking (SDM 25.2,
+        V3-1080: IMPL-SPECIFIC).  SMI and INIT (higher priority events; no
+        debug traps or preemption timer here) come first, NMIs after it
+        (SDM 25.2, 26.6.6).  Nothing is consumed."""
+        if self.svm or self.level != 2 or not self.ctl.nmi_window:
+            return False
+        if lv.nmi_blocked or lv.shadow == "movss":
+            return False
+        if lv.shadow == "sti" and self.choose("SDM 25.2: NMI-window exit under STI blocking", 2):
+            return False
+        self._vmexit(VmExit(avmx.reason_name(avmx.NMI_WINDOW)))
+        return True
+
+    def _intr_window_exit(self, lv: LevelState) -> bool:
+        """VMX interrupt-window exiting in L2: an exit, reason 7 (App. C),
+        before any instruction when RFLAGS.IF=1 and there is no STI or MOV-SS
+        blocking (SDM 25.2, V3-1080).  NMIs and higher priority events come
+        first, external interrupts after it, so a pending interrupt waits
+        (SDM 25.2, 26.6.5).  Nothing is consumed."""
+        if self.svm or self.level != 2 or not self.ctl.intr_window:
+            return False
+        if not lv.rflags_if or lv.shadow:
+            return False
+        self._vmexit(VmExit(avmx.reason_name(avmx.INTERRUPT_WINDOW)))
+        return True
+
+    def _virtual_irq_ready(self, lv: LevelState) -> bool:
+        """SVM: the virtual interrupt L1 left pending in vmcb12 (V_IRQ) is
+        taken in L2 when GIF=1, L2's RFLAGS.IF=1 (it controls virtual
+        interrupts whatever V_INTR_MASKING says, APM 15.21.1) and L2 is not
+        in an interrupt shadow; its priority beats V_TPR (`asvm.L1_V_INTR_PRIO`)
+        (APM 15.21.4).  Physical interrupts come first (APM 15.21.4), and so
+        do NMIs (SDM Table 6-2).  With L1's VINTR intercept it is a #VMEXIT
+        (VINTR, 64h) "just before the guest takes" it (APM 15.21.6), and
+        V_IRQ stays set: it is cleared only after the intercept check, when
+        the interrupt is dispatched through the IDT (APM 15.21.4).  The
+        vector is V_INTR_VECTOR, with no INTACK to the local APIC."""
+        if not self.svm or self.level != 2 or not self.ctl.v_irq:
+            return False
+        if not self.gif or not lv.rflags_if or lv.shadow:
+            return False
+        if self.ctl.vintr:
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_VINTR)))
+            return True
+        self.ctl.v_irq = False
+        self.deliver(Ev(EvType.EXT_INTR, asvm.L1_V_INTR_VECTOR), check_first=False)
+        return True
+
+    def _v_intr_masking(self) -> bool:
+        """vmcb12's V_INTR_MASKING: L1 sets it with `l1.controls
+        v_intr_masking=1`, and with the INTR intercept (`l1.intercept
+        intr=1` always meant an L1 that masks physical interrupts with its
+        own IF; impls.hw.environment, "L1, the hypervisor")."""
+        return self.svm and (self.ctl.v_intr_masking or self.icpt.intr)
+
+    def _physical_if(self, lv: LevelState) -> bool:
+        """The IF that masks physical interrupts at the current level: in L2
+        on SVM with V_INTR_MASKING the host's (L1's) RFLAGS.IF saved at
+        VMRUN, else the running level's (APM 15.21.1)."""
+        if self.level == 2 and self._v_intr_masking():
+            return self.lv[1].rflags_if
+        return lv.rflags_if
+
+    def _acts_at_boundary(self, lv: LevelState) -> bool:
+        """Whether a pending event would be taken or exit at the boundary
+        after a VM entry, leaving the choices of STI blocking aside: then
+        that boundary is the next event's, as for every event pending at an
+        entry (`ev_l1_vmentry`)."""
+        if self.user_in_flight or self.user_pending or self.smi_pending or self.init_pending:
+            return True
+        if self.nmi_pending and (self.icpt.nmi or not (self.nmi_blocked(2) or lv.shadow)):
+            return True
+        if self.irq_pending or self.extint_given is not None:
+            if self.svm:
+                return self._physical_if(lv) and (self.icpt.intr or not lv.shadow)
+            return self.icpt.intr or (lv.rflags_if and not lv.shadow)
         return False
 
     @staticmethod
@@ -561,17 +665,17 @@ class Machine:
             # exit" the interrupt stays pending and the exit carries no info
             # (SDM 27.2.2); APM 15.13: it stays pending.  Shadow: IMPL-SPECIFIC
             # (SDM 25.4.1).
-            if self.svm and not self.lv[1].rflags_if:
-                # APM 15.21.1 V_INTR_MASKING (set with the INTR intercept):
-                # physical interrupts are masked by the host's (L1's) IF.
+            if self.svm and not self._physical_if(lv):
+                # APM 15.21.1: physical interrupts are masked by the host's
+                # (L1's) IF with V_INTR_MASKING, else by the guest's.
                 return False
             if lv.shadow and self.choose("SDM 25.4.1: shadow vs interrupt exiting", 2):
                 return False
             name = asvm.exit_name(asvm.EXIT_INTR) if self.svm else avmx.reason_name(avmx.EXTERNAL_INTERRUPT)
             self._vmexit(VmExit(name))
             return True
-        if not lv.rflags_if or lv.shadow:
-            return False  # SDM 6.8.1 IF; 6.8.3 STI / MOV SS
+        if not self._physical_if(lv) or lv.shadow:
+            return False  # SDM 6.8.1 IF; 6.8.3 STI / MOV SS; APM 15.21.1
         # An ExtINT from the 8259 (KVM_INTERRUPT) is delivered without the
         # local APIC's priority logic, so before APIC vectors; among APIC
         # vectors the highest priority first (SDM 10.8.3, 10.5.1 ExtINT).
@@ -661,6 +765,12 @@ class Machine:
         if self.level == 1:
             self.icpt = Intercepts(*ev.args)
 
+    def ev_l1_controls(self, ev):
+        """L1 writes its interrupt controls into vmcs12 / vmcb12 (V_IRQ
+        included: `v_irq=0` clears a virtual interrupt L2 has not taken)."""
+        if self.level == 1:
+            self.ctl = Controls(*ev.args)
+
     def ev_l1_vmentry(self, ev):
         """VMLAUNCH/VMRESUME or VMRUN with an optional injected event.  The
         language's `inject=#BP` is the encoding L1 writes, type 3 vector 3: on
@@ -697,8 +807,20 @@ class Machine:
         self.level = 2
         if self.svm:
             self.gif = True  # APM 15.17: VMRUN sets GIF
-        if inject is None:
-            return
+        if inject is not None:
+            self._inject(inject, insn_len, l2)
+        windows = self.ctl.v_irq if self.svm else self.ctl.intr_window or self.ctl.nmi_window
+        if self.level == 2 and windows and not self._acts_at_boundary(l2):
+            # The window exits "occur immediately after VM entry" when their
+            # conditions hold, after any injection (SDM 25.2, 26.6.5-6);
+            # SVM's virtual interrupt is taken, or VINTR intercepted, at the
+            # same first boundary (APM 15.21.4).  With nothing else pending
+            # that boundary belongs to the entry.
+            self._boundaries()
+
+    def _inject(self, inject: Ev, insn_len: int, l2: LevelState) -> None:
+        """Deliver the event L1's entry injects (SDM 26.5, APM 15.20), with
+        the return address `_injected_return` gives it."""
         # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
         l2.shadow = None
         if self.svm:
@@ -736,6 +858,15 @@ class Machine:
         return insn_len if inject.type in avmx.INSTRUCTION_TYPES else 0
 
     def _entry_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
+        if not self.svm and self.ctl.nmi_window and not self.icpt.nmi:
+            # SDM 26.2.1.1 (VM-execution control fields): with "virtual NMIs"
+            # 0, "NMI-window exiting" must be 0 (and "virtual NMIs" needs
+            # "NMI exiting", which `l1.intercept nmi=` sets with it);
+            # VMfailValid, VM-instruction error 7 (SDM 30.4).
+            return "VMfailValid(7)"
+        return self._injection_failure(inject, insn_len, l2)
+
+    def _injection_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
         """VM-entry checks on the injected event.  VMX: the control checks of
         SDM 26.2.1.3 (VMfailValid(7), below); then SDM 26.3.1.5: an external
         interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI needs

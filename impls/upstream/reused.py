@@ -89,7 +89,6 @@ _SVM = {
                              "KVM_EXIT_SHUTDOWN either way, and nothing after a shutdown is followed",
     "stgi_interception": S,
     "svm_cancel_injection": S,
-    "svm_clear_vintr": f"{S}: 6.1 also restores int_vector from vmcb12, not modelled",
     "svm_enable_irq_window": f"{S}: no vGIF, no AVIC inhibit",
     "svm_enable_nmi_window": f"{S}: no vGIF; RF not modelled",
     "svm_enable_smi_window": f"{S}: no vGIF",
@@ -102,7 +101,7 @@ _SVM = {
     "svm_request_immediate_exit": f"{S} (__kvm_request_immediate_exit)",
     "svm_set_interrupt_shadow": S,
     "svm_set_nmi_mask": S,
-    "svm_set_vintr": f"{S}: the V_INTR priority bits are not modelled",
+    "svm_set_vintr": S,
     "svm_smi_blocked": S,
     "svm_vcpu_run": f"{S}: svm_handle_mce still runs before svm_complete_interrupts; the port queues "
                     "the VMM's #MC after it (impls.hw.environment)",
@@ -132,6 +131,9 @@ _VMX = {
     "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
     "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
                                       "(567926cca99b, 5.4)",
+    "nested_check_vm_execution_controls": f"{S} (vmx/nested.c): only the NMI checks can fail here",
+    "nested_vmx_check_controls": f"{S} (vmx/nested.c): 6.1 checks eVMCS controls after, not used here",
+    "nested_vmx_check_nmi_controls": f"{S} (vmx/nested.c)",
     "handle_ept_misconfig": S,
     "handle_ept_violation": S,
     "handle_exception_nmi": f"{S}: 6.1 adds #NM (XFD) and the VMware #GP path, neither intercepted here; "

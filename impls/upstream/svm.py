@@ -24,6 +24,8 @@ Differs:
   never re-injects #VC, and carries `nmi_l1_to_l2` over to the re-injection;
   for a soft event KVM injected, `svm_complete_soft_interrupt` gives the VMCB
   its next_rip back (the exit zeroed it, APM 15.7.1).
+* `svm_clear_vintr` restores L1's V_INTR_VECTOR with its V_IRQ while L2
+  runs (5.11 left KVM's dummy vector 0 there).
 * `svm_set_gif` also makes KVM_REQ_EVENT for a pending INIT or SIPI
   (0bba8fc2), and `svm_apic_init_signal_blocked` is GIF=0 only (db25eb87:
   5.11 also held INIT while the current VMCB intercepted it).
@@ -169,6 +171,24 @@ class Svm61:
         else:
             vcpu.arch.hflags &= ~HF_GIF_MASK
             vcpu.svm_clear_vintr()
+
+    @origin(SVM_C, "svm_clear_vintr", tree=TREE, read=STABLE)
+    def svm_clear_vintr(vcpu) -> None:
+        """Drop KVM's dummy V_IRQ (the V_IRQ / priority / V_IGN_TPR bits);
+        while L2 runs, put back L1's from vmcb12, and now also L1's
+        V_INTR_VECTOR, which svm_set_vintr overwrote with 0 (5.11 left it
+        0)."""
+        vcpu.svm_clr_intercept(hw.INTERCEPT_VINTR)
+        bits = hw.V_IRQ_MASK | hw.V_INTR_PRIO_MASK | hw.V_IGN_TPR_MASK  # V_IRQ_INJECTION_BITS_MASK
+        vmcb = vcpu.svm.vmcb
+        vmcb.int_ctl &= ~bits
+        if vcpu.is_guest_mode():
+            vcpu.svm.nested.hsave.int_ctl &= ~bits
+            ctl = vcpu.svm.nested.ctl
+            vcpu.warn_on_once((vmcb.int_ctl & hw.V_TPR_MASK) != (ctl.int_ctl & hw.V_TPR_MASK),
+                              "svm_clear_vintr: V_TPR differs from vmcb12's")
+            vmcb.int_ctl |= ctl.int_ctl & bits
+            vmcb.int_vector = ctl.int_vector
 
     @origin(SVM_C, "svm_apic_init_signal_blocked", tree=TREE, read=STABLE)
     def svm_apic_init_signal_blocked(vcpu) -> bool:
