@@ -134,8 +134,9 @@ class LevelState:
         #: reaches a handler, or enters with no event or an external
         #: interrupt / NMI (taken between instructions); not when KVM moves
         #: RIP to inject the event of the instruction it skipped (ICEBP's
-        #: #DB after handle_exception_nmi's skip).  The driver sets it after
-        #: L1 handled a nested exit (L1 enters L2 at L2's RIP).
+        #: #DB after handle_exception_nmi's skip).  The driver sets it at each
+        #: KVM_RUN and after L1 handled a nested exit (L1 enters L2 at L2's
+        #: RIP).
         self.insn_rip = rip
         #: The software event (INT n, INT3, INTO, INT1: `Cpu._op_soft`) of the
         #: instruction at RIP whose handler it has not reached: an exit before

@@ -93,9 +93,14 @@ class Driver:
         self.dead = True
 
     def kvm_run(self, phase: str, instr: tuple | None = None, instr_level: int | None = None) -> None:
-        """KVM_RUN until the phase's goal (see the module docstring)."""
+        """KVM_RUN until the phase's goal (see the module docstring).  Each
+        KVM_RUN starts at an instruction of the scenario: what it raises, and
+        what interrupts it, counts its return address from the RIP the vCPU
+        has now (`LevelState.insn_rip`), whatever KVM did to RIP before."""
         self.vmm_push_extint()
         cpu, vcpu = self.cpu, self.vcpu
+        for lv in cpu.lv.values():
+            lv.insn_rip = lv.rip
         cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = phase, instr, instr_level, False
         clean = 0
         for _ in range(BOUND):

@@ -298,7 +298,7 @@ class Machine:
 
     # ---------------------------------------------------------- delivery --
 
-    def deliver(self, ev: Ev, *, check_first: bool, injected_by_l1: bool = False, ret: int = 0) -> None:
+    def deliver(self, ev: Ev, *, check_first: bool, injected_by_l1: bool = False, ret: int | Undefined = 0) -> None:
         """Deliver `ev` through the current level's IDT, following faults.
 
         SDM 6.15 Table 6-5 for what a fault during delivery becomes.  In L2,
@@ -386,7 +386,7 @@ class Machine:
                 return fault
         return arch.push_fault(lv.desc, ev, self.vendor)
 
-    def _delivered(self, ev: Ev, ret: int) -> None:
+    def _delivered(self, ev: Ev, ret: int | Undefined) -> None:
         """The handler is reached.  Every gate here is an interrupt gate: IF is
         cleared (SDM 6.12.1.2; real mode likewise, SDM 20.1.4), an STI/MOV-SS
         shadow ends with the delivery (SDM 6.8.3, and per the newer edition
@@ -531,7 +531,7 @@ class Machine:
         return False
 
     @staticmethod
-    def _instruction_length(ev: Ev) -> int:
+    def _instruction_length(ev: Ev) -> int | Undefined:
         """The return address an event the vCPU raised itself pushes: past
         the instruction for INT n, INT3, INTO and INT1 (SDM2 INT n/INTO/
         INT3/INT1: the return address is that of the next instruction; SDM
@@ -539,8 +539,13 @@ class Machine:
         `arch.INSTRUCTION_LENGTH`), the instruction itself for a fault (SDM
         6.5) and for an event taken between instructions.  A #BP / #OF
         userspace sets comes with RIP on its INT3 / INTO (impls.hw.
-        environment, "The VMM").  `exception #DB` is a fault-class #DB
-        (instruction breakpoint, general detect: SDM 17.3.1), +0."""
+        environment, "The VMM").  A #DB an instruction raises (`exception
+        #DB`, `l0.emulate fault=#DB`, userspace's) is a fault or a trap
+        (SDM Table 6-1; SDM 17.3.1: instruction breakpoints and general
+        detect are faults, data breakpoints and single steps traps), which
+        the scenario does not say: its return address is undefined."""
+        if ev.type is EvType.HW_EXCEPTION and ev.vector == arch.DB:
+            return Undefined("SDM Table 6-1, 17.3.1: #DB fault or trap")
         return arch.INSTRUCTION_LENGTH.get(ev.type, 0)
 
     def _init_taken(self) -> bool:
