@@ -20,14 +20,25 @@ Decoding is many-to-one: records whose values have no architectural meaning
 decode to the event that has one (`fuzz.scenario`): an error code on a
 vector that pushes none is 0, one the manual fixes (#DF, #AC) is that
 value, an address on anything but #PF is 0, an `exception` record of #BP /
-#OF is `int3` / `into`, and without the
+#OF is `int3` / `into`, on SVM an `l1.vmentry` with `interruptibility=movss`
+or `both` is `sti` and its `pending_dbg` is `none`, and without the
 `exception_payload` cap a pending `user.set_exception` is an injected one,
 and an `l1.controls` flag of the other vendor is 0 (so the header byte
 also decides how such records read).
+
+A kind's record may grow only at its end, by parameters whose default is
+byte 0, and a value's bytes likewise: an `l1.vmentry` injection (EVENT,
+`_EVENT_TYPES`) grew from 4 to 8 bytes so that L1 can write any type,
+deliver-error-code bit, reserved bits and a 32-bit error code; a record of
+the first form reads as it did.  Error codes of `exception`,
+`delivery_fault` and `l0.emulate` have 16 bits (no exception they raise
+pushes more here), and so has `user.set_exception`'s in this form, though
+the text form takes the 32 of KVM's ABI (`PType.EC32`): `encode` keeps its
+low half.
 """
 from __future__ import annotations
 
-from impls.arch import Ev, EvType
+from impls.arch import Ev, EvType, has_error_code
 from fuzz.scenario import CAPS, EXCEPTION_VECTORS, SPECS, Config, Event, PType, Scenario, normalise
 
 RECORD = 1 + max(sum(p.type.width for p in s.params) for s in SPECS)
@@ -35,8 +46,18 @@ MAX_EVENTS = 64
 _KIND_INDEX = {s.kind: i for i, s in enumerate(SPECS)}
 _NEXC = len(EXCEPTION_VECTORS)
 _EXC_INDEX = {v: i for i, v in enumerate(EXCEPTION_VECTORS)}
-#: EVENT type byte: 0 none, 1 external interrupt, 2 NMI, 3 exception, 4 INT n.
+#: EVENT (8 bytes), an event L1 injects.  Byte 0, its form (taken modulo
+#: 6): 0 none, 1 external interrupt, 2 NMI, 3 exception, 4 INT n, 5 any
+#: type; byte 1 the vector (for form 3 an index into EXCEPTION_VECTORS);
+#: bytes 2-3 the error code's low half.  Bytes 4-7 were added later, so a
+#: record of the first 4-byte form reads as it did: byte 4 bits 0-2 the
+#: type of form 5, bits 3-4 the deliver-error-code bit (0 or 3: as the form
+#: and vector want it, an exception's error code where it pushes one, so
+#: the first form's meaning; 1 set, 2 clear); byte 5 bits 19:12 of the
+#: field (reserved, `Ev.reserved`; the text form holds all of 30:12); bytes
+#: 6-7 the error code's high half.
 _EVENT_TYPES = (None, EvType.EXT_INTR, EvType.NMI, EvType.HW_EXCEPTION, EvType.SOFT_INT)
+_ANY_TYPE = len(_EVENT_TYPES)
 
 
 def _u(b: bytes) -> int:
@@ -52,7 +73,7 @@ def _decode_value(param, b: bytes):
     if t is PType.OPT_EXC:
         i = b[0] % (len(param.domain) + 1)
         return None if i == 0 else param.domain[i - 1]
-    if t is PType.U16:
+    if t is PType.U16 or t is PType.EC32:
         return _u(b)
     if t is PType.PAGE:
         return _u(b) << 12
@@ -63,15 +84,41 @@ def _decode_value(param, b: bytes):
     if t is PType.VECSET:
         return _u(b)
     if t is PType.EVENT:
-        typ = _EVENT_TYPES[b[0] % len(_EVENT_TYPES)]
-        if typ is None:
-            return None
-        if typ is EvType.NMI:
-            return Ev(typ, 2)
-        if typ is EvType.HW_EXCEPTION:
-            return Ev(typ, EXCEPTION_VECTORS[b[1] % _NEXC], _u(b[2:4]))
-        return Ev(typ, b[1])
+        return _decode_event(b)
     raise AssertionError(t)
+
+
+def _decode_event(b: bytes) -> Ev | None:
+    form = b[0] % (_ANY_TYPE + 1)
+    if form == 0:
+        return None
+    if form == _ANY_TYPE:
+        typ, vector = EvType(b[4] & 7), b[1]
+    else:
+        typ = _EVENT_TYPES[form]
+        vector = {EvType.NMI: 2, EvType.HW_EXCEPTION: EXCEPTION_VECTORS[b[1] % _NEXC]}.get(typ, b[1])
+    deliver = (b[4] >> 3) & 3
+    if deliver in (0, 3):
+        deliver = 1 if typ is EvType.HW_EXCEPTION and has_error_code(vector) else 2
+    ec = _u(b[2:4]) | _u(b[6:8]) << 16 if deliver == 1 else None
+    return Ev(typ, vector, ec, b[5])
+
+
+def _encode_event(v: Ev | None) -> bytes:
+    if v is None:
+        return bytes(8)
+    if v.type is EvType.HW_EXCEPTION and v.vector in _EXC_INDEX:
+        form, vec = 3, _EXC_INDEX[v.vector]
+    elif v.type in (EvType.EXT_INTR, EvType.SOFT_INT) or (v.type is EvType.NMI and v.vector == 2):
+        form, vec = _EVENT_TYPES.index(v.type), v.vector
+    else:
+        form, vec = _ANY_TYPE, v.vector
+    auto = v.type is EvType.HW_EXCEPTION and has_error_code(v.vector)
+    deliver = 0 if auto == (v.error_code is not None) else (1 if v.error_code is not None else 2)
+    flags = (int(v.type) if form == _ANY_TYPE else 0) | deliver << 3
+    ec = v.error_code or 0
+    return bytes([form, vec]) + (ec & 0xFFFF).to_bytes(2, "little") + bytes([flags, v.reserved & 0xFF]) + \
+        (ec >> 16 & 0xFFFF).to_bytes(2, "little")
 
 
 def _encode_value(param, v) -> bytes:
@@ -87,10 +134,9 @@ def _encode_value(param, v) -> bytes:
     elif t is PType.ENUM:
         n = param.choices.index(v)
     elif t is PType.EVENT:
-        if v is None:
-            return bytes(4)
-        vec = _EXC_INDEX[v.vector] if v.type is EvType.HW_EXCEPTION else v.vector
-        return bytes([_EVENT_TYPES.index(v.type), vec]) + (v.error_code or 0).to_bytes(2, "little")
+        return _encode_event(v)
+    elif t is PType.EC32:
+        n = v & 0xFFFF
     else:
         n = v
     return n.to_bytes(w, "little")
@@ -143,8 +189,9 @@ def decode(data: bytes) -> Scenario:
 
 def encode(scenario: Scenario) -> bytes:
     """The canonical bytes of a scenario: `decode(encode(s)) == s` for every
-    scenario whose values the binary form holds (error codes to 0xffff,
-    addresses to 0xffff000, at most MAX_EVENTS events)."""
+    scenario whose values the binary form holds (error codes to 0xffff, an
+    injected event's to 0xffffffff, its reserved bits to 19:12, addresses to
+    0xffff000, at most MAX_EVENTS events)."""
     c = scenario.config
     head = (c.vendor == "svm") | ((not c.npt) << 1)
     for i, cap in enumerate(CAPS):

@@ -66,7 +66,7 @@ def _simpler(ptype: PType, default, value) -> list:
         cands += [value & ~(1 << v) for v in range(32) if value >> v & 1]
     elif ptype is PType.EVENT and value is not None:
         cands += [Ev(value.type, value.vector, 0 if value.error_code is not None else None)]
-    elif ptype in (PType.U8, PType.U16, PType.PAGE) and value:
+    elif ptype in (PType.U8, PType.U16, PType.EC32, PType.PAGE) and value:
         cands += [0, value & (value - 1)]  # zero; one set bit fewer
     here = _cost(ptype, default, value)
     out = []

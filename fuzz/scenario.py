@@ -9,8 +9,9 @@ Kinds, by who acts (the README has the full table with examples):
 * guest configuration, per level (`l1.` / `l2.`): CPU mode, unusable IDT
   gates, the IDT limit, a handler stack that faults,
 * L1 as a hypervisor: its intercepts and interrupt controls for L2
-  (`l1.controls`) and its VM entry to L2 with an injected event; L2's
-  unconditional exit to L1 (`l2.vmcall`),
+  (`l1.controls`) and its VM entry to L2 with an injected event (any value
+  of the injection fields) after its edits of L2's blocking, RFLAGS.IF and
+  pending debug exceptions; L2's unconditional exit to L1 (`l2.vmcall`),
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
@@ -91,6 +92,21 @@ SOFT_EXCEPTION_KINDS = {3: "int3", 4: "into"}
 #: The cap without which KVM_SET_VCPU_EVENTS has no pending exception.
 EXCEPTION_PAYLOAD = "exception_payload"
 
+#: `l1.vmentry interruptibility=`: what L1 writes into L2's blocking by STI
+#: and MOV SS (VMX guest interruptibility state bits 0-1, SDM 24.4.2 Table
+#: 24-3; SVM vmcb12's int_state INTERRUPT_SHADOW, APM 15.21.5), or `keep`
+#: (L1 leaves what the last exit saved).  `both` sets bits 0 and 1 together,
+#: which VM entry refuses (SDM 26.3.1.5).  SVM has one shadow bit: every
+#: value but `none` and `keep` sets it, and it means what STI's blocking
+#: means (`Scenario` maps `movss` and `both` to `sti` on SVM).
+INTERRUPTIBILITY = ("keep", "none", "sti", "movss", "both")
+#: `l1.vmentry pending_dbg=`: the bits of VMX's pending-debug-exceptions
+#: field that matter to event injection (SDM 24.4.2 Table 24-4): `bs`, a
+#: pending single-step trap (bit 14, which SDM 26.3.1.5 checks against STI /
+#: MOV-SS blocking), and `b0`, a pending breakpoint-condition match (bit 0,
+#: checked by nothing).  SVM has no such field: ignored there (`Scenario`
+#: maps it to `none` on SVM).
+PENDING_DBG = ("none", "bs", "b0")
 #: The `l1.controls` flags that only one vendor has: VMX's window exiting
 #: controls (SDM 24.6.2), SVM's int_ctl bits and VINTR intercept (APM 15.21).
 #: Under the other vendor a flag has no meaning and reads as 0
@@ -112,6 +128,10 @@ class PType(enum.Enum):
     OPT_EXC = "exception or none"
     U8 = "u8"
     U16 = "u16"
+    #: An error code KVM_SET_VCPU_EVENTS holds in 32 bits (struct
+    #: kvm_vcpu_events' exception.error_code is a u32): the text form takes
+    #: all 32, the binary form the low 16 (`fuzz.binary`).
+    EC32 = "error code (32 bits)"
     PAGE = "page"  # an address, a multiple of 0x1000 below 0x10000000
     BOOL = "bool"
     ENUM = "enum"
@@ -121,7 +141,7 @@ class PType(enum.Enum):
     @property
     def width(self) -> int:
         """Bytes this type takes in the binary form."""
-        return {PType.U16: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 4}.get(self, 1)
+        return {PType.U16: 2, PType.EC32: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 8}.get(self, 1)
 
 
 @dataclass(frozen=True)
@@ -182,12 +202,19 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        # insn_len: added after the first release, so it is the last
-        # parameter and 0 (byte 0) is its default (README, "binary form").
-        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None), _p("insn_len", PType.U8, 0)),
-                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event; "
-                  "insn_len: the length of the instruction behind an injected software event "
-                  "(VMX VM-entry instruction length; SVM next_rip = rip + insn_len)"),
+        # `insn_len`, `interruptibility`, `if` and `pending_dbg` came after the
+        # first release: their defaults (0, `keep`, `keep`, `none`) encode as
+        # byte 0, so an older record means what it meant.
+        EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),
+                                 _p("insn_len", PType.U8, 0),
+                                 _p("interruptibility", PType.ENUM, "keep", INTERRUPTIBILITY),
+                                 _p("if", PType.ENUM, "keep", ("keep", "0", "1")),
+                                 _p("pending_dbg", PType.ENUM, "none", PENDING_DBG)),
+                  "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event, after "
+                  "writing L2's interruptibility (VMX guest interruptibility state, SVM int_state), "
+                  "RFLAGS.IF and pending debug exceptions (VMX); insn_len: the length of the instruction "
+                  "behind an injected software event (VMX VM-entry instruction length; SVM next_rip = "
+                  "rip + insn_len)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
@@ -211,7 +238,7 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("nmi", (), "an NMI becomes pending"),
         EventSpec("init", (), "an INIT signal (INIT IPI) becomes pending"),
         EventSpec("smi", (), "an SMI becomes pending; its SMM handler returns with RSM at once"),
-        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.U16, 0), _p("injected", PType.BOOL, False)),
+        EventSpec("user.set_exception", (_EXC(), _p("ec", PType.EC32, 0), _p("injected", PType.BOOL, False)),
                   "KVM_SET_VCPU_EVENTS with a pending (or injected) exception; injected without "
                   "the exception_payload cap"),
         EventSpec("user.set_nmi", (_p("injected", PType.BOOL, False),),
@@ -305,12 +332,6 @@ def normalise(ev: Event) -> Event:
         if "cr2" in {p.name for p in spec.params} and vec != 14:
             j = spec.index("cr2")
             ev = Event(ev.kind, ev.args[:j] + (0,) + ev.args[j + 1 :])
-    if spec.kind == "l1.vmentry" and ev.args[0] is not None:
-        inj: Ev = ev.args[0]
-        wants_ec = inj.type is EvType.HW_EXCEPTION and has_error_code(inj.vector)
-        if wants_ec != (inj.error_code is not None):
-            inj = Ev(inj.type, inj.vector, (inj.error_code or 0) if wants_ec else None)
-            ev = Event(ev.kind, (inj,) + ev.args[1:])
     return ev
 
 
@@ -322,6 +343,21 @@ class Config:
 
 
 _SET_EXCEPTION = "user.set_exception"
+_VMENTRY = "l1.vmentry"
+#: `interruptibility=` on SVM: the one INTERRUPT_SHADOW bit (`INTERRUPTIBILITY`).
+_SVM_SHADOW = {"movss": "sti", "both": "sti"}
+
+
+def svm_vmentry(ev: Event) -> Event:
+    """An `l1.vmentry` under SVM, with its one meaning there: `movss` and
+    `both` are the one INTERRUPT_SHADOW bit, written `sti`; `pending_dbg=`
+    is VMX's field, `none` (`INTERRUPTIBILITY`, `PENDING_DBG`)."""
+    spec = ev.spec
+    i, j = spec.index("interruptibility"), spec.index("pending_dbg")
+    args = list(ev.args)
+    args[i] = _SVM_SHADOW.get(args[i], args[i])
+    args[j] = "none"
+    return ev if tuple(args) == ev.args else Event(ev.kind, tuple(args))
 
 
 def foreign_controls(config: Config, ev: Event) -> list[str]:
@@ -363,6 +399,8 @@ class Scenario:
 
     def __post_init__(self):
         events = self.events
+        if self.config.vendor == "svm" and any(e.kind == _VMENTRY for e in events):
+            events = tuple(svm_vmentry(e) if e.kind == _VMENTRY else e for e in events)
         if EXCEPTION_PAYLOAD not in self.config.caps:
             events = tuple(Event(e.kind, e.args[:2] + (True,)) if pending_exception_unsettable(self.config, e)
                            else e for e in events)

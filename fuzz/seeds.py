@@ -80,8 +80,13 @@ def _variants(param) -> list:
     if t is PType.VECSET:
         return [1 << 14, 1 << 13, 1 << 8, (1 << 14) | (1 << 13) | (1 << 8) | (1 << 12) | (1 << 1)]
     if t is PType.EVENT:
+        # ... and the injections VM entry must refuse (SDM 26.2.1.3, APM
+        # 15.20): type 7, type 3 with NMI's vector, a 32-bit error code,
+        # an error code the vector does not push, a reserved type.
         return [Ev(EvType.NMI, 2), Ev(EvType.EXT_INTR, 0x20), Ev(EvType.SOFT_INT, 0x80),
-                Ev(EvType.HW_EXCEPTION, 14, 2), Ev(EvType.HW_EXCEPTION, 13, 0), Ev(EvType.HW_EXCEPTION, 1)]
+                Ev(EvType.HW_EXCEPTION, 14, 2), Ev(EvType.HW_EXCEPTION, 13, 0), Ev(EvType.HW_EXCEPTION, 1),
+                Ev(EvType.OTHER_EVENT, 0), Ev(EvType.HW_EXCEPTION, 2), Ev(EvType.HW_EXCEPTION, 13, 0xDEADBEEF),
+                Ev(EvType.HW_EXCEPTION, 6, 0), Ev(EvType.RESERVED, 0x20)]
     return []
 
 

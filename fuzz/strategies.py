@@ -3,8 +3,9 @@
 Every event kind and parameter type of the event language has a strategy
 here, derived from its spec, so a new kind is generated (and its rule
 appears in `fuzz.stateful`) without touching this module.  Values stay
-inside what the binary form holds (error codes to 0xffff, addresses to
-0xffff000), so every generated scenario can be saved as a `.bin` too.
+inside what the binary form holds (error codes to 0xffff, an injected
+event's to 32 bits, addresses to 0xffff000), so every generated scenario
+can be saved as a `.bin` too.
 
     >>> from fuzz.strategies import scenarios
     >>> scenarios(max_events=8).example()          # doctest: +SKIP
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from fuzz.scenario import CAPS, EXCEPTION_VECTORS, SPECS, VENDORS, Config, Event, EventSpec, Param, PType, Scenario, \
     normalise
-from impls.arch import Ev, EvType
+from impls.arch import Ev, EvType, has_error_code
 
 #: Vectors worth more than their 1/256 share: the exceptions, NMI's 2, the
 #: first external-interrupt vector the seeds use, and the top of the range.
@@ -40,13 +41,22 @@ def error_codes() -> st.SearchStrategy[int]:
 
 def injectable_events() -> st.SearchStrategy[Ev | None]:
     """What L1 can inject on VM entry: nothing, NMI, an external interrupt,
-    a software interrupt, a hardware exception (with its error code)."""
+    a software interrupt, a hardware exception (with the error code its
+    vector pushes), or any other value of the injection fields for the entry
+    checks to judge: any type, vector, deliver-error-code bit, a 32-bit
+    error code and the reserved bits the binary form holds (19:12)."""
+    def exc(vector, ec):
+        return Ev(EvType.HW_EXCEPTION, vector, ec if has_error_code(vector) else None)
+
     return st.one_of(
         st.none(),
         st.just(Ev(EvType.NMI, 2)),
         st.builds(Ev, st.just(EvType.EXT_INTR), vectors()),
         st.builds(Ev, st.just(EvType.SOFT_INT), vectors()),
-        st.builds(Ev, st.just(EvType.HW_EXCEPTION), exception_vectors(), error_codes()),
+        st.builds(exc, exception_vectors(), error_codes()),
+        st.builds(Ev, st.sampled_from(list(EvType)), vectors(),
+                  st.one_of(st.none(), error_codes(), st.sampled_from((0x10000, 0xDEADBEEF))),
+                  st.sampled_from((0, 0, 0, 1, 0x80))),
     )
 
 
@@ -61,7 +71,7 @@ def values(param: Param) -> st.SearchStrategy:
         return st.one_of(st.none(), st.sampled_from(param.domain))
     if t is PType.U8:
         return st.integers(0, 255)
-    if t is PType.U16:
+    if t is PType.U16 or t is PType.EC32:  # the binary form holds 16 bits of either
         return error_codes()
     if t is PType.PAGE:
         return st.integers(0, 0xFFFF).map(lambda n: n << 12)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from impls.arch import MNEMONICS, Ev, EvType, mnemonic
+from impls.arch import MNEMONICS, Ev, EvType, has_error_code, mnemonic
 from fuzz.scenario import (
     CAPS,
     EXCEPTION_PAYLOAD,
@@ -36,6 +36,7 @@ from fuzz.scenario import (
     foreign_controls,
     normalise,
     pending_exception_unsettable,
+    svm_vmentry,
 )
 
 COMMENT = ";"
@@ -83,8 +84,42 @@ def _exception(text: str, domain=EXCEPTION_VECTORS) -> int:
     return v
 
 
+def _error_code(text: str) -> int:
+    """An injected event's error code: 32 bits, as the VM-entry exception
+    error code field (SDM 24.8.3) and EVENTINJ's ERRORCODE (APM 15.20)."""
+    ec = _int(text)
+    if not 0 <= ec <= 0xFFFF_FFFF:
+        raise ValueError(f"error code {text} is out of range 0..0xffffffff")
+    return ec
+
+
+def _any_event(arg: str) -> Ev:
+    """The inside of `ev(TYPE,VECTOR[,ec=X][,reserved=X])`: any type 0-7,
+    vector, deliver-error-code bit (set by `ec=`) and reserved bits 30:12."""
+    parts = [p.strip() for p in arg.split(",")]
+    if len(parts) < 2:
+        raise ValueError(f"ev({arg}) needs a type and a vector: ev(3,#GP,ec=0x0)")
+    typ = _int(parts[0])
+    if not 0 <= typ <= 7:
+        raise ValueError(f"type {parts[0]} is not in 0..7")
+    vector, ec, reserved = _vector(parts[1]), None, 0
+    for part in parts[2:]:
+        key, eq, val = part.partition("=")
+        if key == "ec" and eq:
+            ec = _error_code(val)
+        elif key == "reserved" and eq:
+            reserved = _int(val)
+            if not 0 <= reserved <= 0x7FFFF:
+                raise ValueError(f"reserved={val} is not a value of bits 30:12 (0..0x7ffff)")
+        else:
+            raise ValueError(f"'{part}' in ev(...) is neither ec= nor reserved=")
+    return Ev(EvType(typ), vector, ec, reserved)
+
+
 def _event_value(text: str) -> Ev | None:
-    """`none`, `nmi`, `intr(0x20)`, `int(0x80)`, `#UD`, `#PF(0x2)`."""
+    """`none`, `nmi`, `intr(0x20)`, `int(0x80)`, `#UD`, `#PF(0x2)` (`#GP`
+    alone: the error code 0 a #GP pushes), and any other combination of
+    the injection fields as `ev(TYPE,VECTOR[,ec=X][,reserved=X])`."""
     low = text.lower()
     if low == "none":
         return None
@@ -94,6 +129,10 @@ def _event_value(text: str) -> Ev | None:
     arg = rest[:-1] if rest.endswith(")") else None
     if rest and arg is None:
         raise ValueError(f"'{text}' lacks a closing ')'")
+    if head.lower() == "ev":
+        if arg is None:
+            raise ValueError(f"'{text}' needs a type and a vector: ev(3,#GP,ec=0x0)")
+        return _any_event(arg)
     if head.lower() in ("intr", "int"):
         if arg is None:
             raise ValueError(f"'{text}' needs a vector: {head.lower()}(0x20)")
@@ -101,16 +140,32 @@ def _event_value(text: str) -> Ev | None:
         return Ev(typ, _vector(arg))
     vec = _exception(head)
     if arg is None:
-        return Ev(EvType.HW_EXCEPTION, vec)
-    ec = _int(arg)
-    if not 0 <= ec <= 0xFFFF:  # as `ec=` (PType.U16) and the binary form
-        raise ValueError(f"error code {arg} is out of range 0..0xffff")
-    return Ev(EvType.HW_EXCEPTION, vec, ec)
+        return Ev(EvType.HW_EXCEPTION, vec, 0 if has_error_code(vec) else None)
+    if not has_error_code(vec):
+        raise ValueError(f"{mnemonic(vec)} pushes no error code: ev(3,{mnemonic(vec)},ec={arg}) injects one anyway")
+    return Ev(EvType.HW_EXCEPTION, vec, _error_code(arg))
+
+
+def _short_form(ev: Ev) -> bool:
+    """Whether `ev` has one of the short spellings of `_event_value`."""
+    if ev.reserved:
+        return False
+    if ev.type is EvType.HW_EXCEPTION:
+        return ev.vector in EXCEPTION_VECTORS and has_error_code(ev.vector) == (ev.error_code is not None)
+    if ev.type is EvType.NMI:
+        return ev.vector == 2 and ev.error_code is None
+    return ev.type in (EvType.EXT_INTR, EvType.SOFT_INT) and ev.error_code is None
 
 
 def _format_event_value(ev: Ev | None) -> str:
     if ev is None:
         return "none"
+    if not _short_form(ev):
+        exc = ev.type in (EvType.HW_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION, EvType.SOFT_EXCEPTION)
+        vector = mnemonic(ev.vector) if exc and ev.vector < 32 and ev.vector != 2 else f"{ev.vector:#x}"
+        ec = "" if ev.error_code is None else f",ec={ev.error_code:#x}"
+        reserved = f",reserved={ev.reserved:#x}" if ev.reserved else ""
+        return f"ev({int(ev.type)},{vector}{ec}{reserved})"
     if ev.type is EvType.NMI:
         return "nmi"
     if ev.type is EvType.EXT_INTR:
@@ -138,9 +193,9 @@ def parse_value(param: Param, text: str):
         return _exception(text, param.domain)
     if t is PType.OPT_EXC:
         return None if text.lower() == "none" else _exception(text, param.domain)
-    if t in (PType.U8, PType.U16):
+    if t in (PType.U8, PType.U16, PType.EC32):
         v = _int(text)
-        hi = 0xFF if t is PType.U8 else 0xFFFF
+        hi = {PType.U8: 0xFF, PType.U16: 0xFFFF, PType.EC32: 0xFFFF_FFFF}[t]
         if not 0 <= v <= hi:
             raise ValueError(f"{param.name}={text} is out of range 0..{hi:#x}")
         return v
@@ -178,7 +233,7 @@ def format_value(param: Param, value) -> str:
         return mnemonic(value) if value < 32 else f"{value:#x}"
     if t is PType.U8:
         return str(value)
-    if t in (PType.U16, PType.PAGE):
+    if t in (PType.U16, PType.EC32, PType.PAGE):
         return f"{value:#x}"
     if t is PType.BOOL:
         return "1" if value else "0"
@@ -263,6 +318,9 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
         raise ValueError(f"ec= given but {mnemonic(vec)} pushes no error code")
     if "cr2" in seen and canon["cr2"] != values["cr2"]:
         raise ValueError("cr2= is only for #PF")
+    if kind == "l1.vmentry" and config is not None and config.vendor == "svm" and svm_vmentry(canon) != canon:
+        raise ValueError("on SVM, interruptibility= sets the one INTERRUPT_SHADOW bit (write sti) and "
+                         "pending_dbg= is VMX's field (leave it out)")
     foreign = foreign_controls(config, canon) if config is not None else []
     if foreign:
         raise ValueError(f"{', '.join(f + '=1' for f in foreign)} is not a {config.vendor} control "

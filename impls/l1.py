@@ -4,8 +4,10 @@ L1 is part of the scenario, not of the implementation under test: the
 reference (`impls.reference.model`) and the KVM ports' L1 (the driver shared
 by every port, `impls.prepatch.driver`) apply these same definitions to
 their L2 state -- the reference's `LevelState`, or the simulated CPU's,
-which plays vmcs12 / vmcb12 there.  Both have `shadow` (None, "sti" or
-"movss"), `nmi_blocked` (VMX's blocking by NMI) and `rip` (instructions
+which plays vmcs12 / vmcb12 there.  Both have `shadow` (None, "sti",
+"movss", or "both", which only L1 writes and VM entry refuses),
+`rflags_if`, `pending_dbg` (None, "bs" or "b0": VMX's pending debug
+exceptions), `nmi_blocked` (VMX's blocking by NMI) and `rip` (instructions
 completed at that level).
 """
 from __future__ import annotations
@@ -48,3 +50,18 @@ def prepare_entry(inject: Ev | None, l2, vendor: str) -> None:
     """
     if inject is not None and inject.type is EvType.NMI and vendor == "vmx":
         l2.nmi_blocked = False
+
+
+def write_guest_state(l2, interruptibility: str, rflags_if: str, pending_dbg: str) -> None:
+    """L1's edits of L2's saved state before an entry (`l1.vmentry`): the
+    blocking by STI / MOV SS (VMX guest interruptibility state bits 0-1, SDM
+    24.4.2 Table 24-3; SVM vmcb12's INTERRUPT_SHADOW, APM 15.21.5: the
+    scenario gives it `sti`, `fuzz.scenario.svm_vmentry`), RFLAGS.IF (SDM
+    24.4.1, APM 15.5.1) and VMX's pending debug exceptions (SDM 24.4.2
+    Table 24-4).  `keep` leaves the field as the last exit saved it; `both`
+    is bits 0 and 1 together."""
+    if interruptibility != "keep":
+        l2.shadow = None if interruptibility == "none" else interruptibility
+    if rflags_if != "keep":
+        l2.rflags_if = rflags_if == "1"
+    l2.pending_dbg = None if pending_dbg == "none" else pending_dbg

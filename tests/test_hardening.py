@@ -115,9 +115,10 @@ REPROS = {
     # item 7: the small ones
     "export-test --name with a newline": (["export-test", "good.txt", "--name", "trail\n", "--dir", "regs"], 2,
                                           r"evdiff: --name 'trail\\n': a regression name is .*"),
-    "inject=#GP(-1)": (["replay", "gp-neg.txt"], 2, r"evdiff: gp-neg.txt:2: error code -1 is out of range 0..0xffff"),
+    "inject=#GP(-1)": (["replay", "gp-neg.txt"], 2,
+                       r"evdiff: gp-neg.txt:2: error code -1 is out of range 0..0xffffffff"),
     "inject=#GP(0x1_0000_0000)": (["replay", "gp-big.txt"], 2,
-                                  r"evdiff: gp-big.txt:2: error code 0x1_0000_0000 is out of range 0..0xffff"),
+                                  r"evdiff: gp-big.txt:2: error code 0x1_0000_0000 is out of range 0..0xffffffff"),
     "bad byte on line 2": (["replay", "bad-byte.txt"], 2,
                            r"evdiff: bad-byte.txt:2: byte 0xff is not UTF-8 text \(binary inputs: use a .bin name\)"),
     "UTF-8 BOM": (["replay", "--impls", "reference", "bom.txt"], 0, r""),

@@ -64,7 +64,7 @@ def test_insn_len_defaults_to_byte_0_so_older_records_keep_their_meaning():
     rec = binary.encode_record(event("l1.vmentry", INT80))
     assert rec == binary.encode_record(Event("l1.vmentry", (INT80,)))  # built with the old arity
     spec = binary.SPECS[rec[0]]
-    assert spec.params[-1].name == "insn_len" and rec[1 + spec.params[0].type.width] == 0
+    assert spec.params[1].name == "insn_len" and rec[1 + spec.params[0].type.width] == 0
     assert binary.decode(b"\0" + rec).events == (Event("l1.vmentry", (INT80, 0)),)
     assert len(rec) == binary.RECORD == 14
 

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ import pytest
 import agreement
 
 from fuzz.oracle import compare
-from fuzz.scenario import Event
 from fuzz.text import parse_scenario, read_scenario
 from impls import api
 from impls.api import Outcome
@@ -446,7 +444,7 @@ def test_injected_error_code_bit_15_is_valid():
     out = upstream(s)
     assert out.l1 == () and [str(o) for _, o in out.l2] == ["L2 handles #GP(ec=0x8000)"]
     assert compare(s).agree
-    big = replace(s, events=s.events[:1] + (Event("l1.vmentry", (exception(13, 0x10000),)),))
+    big = scenario("vmx", "on", "l1.intercept\nl1.vmentry inject=#GP(0x10000)\n")
     assert [str(o) for _, o in upstream(big).l1] == ["ENTRY FAILED VMfailValid(7)"]
 
 

@@ -58,6 +58,27 @@ def encode(ev: Ev | None) -> tuple[int, int]:
     return info, ev.error_code or 0
 
 
+#: Bits 30:12 of EVENTINJ, "Reserved, SBZ" (APM 15.20 Figure 15-5).
+EVTINJ_RESERVED_SHIFT = 12
+EVTINJ_RESERVED_MASK = 0x7FFFF << EVTINJ_RESERVED_SHIFT
+
+
+def encode_inj(ev: Ev | None) -> tuple[int, int]:
+    """EVENTINJ as L1 writes it for `l1.vmentry inject=`: the type as given
+    (no folding of 5 and 6 into 3: on SVM those are reserved values, APM
+    15.20 Table 15-11), reserved bits 30:12 from `Ev.reserved`."""
+    if ev is None:
+        return 0, 0
+    info = EVTINJ_VALID | (int(ev.type) << 8) | ev.vector | (ev.reserved << EVTINJ_RESERVED_SHIFT)
+    if ev.error_code is not None:
+        info |= EVTINJ_VALID_ERR
+    return info, ev.error_code or 0
+
+
+#: The types of EVENTINJ that are not reserved (APM 15.20 Table 15-11).
+EVTINJ_TYPES = frozenset({TYPE_INTR, TYPE_NMI, TYPE_EXEPT, TYPE_SOFT})
+
+
 def decode(info: int, error_code: int = 0) -> Ev | None:
     """The event an EVENTINJ / EXITINTINFO value describes.  Type 3 with
     vector 3 or 4 is INT3's #BP or INTO's #OF, a software exception: that is

@@ -220,6 +220,8 @@ _VMX_511 = {
                                       "(VMX_BASIC_NO_HW_ERROR_CODE_CC) is set, which KVM sets only on a host "
                                       "that has it; the simulated CPU (SDM 059) does not, so every case is "
                                       "5.11's",
+    "nested_cpu_supports_monitor_trap_flag": f"{R} (vmx/nested.h)",
+    "nested_vmx_exit_handled_mtf": f"{R} (vmx/nested.c)",
     "handle_ept_misconfig": f"{R}: the emulation pre-check renamed",
     "handle_ept_violation": f"{R}: the NMI-unblocking bit as in 6.1; the error code is computed in "
                             "__vmx_handle_ept_violation (vmx/common.h) and vcpu->arch.exit_qualification "

@@ -33,6 +33,14 @@ from impls.hw.environment import Environment, Origin
 
 #: Bound on the faults met while delivering one event.
 DELIVERY_BOUND = 16
+#: The vectors whose VM-entry injection as a hardware exception needs the
+#: deliver-error-code bit on this CPU, which raises #CP with an error code
+#: (impls.hw.environment).
+_HW_ERROR_CODE_VECTORS = avmx.ENTRY_ERROR_CODE_VECTORS | {21}
+#: The vectors this SVM CPU takes as exceptions in EVENTINJ type 3 (APM
+#: 15.20): those of SDM Table 6-1 but NMI's 2, #CSO's 9 and Intel's #VE (20);
+#: 15 and 22-31 are reserved here (impls.hw.environment).
+_SVM_EXCEPTIONS = frozenset(v for v in range(32) if v not in (2, 9, 15, 20) and v < 22)
 
 # ------------------------------------------------------------ VMX encodings --
 
@@ -45,6 +53,7 @@ EXIT_REASON_VMCALL = 18
 EXIT_REASON_VMLAUNCH = 20
 EXIT_REASON_VMRESUME = 24
 EXIT_REASON_INVALID_STATE = 33
+EXIT_REASON_MONITOR_TRAP_FLAG = 37
 EXIT_REASON_EPT_VIOLATION = 48
 EXIT_REASON_EPT_MISCONFIG = 49
 EXIT_REASON_PREEMPTION_TIMER = 52
@@ -112,13 +121,15 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "_rip", "insn_rip", "_restart", "_restart_rip")
+                 "fixup_delivery", "fixup_iret", "_rip", "insn_rip", "_restart", "_restart_rip", "pending_dbg")
 
     def __init__(self, cr2_cell: list[int] | None = None, rip: int = 0):
         self.desc = DescriptorState()
         self.rflags_if = True
         self.tf = False  # RFLAGS.TF as KVM's SVM NMI window sets it
-        self.shadow: str | None = None  # "sti" / "movss"
+        self.shadow: str | None = None  # "sti" / "movss" ("both": only as L1 writes it, impls.l1)
+        #: VMX pending debug exceptions (None, "bs", "b0"), as L1 writes them.
+        self.pending_dbg: str | None = None
         self.nmi_blocked = False
         # CR2: one register shared by L1 and L2 on VMX, where the VMCS holds no
         # CR2 (SDM 24.4, 27.5); one per level on SVM, whose VMCB save area
@@ -522,35 +533,35 @@ class Cpu:
     def vmx_run(self, vmcs: Vmcs) -> None:
         """VMLAUNCH/VMRESUME of `vmcs` by L0, up to the next VM exit.
 
-        Checks on the event-injection field (SDM 26.2.1.3: the deliver-error-
-        code bit must match the vector and CR0.PE, else VMfailValid) and on
-        the guest's blocking state (SDM 26.3.1.5: an external interrupt needs
-        IF=1 and no STI/MOV-SS blocking, an NMI no MOV-SS blocking and, with
-        virtual NMIs, no virtual-NMI blocking; a failure is an exit with
-        reason 33 and bit 31), then the injection (SDM 26.5).
+        Checks on the event-injection fields (SDM 26.2.1.3,
+        `avmx.entry_control_error`, else VMfailValid) and on the guest's
+        blocking state (SDM 26.3.1.4-5, `_vmx_guest_state_invalid`; a failure
+        is an exit with reason 33 and bit 31), then the injection (SDM 26.5)
+        or, for type 7, the pending MTF exit.
         """
         self.vmfail = False
         self.entered_with_event = False
         self.ran_noop = False
         lv = self._enter(vmcs.level)
-        inj = avmx.decode(vmcs.entry_intr_info, vmcs.entry_error_code)
+        inj = avmx.decode_entry(vmcs.entry_intr_info, vmcs.entry_error_code)
         self._anchor(lv, inj)
-        if inj is not None:
-            want_ec = (inj.type is EvType.HW_EXCEPTION and lv.desc.mode is not Mode.REAL
-                       and arch.has_error_code(inj.vector))
-            if want_ec != (inj.error_code is not None):
-                self.vmfail = True
-                vmcs.instr_error = VMXERR_ENTRY_INVALID_CONTROL_FIELD
-                return
-            bad = (inj.type is EvType.EXT_INTR and (not lv.rflags_if or lv.shadow)) or (
-                inj.type is EvType.NMI
-                and (lv.shadow == "movss" or (vmcs.virtual_nmis and lv.nmi_blocked)))
-            if bad:
-                vmcs.entry_intr_info = 0
-                self._vmx_exit(vmcs, VMX_EXIT_REASONS_FAILED_VMENTRY | EXIT_REASON_INVALID_STATE)
-                return
+        if inj is not None and avmx.entry_control_error(inj, lv.desc.mode is not Mode.REAL,
+                                                        error_code_vectors=_HW_ERROR_CODE_VECTORS):
+            self.vmfail = True
+            vmcs.instr_error = VMXERR_ENTRY_INVALID_CONTROL_FIELD
+            return
+        if self._vmx_guest_state_invalid(vmcs, lv, inj):
+            vmcs.entry_intr_info = 0
+            self._vmx_exit(vmcs, VMX_EXIT_REASONS_FAILED_VMENTRY | EXIT_REASON_INVALID_STATE)
+            return
         vmcs.entry_intr_info = 0
         vmcs.launched = True
+        lv.pending_dbg = None  # not delivered after the entry (impls.hw.environment)
+        if inj is not None and inj.type is EvType.OTHER_EVENT:
+            # Type 7, vector 0: a pending MTF VM exit before the guest's first
+            # instruction (SDM 24.8.3 Table 24-13).
+            self._vmx_exit(vmcs, EXIT_REASON_MONITOR_TRAP_FLAG)
+            return
         if inj is not None:
             self.entered_with_event = True
             self.soft_event_length = vmcs.entry_instruction_len if inj.type in avmx.INSTRUCTION_TYPES else 0
@@ -571,6 +582,23 @@ class Cpu:
             return
         self._boundary(vmcs, lv)
 
+    @staticmethod
+    def _vmx_guest_state_invalid(vmcs: Vmcs, lv: LevelState, inj: Ev | None) -> bool:
+        """SDM 26.3.1.4-5 on the guest's blocking state: not blocking by STI
+        and MOV SS together, no blocking by STI with IF=0, no pending BS with
+        either blocking (TF is 0 here); an external interrupt needs IF=1 and
+        neither blocking, an NMI no MOV-SS blocking (this CPU does not
+        require the absence of STI blocking, which the SDM allows) and, with
+        virtual NMIs, no virtual-NMI blocking."""
+        if lv.shadow == "both" or (lv.shadow == "sti" and not lv.rflags_if):
+            return True
+        if lv.pending_dbg == "bs" and lv.shadow:
+            return True
+        if inj is None:
+            return False
+        return (inj.type is EvType.EXT_INTR and (not lv.rflags_if or bool(lv.shadow))) or (
+            inj.type is EvType.NMI and (lv.shadow == "movss" or (vmcs.virtual_nmis and lv.nmi_blocked)))
+
     def svm_run(self, vmcb: Vmcb) -> None:
         """VMRUN of `vmcb` by L0, up to the next #VMEXIT.  EVENTINJ that
         cannot occur in the guest's mode (#BR in 64-bit mode) fails the VMRUN
@@ -585,8 +613,10 @@ class Cpu:
         inj = asvm.decode(vmcb.event_inj, vmcb.event_inj_err)
         self._anchor(lv, inj)
         if inj is not None and inj.type is EvType.NMI:
-            inj = Ev(EvType.NMI, 2)  # the vector of an NMI is ignored (APM 15.20)
-        if inj is not None and inj.type is EvType.HW_EXCEPTION and inj.vector == BR and lv.desc.mode is Mode.LONG:
+            inj = Ev(EvType.NMI, 2, inj.error_code)  # the vector of an NMI is ignored (APM 15.20)
+        if inj is not None and ((vmcb.event_inj >> 8) & 7 not in asvm.EVTINJ_TYPES or (
+                inj.type in (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION) and inj.vector not in _SVM_EXCEPTIONS) or (
+                inj.type is EvType.HW_EXCEPTION and inj.vector == BR and lv.desc.mode is Mode.LONG)):
             self._svm_exit(vmcb, SVM_EXIT_ERR)
             return
         vmcb.event_inj = 0

@@ -48,11 +48,15 @@ by the scenario's events instead of being modelled, and every KVM port
   `l1.controls` VMX's interrupt-window and NMI-window exiting, SVM's
   V_INTR_MASKING (also with the INTR intercept), V_IRQ (priority 0Fh,
   vector `impls.arch.svm.L1_V_INTR_VECTOR`; cleared by `v_irq=0`, else left
-  as KVM wrote vmcb12 back) and the VINTR intercept; no MTF, no
+  as KVM wrote vmcb12 back) and the VINTR intercept; no MTF control (a
+  type-7 injection only), no
   preemption timer, no EPT/NPT for L2.  L2's guest state (modes, tables,
   IF, shadows, NMI blocking, CR2) lives in the simulated CPU and persists
   across exits, as vmcs12 / vmcb12 would carry it.  What L1 does with that
-  state is `impls.l1`, which the reference applies too: on VMX an L1 that
+  state is `impls.l1`, which the reference applies too: L1 writes L2's
+  blocking by STI / MOV SS, RFLAGS.IF and pending debug exceptions as
+  `l1.vmentry` says (into that state, which KVM's prepare_vmcs02 /
+  nested_vmcb02_prepare_save would copy unchanged); on VMX an L1 that
   injects an NMI clears L2's blocking by NMI first (SDM 31.7.1.2); after an
   exit for an instruction it emulates (VMCALL / VMMCALL) L1 skips it,
   moving L2's RIP and ending its STI / MOV-SS blocking.  L1 uses VMLAUNCH for its
@@ -129,7 +133,18 @@ by the scenario's events instead of being modelled, and every KVM port
   takes every vector that pushes one (`arch.has_error_code`) and accepts L0
   re-injecting a #CP its own exit reported; the SDM 059 list that the
   reference applies to L1's entries (`arch.vmx.ENTRY_ERROR_CODE_VECTORS`)
-  predates CET and has no #CP.
+  predates CET and has no #CP.  Its other VM-entry checks are the SDM's
+  (`arch.vmx.entry_control_error`, SDM 26.3.1.4-5 in
+  `Cpu._vmx_guest_state_invalid`): it supports the monitor trap flag, so
+  type 7 vector 0 injects a pending MTF exit; it does not require the
+  absence of STI blocking for an NMI injection (the SDM lets a processor
+  choose); a pending debug exception L1 leaves in L2's pending-debug field
+  is checked (BS against STI / MOV-SS blocking) but not delivered after the
+  entry (SDM 26.6.3 not stored; the reference allows both).  The SVM CPU's
+  VMRUN takes as EVENTINJ exceptions the vectors of SDM Table 6-1 but 2, 9,
+  15 and 20-31 (APM 15.20 names vector 2; AMD's table is not stored), takes
+  EV as given (an error code pushed or not, whatever the vector) and
+  ignores EVENTINJ's reserved bits 30:12.
 * **The VMM.**  It issues the ioctls the `user.*` events name and nothing
   else; KVM_EXIT_SHUTDOWN ends the scenario (`Outcome.shutdown`), and so does
   an exit it cannot handle (KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_FAIL_ENTRY),

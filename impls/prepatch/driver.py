@@ -38,6 +38,7 @@ from impls.hw import CHAIN, INSTR, RUN, Cpu, Environment, Recorder, VcpuReset
 from impls.hw import cpu as hw
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
+from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.origin import glue
 from impls.pic import UserspacePic
 from impls.prepatch import state as st
@@ -309,11 +310,17 @@ class Driver:
         RIP + the length), then enters."""
         if self.level() != 1:
             return
-        inject, insn_len = ev.args
+        inject, insn_len = ev.args[:2]
         l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
+        # L2's interruptibility, RFLAGS.IF and pending debug exceptions are
+        # vmcs12's / vmcb12's guest state, which lives in the simulated CPU
+        # (impls.hw.environment, "L1, the hypervisor"): L1 writes them there,
+        # and KVM's prepare_vmcs02 / nested_vmcb02_prepare_save carry them
+        # to vmcs02 / vmcb02 unchanged.
+        l1_writes_guest_state(self.cpu.lv[2], *ev.args[2:])
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
-            c12.event_inj, c12.event_inj_err = asvm.encode(inject)
+            c12.event_inj, c12.event_inj_err = asvm.encode_inj(inject)
             c12.next_rip = self.cpu.lv[2].rip + insn_len
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:

@@ -17,7 +17,7 @@ from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
 from impls.origin import glue, origin
 from impls.prepatch.state import (
-    CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
+    CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_MONITOR_TRAP_FLAG, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
     KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
     KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, PIN_BASED_VIRTUAL_NMIS, TREE,
     X86Exception,
@@ -41,13 +41,17 @@ EXIT_REASON_INIT_SIGNAL = 3
 EXIT_REASON_SIPI_SIGNAL = 4
 
 INTR_TYPE_RESERVED = 1 << 8
+INTR_TYPE_PRIV_SW_EXCEPTION = 5 << 8
+INTR_TYPE_OTHER_EVENT = 7 << 8
 #: IA32_VMX_MISC bit 30: VM entry may inject a software event with length 0.
 VMX_MISC_ZERO_LEN_INS = 1 << 30
 #: The IA32_VMX_MISC KVM reports to L1 (nested_vmx_setup_ctls_msrs): the
 #: host's SAVE_EFER_LMA bit, VMWRITE to read-only fields, the emulated
-#: preemption-timer rate and activity state HLT -- never ZERO_LEN_INS.
-NESTED_MISC_LOW = (1 << 29) | 5 | (1 << 6)
-INTR_TYPE_OTHER_EVENT = 7 << 8
+#: preemption-timer rate, activity states HLT and wait-for-SIPI -- never
+#: ZERO_LEN_INS.
+NESTED_MISC_LOW = (1 << 29) | 5 | (1 << 6) | (1 << 8)
+INTR_INFO_RESVD_BITS_MASK = 0x7FFFF000  # bits 30:12
+EXIT_REASON_MONITOR_TRAP_FLAG = 37
 _X86_EXCEPTION_HAS_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17})
 
 
@@ -100,9 +104,17 @@ class VmxNested:
         vcpu.nested_vmx_failValid(vm_instruction_error)
         return vcpu.kvm_skip_emulated_instruction()
 
+    @origin(NESTED_H, "nested_cpu_supports_monitor_trap_flag", tree=TREE)
+    def nested_cpu_supports_monitor_trap_flag(vcpu) -> bool:
+        """KVM offers L1 the monitor trap flag when the host has it, as the
+        simulated CPU does (impls.hw.environment)."""
+        return True
+
     @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE)
     def nested_check_vm_entry_controls(vcpu) -> bool:
-        """The checks on vmcs12's event-injection fields (True = valid)."""
+        """The checks on vmcs12's event-injection fields (True = valid), in
+        KVM's order: type, vector, deliver-error-code bit, error-code bits
+        31:16, reserved bits, instruction length."""
         vmcs12 = vcpu.vmx.nested.vmcs12
         info = vmcs12.vm_entry_intr_info_field
         if not info & INTR_INFO_VALID:
@@ -110,29 +122,35 @@ class VmxNested:
         vector = info & INTR_INFO_VECTOR_MASK
         intr_type = info & INTR_INFO_INTR_TYPE_MASK
         has_error_code = bool(info & INTR_INFO_DELIVER_CODE)
-        if intr_type in (INTR_TYPE_RESERVED, INTR_TYPE_OTHER_EVENT):
-            return False
-        if intr_type == INTR_TYPE_NMI_INTR and vector != NMI_VECTOR:
-            return False
-        if intr_type == INTR_TYPE_HARD_EXCEPTION and vector > 31:
-            return False
         # L1 runs L2 with unrestricted guest: protected mode is L2's CR0.PE.
         prot_mode = vcpu.cpu.lv[2].desc.mode is not Mode.REAL
+        if intr_type == INTR_TYPE_RESERVED or (
+                intr_type == INTR_TYPE_OTHER_EVENT and not vcpu.nested_cpu_supports_monitor_trap_flag()):
+            return False
+        if (intr_type == INTR_TYPE_NMI_INTR and vector != NMI_VECTOR) or (
+                intr_type == INTR_TYPE_HARD_EXCEPTION and vector > 31) or (
+                intr_type == INTR_TYPE_OTHER_EVENT and vector != 0):
+            return False
         should_have_error_code = (intr_type == INTR_TYPE_HARD_EXCEPTION and prot_mode
                                   and vector in _X86_EXCEPTION_HAS_ERROR_CODE)
         if has_error_code != should_have_error_code:
             return False
         if has_error_code and vmcs12.vm_entry_exception_error_code & 0xFFFF0000:  # GENMASK(31, 16) since 5.4
             return False
+        if info & INTR_INFO_RESVD_BITS_MASK:
+            return False
         if intr_type in (INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, INTR_TYPE_PRIV_SW_EXCEPTION):
-            if vmcs12.vm_entry_instruction_len > 15 or (
-                    vmcs12.vm_entry_instruction_len == 0 and not vcpu.nested_cpu_has_zero_length_injection()):
+            length = vmcs12.vm_entry_instruction_len
+            if length > 15 or (length == 0 and not vcpu.nested_cpu_has_zero_length_injection()):
                 return False
         return True
 
     @origin(NESTED_H, "nested_cpu_has_zero_length_injection", tree=TREE)
     def nested_cpu_has_zero_length_injection(vcpu) -> bool:
-        """IA32_VMX_MISC[30] as KVM reports it to L1: never set."""
+        """IA32_VMX_MISC[30] as KVM reports it to L1: never set
+        (nested_vmx_setup_ctls_msrs keeps only the host's SAVE_EFER_LMA bit
+        and adds bits of its own; read in 5.11, 6.1.55 and v6.18, where
+        vmx_restore_vmx_misc lets userspace set no bit KVM lacks)."""
         return bool(NESTED_MISC_LOW & VMX_MISC_ZERO_LEN_INS)
 
     @origin(NESTED_C, "nested_vmx_check_nmi_controls", tree=TREE)
@@ -352,8 +370,20 @@ class VmxNested:
             return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING)
         if basic == hw.EXIT_REASON_NMI_WINDOW:
             return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING)
+        if basic == EXIT_REASON_MONITOR_TRAP_FLAG:
+            return vcpu.nested_vmx_exit_handled_mtf()
         # TRIPLE_FAULT, VMCALL, INVALID_STATE, ...: always L1's.
         return True
+
+    @origin(NESTED_C, "nested_vmx_exit_handled_mtf", tree=TREE)
+    def nested_vmx_exit_handled_mtf(vcpu) -> bool:
+        """An MTF exit is L1's if L1 set the monitor trap flag or injected
+        type 7 vector 0 (a pending MTF VM exit), vmcs12's entry field still
+        holding exactly that."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        if vmcs12.cpu_based_vm_exec_control & CPU_BASED_MONITOR_TRAP_FLAG:
+            return True
+        return vmcs12.vm_entry_intr_info_field == INTR_INFO_VALID | INTR_TYPE_OTHER_EVENT
 
     @origin(NESTED_C, "nested_vmx_reflect_vmexit", tree=TREE)
     def nested_vmx_reflect_vmexit(vcpu) -> bool:

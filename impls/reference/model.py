@@ -28,6 +28,7 @@ from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, p
 from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
+from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.pic import UserspacePic
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
@@ -53,7 +54,8 @@ class LevelState:
 
     desc: DescriptorState = field(default_factory=DescriptorState)
     rflags_if: bool = True
-    shadow: str | None = None  # "sti" or "movss": blocking for one instruction
+    shadow: str | None = None  # "sti" or "movss": blocking for one instruction ("both": only L1 writes it)
+    pending_dbg: str | None = None  # VMX, L2's pending debug exceptions as L1 wrote them (impls.l1)
     nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
     cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
     rip: int = 0  # moved only by L1 skipping an L2 instruction (impls.l1); not compared
@@ -796,6 +798,7 @@ class Machine:
         insn_len: int = ev.args[1]
         l2 = self.lv[2]
         l1_prepares_entry(inject, l2, self.vendor)
+        l1_writes_guest_state(l2, *ev.args[2:])
         failure = self._entry_failure(inject, insn_len, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
@@ -812,8 +815,11 @@ class Machine:
         self.level = 2
         if self.svm:
             self.gif = True  # APM 15.17: VMRUN sets GIF
+        pending_db = self._pending_debug_after_entry(l2)
         if inject is not None:
             self._inject(inject, insn_len, l2)
+        if pending_db and self.level == 2:
+            self.deliver(Ev(EvType.HW_EXCEPTION, arch.DB), check_first=True)
         windows = self.ctl.v_irq if self.svm else self.ctl.intr_window or self.ctl.nmi_window
         if self.level == 2 and windows and not self._acts_at_boundary(l2):
             # The window exits "occur immediately after VM entry" when their
@@ -826,13 +832,27 @@ class Machine:
     def _inject(self, inject: Ev, insn_len: int, l2: LevelState) -> None:
         """Deliver the event L1's entry injects (SDM 26.5, APM 15.20), with
         the return address `_injected_return` gives it."""
+        if inject.type is EvType.OTHER_EVENT:
+            # SDM 24.8.3 Table 24-13 (V3-1066, MANUALS.md 6): type 7 with
+            # vector 0 injects a pending MTF VM exit, taken before L2's first
+            # instruction; nothing is delivered, and blocking by STI / MOV SS
+            # stays (the entry is not vectoring, SDM 26.6.1).
+            self._vmexit(VmExit(avmx.reason_name(avmx.MONITOR_TRAP_FLAG)))
+            return
         # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
         l2.shadow = None
         if self.svm:
             # APM 15.20: EVENTINJ type 3 with vector 3 or 4 behaves like INT3 /
-            # INTO; the event is what L1's EVENTINJ encodes.
+            # INTO; the event is what L1's EVENTINJ encodes; an NMI's vector
+            # is ignored.
             inject = asvm.decode(*asvm.encode(inject))
+            if inject.type is EvType.NMI:
+                inject = Ev(EvType.NMI, 2)
         ev2 = self._exc(inject.vector, inject.error_code, inject.type) if inject.type in _EXCEPTIONS else inject
+        if self.svm and l2.desc.mode is not Mode.REAL:
+            # APM 15.20: EV is "set to 1 if the exception should push an
+            # error code": EVENTINJ's EV decides, whatever the vector.
+            ev2 = inject
         if self.svm and ev2 != inject and inject.error_code is not None and l2.desc.mode is Mode.REAL and \
                 self.choose("APM 15.20: EVENTINJ's error code (EV=1) in real mode: NOT FOUND", 2):
             # SDM 20.1.4's "no error code in real mode" is Intel's; the APM
@@ -862,6 +882,20 @@ class Machine:
             return insn_len if inject.type in (EvType.SOFT_INT, EvType.SOFT_EXCEPTION) else 0
         return insn_len if inject.type in avmx.INSTRUCTION_TYPES else 0
 
+    def _pending_debug_after_entry(self, l2: LevelState) -> bool:
+        """VMX: L1 left a debug exception pending in L2's pending-debug-
+        exceptions field (BS or B0; an entry with BS under STI / MOV-SS
+        blocking has failed, `_entry_failure`).  What the processor does with
+        it after VM entry (SDM 26.6.3) is on a page missing from the stored
+        copy of the manual: NOT FOUND, so both are allowed, a #DB trap
+        raised at L2's first instruction boundary, after an injected event
+        reached its handler (subject to L1's #DB intercept), or nothing.  The
+        field is consumed either way.  True: the #DB is raised."""
+        if l2.pending_dbg is None:
+            return False
+        l2.pending_dbg = None
+        return bool(self.choose("SDM 26.6.3: pending debug exceptions after VM entry (NOT FOUND)", 2))
+
     def _entry_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
         if not self.svm and self.ctl.nmi_window and not self.icpt.nmi:
             # SDM 26.2.1.1 (VM-execution control fields): with "virtual NMIs"
@@ -872,41 +906,49 @@ class Machine:
         return self._injection_failure(inject, insn_len, l2)
 
     def _injection_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
-        """VM-entry checks on the injected event.  VMX: the control checks of
-        SDM 26.2.1.3 (VMfailValid(7), below); then SDM 26.3.1.5: an external
-        interrupt needs RFLAGS.IF=1 and no STI/MOV-SS blocking; an NMI needs
-        no MOV-SS blocking and may need no STI blocking (IMPL-SPECIFIC), such
-        failures are exits with reason 33 and bit 31.  SVM (APM 15.20):
-        EVENTINJ impossible in the guest's mode (#BR in 64-bit mode) gives
-        VMEXIT_INVALID.  The APM defines EV (bit 11) only as "set to 1 if the
-        exception should push an error code" and lists no VMEXIT_INVALID for
-        EV with a vector that pushes none (APMe 15.20): no such check here."""
-        if inject is None:
-            return None
+        """VM-entry checks on the injected event and L2's blocking state.
+
+        VMX: the control checks of SDM 26.2.1.3 (`avmx.entry_control_error`:
+        types 1 and 7, vectors, the deliver-error-code bit, reserved bits
+        30:12, error-code bits 31:16), VMfailValid(7); then SDM 26.3.1.4-5,
+        exits with reason 33 and bit 31: blocking by STI and by MOV SS
+        together, blocking by STI with RFLAGS.IF=0 (both SDM 26.3.1.5 on
+        V3-1104, a page missing from the stored copy: MANUALS.md 6 and
+        newer editions' 27.3.1.5), an external interrupt injected with IF=0
+        (26.3.1.4) or under STI / MOV-SS blocking, an NMI under MOV-SS
+        blocking, and (IMPL-SPECIFIC) under STI blocking (V3-1105); a pending
+        single-step (BS) with STI or MOV-SS blocking while TF=0, which it
+        always is here (V3-1105, "Pending debug exceptions").  The monitor
+        trap flag is supported: KVM exposes it to L1 (impls.hw.environment).
+
+        SVM (APM 15.20, APMe): VMEXIT_INVALID for a reserved type, for type 3
+        with a vector that is no exception (vector 2 named; vectors 32-255;
+        the vectors Intel reserves or AMD lacks: `_svm_exception_vector`),
+        for an event impossible in the guest's mode (#BR in 64-bit mode).
+        Reserved bits 30:12 ("SBZ") and EV on a type other than exception
+        the APM leaves undefined: the scenario leaves the architecture.  The
+        consistency checks of APM 15.5.1 say nothing of INTERRUPT_SHADOW
+        (APMe): no check on it."""
         if self.svm:
-            if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
-                return asvm.exit_name(asvm.EXIT_ERR)
-            return None
-        # SDM 26.2.1.3 (control checks, VMfailValid(7)): "deliver error code"
-        # exactly for the vectors it lists (no #CP in the 059 edition) and
-        # only with CR0.PE=1 (L1 runs L2 with unrestricted guest, so real mode
-        # has PE=0); error code bits 31:16 clear.  The 059 text says 31:15;
-        # hardware accepts bit 15: kvm-unit-tests' vmx_tests.c asserted a
-        # failed entry for bit 15, which real processors did not give, and
-        # was changed to 31:16 (commit 65d7e712, 2019: "the SDM is wrong ...
-        # confirmed with Intel"); it tests 31:16 on hardware since.
+            return self._svm_entry_failure(inject, l2)
         protected = l2.desc.mode is not Mode.REAL
-        if avmx.entry_wants_error_code(inject, protected) != (inject.error_code is not None) or \
-                (inject.error_code or 0) >> 16:
-            return "VMfailValid(7)"
+        if inject is not None and avmx.entry_control_error(inject, protected):
+            return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
         # SDM 26.2.1.3: for types 4, 5 and 6 the VM-entry instruction length
         # is 0 to 15, and 0 only where IA32_VMX_MISC bit 30 is 1 -- a
         # capability of the processor L1 runs on, which the scenario does
         # not fix (IMPL-SPECIFIC): with length 0 both outcomes are allowed.
-        if inject.type in avmx.INSTRUCTION_TYPES and (insn_len > 15 or (insn_len == 0 and self.choose(
-                "SDM 26.2.1.3: zero VM-entry instruction length without IA32_VMX_MISC[30]", 2))):
-            return "VMfailValid(7)"
+        if inject is not None and inject.type in avmx.INSTRUCTION_TYPES and (insn_len > 15 or (
+                insn_len == 0 and self.choose(
+                    "SDM 26.2.1.3: zero VM-entry instruction length without IA32_VMX_MISC[30]", 2))):
+            return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
+        if l2.shadow == "both" or (l2.shadow == "sti" and not l2.rflags_if):
+            return bad
+        if l2.pending_dbg == "bs" and l2.shadow:
+            return bad
+        if inject is None:
+            return None
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return bad
         if inject.type is EvType.NMI:
@@ -914,6 +956,35 @@ class Machine:
                 return bad
             if l2.shadow == "sti" and self.choose("SDM 26.3.1.5: NMI injection under STI blocking", 2):
                 return bad
+        return None
+
+    def _svm_exception_vector(self, vector: int) -> bool:
+        """Whether EVENTINJ type 3 may carry `vector` (APM 15.20: "a vector
+        that does not correspond to an exception ... includes vector 2").
+        The APM's own exception table (vol. 2 ch. 8) is NOT FOUND: the
+        vectors SDM Table 6-1 defines as exceptions, #CP included, are;
+        2 and 32-255 are not; for 9 (#CSO), 15, 20 (#VE, Intel only) and
+        22-31 (AMD defines #HV, #VC, #SX among them) both are allowed."""
+        if vector == arch.NMI_VECTOR or vector > 31:
+            return False
+        if vector in (9, 15, 20) or vector >= 22:
+            return not self.choose("APM 15.20: EVENTINJ exception vector 9/15/20/22-31 (table NOT FOUND)", 2)
+        return True
+
+    def _svm_entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
+        if inject is None:
+            return None
+        invalid = asvm.exit_name(asvm.EXIT_ERR)
+        if int(inject.type) not in asvm.EVTINJ_TYPES:
+            return invalid
+        if inject.type is EvType.HW_EXCEPTION and not self._svm_exception_vector(inject.vector):
+            return invalid
+        if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
+            return invalid
+        if inject.reserved:
+            self._outside("EVENTINJ with reserved bits 30:12 set (APM 15.20: SBZ)")
+        elif inject.error_code is not None and inject.type is not EvType.HW_EXCEPTION:
+            self._outside("EVENTINJ's EV on a type other than exception (APM 15.20 defines EV for exceptions)")
         return None
 
     def ev_l2_vmcall(self, ev):
@@ -1091,6 +1162,13 @@ class Machine:
         if self._impossible_exception(vector):
             return
         exc = self._raised(vector, ec)
+        if not self.svm and (exc.error_code or 0) >> 16:
+            # Bits 31:16 of the error codes these exceptions push are
+            # reserved on Intel: the selector format (SDM 6.13, Figure 6-7)
+            # and #PF's (SDM 4.7, Figure 4-12); KVM's ABI holds 32 bits,
+            # which AMD CPUs use (KVM 6.1's vmx_inject_exception says as
+            # much), so on SVM the error code is as given.
+            self._outside(f"userspace set {exc}: no Intel CPU pushes error-code bits 31:16")
         if self.user_in_flight is not None and self.user_in_flight.type in _EXCEPTIONS:
             self.user_in_flight = None
         self.user_pending = None

@@ -131,6 +131,8 @@ _VMX = {
     "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
     "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
                                       "(567926cca99b, 5.4)",
+    "nested_cpu_supports_monitor_trap_flag": f"{S} (vmx/nested.h)",
+    "nested_vmx_exit_handled_mtf": f"{S} (vmx/nested.c)",
     "nested_check_vm_execution_controls": f"{S} (vmx/nested.c): only the NMI checks can fail here",
     "nested_vmx_check_controls": f"{S} (vmx/nested.c): 6.1 checks eVMCS controls after, not used here",
     "nested_vmx_check_nmi_controls": f"{S} (vmx/nested.c)",

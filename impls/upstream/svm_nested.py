@@ -126,6 +126,8 @@ class SvmNested61:
         mask = hw.V_INTR_MASKING_MASK | V_GIF_ENABLE_MASK | V_GIF_MASK
         vmcb.int_ctl = (ctl.int_ctl & ~mask) | (svm.nested.hsave.int_ctl & mask)
         vmcb.int_vector = ctl.int_vector
+        # int_state (INTERRUPT_SHADOW) is copied from vmcb12 as is: L2's
+        # shadow lives in the simulated CPU, where L1 wrote it (impls.l1).
         vmcb.event_inj = ctl.event_inj
         vmcb.event_inj_err = ctl.event_inj_err
         # next_rip is what an injected soft event pushes: vmcb12's as it is
