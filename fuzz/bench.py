@@ -321,11 +321,14 @@ def main(args) -> int:
         elif not any(classes.values()):
             print("no seed bug class diverges with the registered implementations: nothing to find")
         else:
+            # Guidance on or off over instrumented line coverage: without
+            # instrumentation (the default) guidance is the coverage.
+            line = {"EVDIFF_INSTRUMENT": "all"}
             settings = {"default": {"": {}},
-                        "on": {"guidance on": {"EVDIFF_GUIDANCE": "1"}},
-                        "off": {"guidance off": {"EVDIFF_GUIDANCE": "0"}},
-                        "both": {"guidance off": {"EVDIFF_GUIDANCE": "0"},
-                                 "guidance on": {"EVDIFF_GUIDANCE": "1"}}}[args.guidance]
+                        "on": {"guidance on": line | {"EVDIFF_GUIDANCE": "1"}},
+                        "off": {"guidance off": line | {"EVDIFF_GUIDANCE": "0"}},
+                        "both": {"guidance off": line | {"EVDIFF_GUIDANCE": "0"},
+                                 "guidance on": line | {"EVDIFF_GUIDANCE": "1"}}}[args.guidance]
             if args.setting:
                 settings = dict(parse_setting(s) for s in args.setting)
             times = ttff(classes, args.runs, args.ttff_timeout, args.engine, args.impls,

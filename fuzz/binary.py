@@ -21,10 +21,10 @@ decode to the event that has one (`fuzz.scenario`): an error code on a
 vector that pushes none is 0, one the manual fixes (#DF, #AC) is that
 value, an address on anything but #PF is 0, an `exception` record of #BP /
 #OF is `int3` / `into`, on SVM an `l1.vmentry` with `interruptibility=movss`
-or `both` is `sti` and its `pending_dbg` is `none`, and without the
-`exception_payload` cap a pending `user.set_exception` is an injected one,
-and an `l1.controls` flag of the other vendor is 0 (so the header byte
-also decides how such records read).
+or `both` is `sti`, its `pending_dbg` is `none` and its `activity` is
+`keep`, without the `exception_payload` cap a pending `user.set_exception`
+is an injected one, and an `l1.controls` flag of the other vendor is 0 (so
+the header byte also decides how such records read).
 
 A kind's record may grow only at its end, by parameters whose default is
 byte 0, and a value's bytes likewise: an `l1.vmentry` injection (EVENT,

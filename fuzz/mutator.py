@@ -7,8 +7,10 @@ an unusable stack, an entry with an injected event) is found slowly.  About
 half of the time (7 in 13) this mutator works on records instead: it
 inserts a record of the language (`seeds.language_records`, never the
 seeds) at a record boundary, replaces, deletes, duplicates or swaps
-records, inserts the nested prologue (an `l1.intercept` record, then an
-`l1.vmentry` one: every nested scenario starts so), or changes the header
+records, inserts the nested prologue (an `l1.intercept` record, half of the
+time a record of what L2's delivery meets -- its IDT, its handler stack, a
+delivery fault -- then an `l1.vmentry` one: every nested scenario starts
+so, and seed class A needs all three), or changes the header
 byte; otherwise it defers to libFuzzer's own byte mutations.
 Every result is a valid input (decoding is total) no longer than max_size.
 
@@ -31,6 +33,11 @@ _R = binary.RECORD
 _KIND = {s.kind: i for i, s in enumerate(binary.SPECS)}
 INTERCEPTS = [r for r in RECORDS if r[0] == _KIND["l1.intercept"]]
 ENTRIES = [r for r in RECORDS if r[0] == _KIND["l1.vmentry"]]
+#: What L2's delivery of the entry's event meets: L2's IDT, its handler stack,
+#: a fault armed for the next delivery (the records of `l2.idt`,
+#: `l2.idt_limit`, `l2.stack`, `delivery_fault`).
+L2_SETUP = [r for r in RECORDS if r[0] in {_KIND[k] for k in ("l2.idt", "l2.idt_limit", "l2.stack",
+                                                                  "delivery_fault")}]
 
 
 def _split(data: bytes) -> tuple[bytes, list[bytes]]:
@@ -58,7 +65,10 @@ def mutate(data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int
         recs[i], recs[j] = recs[j], recs[i]
     elif op == 11 and len(recs) + 1 < room:  # the nested prologue: intercepts, then VM entry
         i = rng.randint(0, len(recs))
-        recs[i:i] = [rng.choice(INTERCEPTS), rng.choice(ENTRIES)]
+        prologue = [rng.choice(INTERCEPTS), rng.choice(ENTRIES)]
+        if rng.random() < 0.5 and len(recs) + 2 < room:  # and what the entry's delivery meets
+            prologue.insert(1, rng.choice(L2_SETUP))
+        recs[i:i] = prologue
     else:  # another configuration: vendor, nested paging, caps
         head = bytes([head[0] ^ (1 << rng.randrange(5))])
     return (head + b"".join(recs[:room]))[:max_size]

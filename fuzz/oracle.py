@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from impls import api
-from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VmExit, matches
+from impls.api import Allowed, Delivered, EntryFailed, Outcome, Reset, Undefined, VcpuEvents, VmExit, matches
 from impls.arch import Ev, EvType
 
 REFERENCE = "reference"
@@ -139,7 +139,7 @@ def shape(obs) -> str:
         vec_text = "none" if vec is None else str(vec.without_error_code() if isinstance(vec, Ev) else vec)
         head = VmExit(obs.reason, obs.info.without_error_code() if obs.info is not None else None,
                       ret=obs.ret, length=obs.length)
-        return f"{head}, IDT-vectoring: {vec_text}"
+        return f"{head}, IDT-vectoring: {vec_text}" + (", activity HLT" if obs.halted else "")
     if isinstance(obs, EntryFailed):
         return str(obs)
     return str(obs)
@@ -209,7 +209,10 @@ def abstract(obs) -> str:
         reason = obs.reason.split(" ")[0]  # SVM "EXCP #PF": the vector is in info
         info = f" {_class(obs.info)}" if obs.info is not None else ""
         length = " len=N" if obs.length is not None else ""
-        return f"EXIT {reason}{info}{_ret_class(obs.ret)}{length}, IDT-vectoring: {_class(obs.vectoring)}"
+        halted = ", activity HLT" if obs.halted else ""  # the activity state saved (VMX)
+        return f"EXIT {reason}{info}{_ret_class(obs.ret)}{length}, IDT-vectoring: {_class(obs.vectoring)}{halted}"
+    if isinstance(obs, VcpuEvents):
+        return obs.describe(values=False)
     return str(obs)
 
 

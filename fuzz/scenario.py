@@ -15,16 +15,18 @@ Kinds, by who acts (the README has the full table with examples):
 * the guest's current instruction (at whatever level runs): raises an
   exception, INT n / INT3 / INTO / INT1 (software interrupts and
   exceptions, with their instruction lengths, `impls.arch.INSTRUCTION_LENGTH`),
-  STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
+  HLT, STI / CLI / MOV SS / IRET / STGI / CLGI, and `delivery_fault`,
   which arms a fault (an MMU fault) for the next event delivery,
 * L0-internal happenings that must be invisible: `l0.mmu_fixup` (a fault
   during delivery or IRET that L0 fixes: a shadow #PF with npt off, an EPT
   violation / NPF with npt on), `l0.emulate` (L0 emulates the instruction,
   which may fault), `l0.immediate_exit`,
-* platform: `irq`, `nmi`, `init`, `smi`,
+* platform: `irq`, `nmi`, `init`, `smi`, and `timer` (an interrupt or NMI
+  due after N more guest instructions, `impls.timer`),
 * userspace: KVM_SET_VCPU_EVENTS (`user.set_exception`, `user.set_nmi`,
-  `user.set_irq`), KVM_INTERRUPT, KVM_NMI, and `user.migrate` (GET then SET
-  into a fresh vCPU),
+  `user.set_irq`), KVM_INTERRUPT, KVM_NMI, `user.migrate` (GET then SET
+  into a fresh vCPU), `user.get_events` (GET alone, recorded) and
+  `user.run_exit` (a KVM_RUN that returns -EINTR for a signal),
 * `run`: run to the next quiescent point.
 
 Where the language can say something with no architectural meaning, it is
@@ -40,6 +42,8 @@ rejects the explicit spelling, the binary form maps it):
   exception, the only one KVM's ABI has then (`Scenario`);
 * an `l1.controls` flag of the other vendor (`v_irq=1` on VMX,
   `intr_window=1` on SVM: `VENDOR_CONTROLS`) is 0 (`Scenario`).
+* on SVM, `l1.vmentry activity=` is `keep`: the VMCB has no activity state
+  (`activity_meaningless`, `Scenario`).
 
 What depends on the vCPU's state as it runs (an exception a mode cannot
 raise, an event userspace claims in flight where no CPU recognises it, a
@@ -115,6 +119,11 @@ PENDING_DBG = ("none", "bs", "b0")
 VENDOR_CONTROLS = {"intr_window": "vmx", "nmi_window": "vmx", "v_intr_masking": "svm", "v_irq": "svm",
                    "vintr": "svm"}
 _CONTROLS = "l1.controls"
+#: `l1.vmentry activity=`: vmcs12's guest activity state as L1 leaves it
+#: (`keep`: as the last VM exit saved it, SDM 27.3.4; active at the first
+#: entry) or writes it (SDM 24.4.2: 0 active, 1 HLT).  SVM has no such field
+#: (APM Table B-2): there every value is `keep` (`Scenario`).
+ACTIVITY_STATES = ("keep", "active", "hlt")
 
 CAPS = ("exception_payload", "exception_injected_pending", "triple_fault_event")
 VENDORS = ("vmx", "svm")
@@ -202,19 +211,22 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        # `insn_len`, `interruptibility`, `if` and `pending_dbg` came after the
-        # first release: their defaults (0, `keep`, `keep`, `none`) encode as
-        # byte 0, so an older record means what it meant.
+        # `insn_len` (the length of the instruction behind an injected
+        # software event), then `interruptibility`, `if`, `activity` and
+        # `pending_dbg`, L1's edits of L2's saved state before the entry; their
+        # defaults (0, `keep` / `none`) encode as byte 0 (an older record
+        # means what it meant).
         EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),
                                  _p("insn_len", PType.U8, 0),
                                  _p("interruptibility", PType.ENUM, "keep", INTERRUPTIBILITY),
                                  _p("if", PType.ENUM, "keep", ("keep", "0", "1")),
+                                 _p("activity", PType.ENUM, "keep", ACTIVITY_STATES),
                                  _p("pending_dbg", PType.ENUM, "none", PENDING_DBG)),
                   "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event, after "
                   "writing L2's interruptibility (VMX guest interruptibility state, SVM int_state), "
-                  "RFLAGS.IF and pending debug exceptions (VMX); insn_len: the length of the instruction "
-                  "behind an injected software event (VMX VM-entry instruction length; SVM next_rip = "
-                  "rip + insn_len)"),
+                  "RFLAGS.IF, activity state and pending debug exceptions (VMX); insn_len: the length of "
+                  "the instruction behind an injected software event (VMX VM-entry instruction length; "
+                  "SVM next_rip = rip + insn_len)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),
@@ -258,16 +270,29 @@ def _specs() -> tuple[EventSpec, ...]:
         EventSpec("int3", (), "INT3 (1 byte): #BP, a software exception"),
         EventSpec("into", (), "INTO (1 byte) with OF=1: #OF, a software exception; #UD in 64-bit mode"),
         EventSpec("icebp", (), "ICEBP / INT1 (1 byte): #DB, a privileged software exception"),
-        # L1's interrupt controls for L2 beyond `l1.intercept` (whose record
-        # is full): VMX interrupt-window and NMI-window exiting, SVM
-        # V_INTR_MASKING, V_IRQ (a virtual interrupt pending for L2, vector
-        # `impls.arch.svm.L1_V_INTR_VECTOR`) and the VINTR intercept.  The
-        # other vendor's flags have no meaning: `VENDOR_CONTROLS`.
+        # L1's controls for L2 beyond `l1.intercept` (whose record is full):
+        # VMX interrupt-window and NMI-window exiting, SVM V_INTR_MASKING,
+        # V_IRQ (a virtual interrupt pending for L2, vector
+        # `impls.arch.svm.L1_V_INTR_VECTOR`) and the VINTR intercept, and HLT
+        # exiting / the HLT intercept.  The other vendor's flags have no
+        # meaning: `VENDOR_CONTROLS`.
         EventSpec("l1.controls", (_p("intr_window", PType.BOOL, False), _p("nmi_window", PType.BOOL, False),
                                   _p("v_intr_masking", PType.BOOL, False), _p("v_irq", PType.BOOL, False),
-                                  _p("vintr", PType.BOOL, False)),
-                  "L1's interrupt controls for L2: interrupt-window and NMI-window exiting (VMX), "
-                  "V_INTR_MASKING, V_IRQ and the VINTR intercept (SVM)"),
+                                  _p("vintr", PType.BOOL, False), _p("hlt", PType.BOOL, False)),
+                  "L1's controls for L2: interrupt-window and NMI-window exiting (VMX), "
+                  "V_INTR_MASKING, V_IRQ and the VINTR intercept (SVM), HLT exiting (VMX) / the HLT "
+                  "intercept (SVM)"),
+        EventSpec("hlt", (), "HLT (1 byte): the running level halts until an event it takes wakes it"),
+        EventSpec("user.run_exit", (_p("immediate", PType.BOOL, False),),
+                  "KVM_RUN with a signal pending: KVM returns to userspace (-EINTR) at its next "
+                  "quiescent point, still holding what it queued; the next `run` goes on.  "
+                  "immediate=1: KVM_RUN with kvm_run->immediate_exit set, -EINTR before vcpu_run"),
+        EventSpec("user.get_events", (),
+                  "KVM_GET_VCPU_EVENTS, read only: the snapshot is an observation (`impls.api.VcpuEvents`)"),
+        EventSpec("timer", (_p("after", PType.U8, 0, positional=True), _p("nmi", PType.BOOL, False),
+                            _p("vector", PType.VECTOR, 0x20)),
+                  "an interrupt (or, nmi=1, an NMI) that becomes pending after this many more guest "
+                  "instructions (`impls.timer`): an APIC timer, a delayed NMI, another vCPU's IPI"),
     ]
     return tuple(out)
 
@@ -287,11 +312,11 @@ class Event:
     args: tuple = ()
 
     def __post_init__(self):
-        # Parameters added to a kind later take their defaults when an
-        # event is built with the kind's earlier arguments only.
-        params = SPEC_BY_KIND[self.kind].params if self.kind in SPEC_BY_KIND else ()
-        if len(self.args) < len(params):
-            object.__setattr__(self, "args", self.args + tuple(p.default for p in params[len(self.args):]))
+        # Parameters added to a kind later take their defaults when an event
+        # is built with the older, shorter argument list.
+        spec = SPEC_BY_KIND.get(self.kind)
+        if spec is not None and len(self.args) < len(spec.params):
+            object.__setattr__(self, "args", self.args + tuple(p.default for p in spec.params[len(self.args):]))
 
     @property
     def spec(self) -> EventSpec:
@@ -351,12 +376,14 @@ _SVM_SHADOW = {"movss": "sti", "both": "sti"}
 def svm_vmentry(ev: Event) -> Event:
     """An `l1.vmentry` under SVM, with its one meaning there: `movss` and
     `both` are the one INTERRUPT_SHADOW bit, written `sti`; `pending_dbg=`
-    is VMX's field, `none` (`INTERRUPTIBILITY`, `PENDING_DBG`)."""
+    is VMX's field, `none`; `activity=` is `keep` (`INTERRUPTIBILITY`,
+    `PENDING_DBG`, `activity_meaningless`)."""
     spec = ev.spec
-    i, j = spec.index("interruptibility"), spec.index("pending_dbg")
+    i, j, k = spec.index("interruptibility"), spec.index("pending_dbg"), spec.index("activity")
     args = list(ev.args)
     args[i] = _SVM_SHADOW.get(args[i], args[i])
     args[j] = "none"
+    args[k] = "keep"
     return ev if tuple(args) == ev.args else Event(ev.kind, tuple(args))
 
 
@@ -376,6 +403,14 @@ def vendor_controls(config: Config, ev: Event) -> Event:
     if not foreign:
         return ev
     return Event(ev.kind, tuple(False if p.name in foreign else v for p, v in zip(ev.spec.params, ev.args)))
+
+
+def activity_meaningless(config: Config, ev: Event) -> bool:
+    """`ev` is an SVM `l1.vmentry` naming an activity state: the VMCB has
+    no activity-state field (APM 15.5.1, Table B-2 lists none), so VMRUN
+    always resumes the guest active, at the saved rIP; `activity=` means
+    `keep` there."""
+    return config.vendor == "svm" and ev.kind == "l1.vmentry" and ev["activity"] != "keep"
 
 
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:

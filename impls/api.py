@@ -112,12 +112,17 @@ class VmExit:
     (an exit on INT3 / INTO, or on ICEBP on VMX, or during the delivery of
     an INT n / INT3 / INTO / INT1 on VMX), printed ` len=N`; None elsewhere
     (undefined on VMX, nRIP zero on SVM).
+    `halted`: the guest activity state the exit saved in
+    vmcs12 is HLT (VMX, SDM 27.3.4: L2 was halted and the event that woke
+    it exited directly, SDM 27.1); always False on SVM, whose VMCB holds no
+    activity state (APM Table B-2).
     """
 
     reason: str
     info: Ev | None = None
     vectoring: Ev | None | Undefined = None
     address: int | None = None
+    halted: bool = False
     ret: int | Undefined = 0
     length: int | None = None
 
@@ -134,6 +139,8 @@ class VmExit:
             s += f" len={self.length}"
         if self.vectoring is not None:
             s += f", IDT-vectoring: {self.vectoring}"
+        if self.halted:
+            s += ", activity HLT"
         return s
 
 
@@ -174,7 +181,72 @@ class SmiHandled:
         return f"SMI handled in SMM (L{self.level} running)"
 
 
-Observation = Delivered | VmExit | EntryFailed | Reset | SmiHandled
+#: KVM_VCPUEVENT shadow bits (api.rst 4.31, interrupt.shadow): MOV-SS, STI.
+SHADOW_MOV_SS, SHADOW_STI = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuEvents:
+    """What KVM_GET_VCPU_EVENTS returned to userspace (`user.get_events`),
+    the fields that carry events (Documentation/virt/kvm/api.rst 4.31): the
+    exception (`exception`: vector and error code, the error code None where
+    has_error_code is 0), pending and / or injected, its payload where
+    KVM_CAP_EXCEPTION_PAYLOAD is on and has_payload is 1; the NMI injected,
+    pending (a count: the ABI's nmi.pending is a u8) and masked; the
+    injected interrupt's vector and soft flag; interrupt.shadow (bits
+    `SHADOW_MOV_SS`, `SHADOW_STI`); smi.pending and smi.latched_init;
+    triple_fault.pending where KVM_CAP_X86_TRIPLE_FAULT_EVENT is on.  A
+    field the ABI marks invalid (an exception neither pending nor injected,
+    an interrupt not injected) is not recorded.  Recorded in L1's trace:
+    the VMM, not a guest level, reads it."""
+
+    exception: Ev | None = None
+    exception_pending: bool = False
+    exception_injected: bool = False
+    payload: int | None = None
+    nmi_injected: bool = False
+    nmi_pending: int = 0
+    nmi_masked: bool = False
+    interrupt: int | None = None
+    interrupt_soft: bool = False
+    shadow: int = 0
+    smi_pending: bool = False
+    latched_init: bool = False
+    triple_fault: bool = False
+
+    def describe(self, values: bool = True) -> str:
+        """The snapshot in words; without `values`, no vectors, error codes
+        or payloads (a signature's shape)."""
+        parts = []
+        if self.exception is not None:
+            exc = str(self.exception) if values else ("#DF" if self.exception.vector == 8 else
+                                                      "#PF" if self.exception.vector == 14 else "exception")
+            held = [w for w, on in (("pending", self.exception_pending), ("injected", self.exception_injected)) if on]
+            parts.append(f"{exc} {'+'.join(held)}")
+            if self.payload is not None:
+                parts.append(f"payload {self.payload:#x}" if values else "payload")
+        if self.nmi_injected:
+            parts.append("NMI injected")
+        if self.nmi_pending:
+            parts.append(f"NMIs pending {self.nmi_pending}")
+        if self.nmi_masked:
+            parts.append("NMIs masked")
+        if self.interrupt is not None:
+            kind = "soft interrupt" if self.interrupt_soft else "interrupt"
+            parts.append(f"{kind} {self.interrupt:#x} injected" if values else f"{kind} injected")
+        if self.shadow:
+            parts.append("shadow " + "+".join(n for n, b in (("mov_ss", SHADOW_MOV_SS), ("sti", SHADOW_STI))
+                                              if self.shadow & b))
+        for name in ("smi_pending", "latched_init", "triple_fault"):
+            if getattr(self, name):
+                parts.append(name.replace("_", " "))
+        return "KVM_GET_VCPU_EVENTS: " + (", ".join(parts) or "nothing held")
+
+    def __str__(self):
+        return self.describe()
+
+
+Observation = Delivered | VmExit | EntryFailed | Reset | SmiHandled | VcpuEvents
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +263,7 @@ class FinalState:
     cr2: int
     init_pending: bool = False  # an INIT held (latched), as KVM_GET_VCPU_EVENTS's smi.latched_init
     smi_pending: bool = False  # an SMI not yet taken, as KVM_GET_VCPU_EVENTS's smi.pending
+    halted: bool = False  # the running level is in the HLT state, as KVM_GET_MP_STATE's HALTED
 
 
 @dataclass(frozen=True)

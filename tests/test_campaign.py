@@ -100,7 +100,8 @@ def test_target_on_the_reference_alone_runs_every_seed():
 
 def test_uninstrumented_target_is_called_out(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=10"], cwd=tmp_path,
-                       env=_env(EVDIFF_NO_INSTRUMENT="1"), capture_output=True, text=True, timeout=60)
+                       env=_env(EVDIFF_NO_INSTRUMENT="1", EVDIFF_INSTRUMENT="all"), capture_output=True, text=True,
+                       timeout=60)
     assert "COVERAGE WILL NOT GROW" in r.stderr and "impls.reference.model" in r.stderr
 
 

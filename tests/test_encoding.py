@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from fuzz import binary
 from fuzz.binary import RECORD, decode, encode
-from fuzz.scenario import Config, Event, Scenario, ScenarioError, event
+from fuzz.scenario import SPEC_BY_KIND, Config, Event, Scenario, ScenarioError, event
 from fuzz.text import format_scenario, parse_scenario
 
 SETTINGS = settings(max_examples=300, deadline=None)

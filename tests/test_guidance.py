@@ -47,9 +47,14 @@ def test_features_are_the_same_in_every_process():
 
 
 def test_guidance_setting():
-    assert targetenv.guidance({}) is targetenv.GUIDANCE_DEFAULT
-    assert targetenv.guidance({targetenv.GUIDANCE: "0"}) is False
-    assert targetenv.guidance({targetenv.GUIDANCE: "1"}) is True
+    """Over instrumented line coverage guidance is a choice; without
+    instrumentation (the default) it is the only coverage, so it is on."""
+    line = {targetenv.INSTRUMENT: "all"}
+    assert targetenv.guidance(line) is targetenv.GUIDANCE_DEFAULT
+    assert targetenv.guidance(line | {targetenv.GUIDANCE: "0"}) is False
+    assert targetenv.guidance(line | {targetenv.GUIDANCE: "1"}) is True
+    assert targetenv.INSTRUMENT_DEFAULT == "none" and targetenv.guidance({}) is True
+    assert targetenv.guidance({targetenv.GUIDANCE: "0"}) is True
 
 
 def test_target_bumps_one_reserved_counter_per_feature(monkeypatch):

@@ -31,7 +31,7 @@ def test_record_operations_keep_record_boundaries():
         body = out[1:]
         for i in range(0, len(body), RECORD):
             assert body[i:i + RECORD] in set(mutator.RECORDS) | {data[1:1 + RECORD], data[1 + RECORD:]}
-    assert seen_ops == {-1, 0, 1, 2}  # delete; replace, swap, header; insert, duplicate; the prologue
+    assert seen_ops == {-1, 0, 1, 2, 3}  # delete; replace, swap, header; insert, duplicate; the prologue
 
 
 def test_inserted_records_come_from_the_language_not_the_seeds():
@@ -77,3 +77,20 @@ def test_prologue_inserts_intercepts_then_a_vm_entry():
         kinds = s.kinds()
         i = kinds.index("l1.intercept")
         assert kinds[i + 1] == "l1.vmentry" and len(kinds) == 3
+
+
+def test_prologue_sometimes_sets_up_what_the_entry_delivery_meets():
+    """Half of the prologues put a record of L2's IDT, handler stack or an
+    armed delivery fault between the intercepts and the entry (seed class A
+    needs all three)."""
+    data = bytes([0]) + mutator.RECORDS[0]
+    grown = [decode(out) for seed in range(600)
+             if len(out := mutator.mutate(data, 4096, seed, lambda d, m: d)) == len(data) + 3 * RECORD]
+    assert grown
+    setups = set()
+    for s in grown:
+        kinds = s.kinds()
+        i = kinds.index("l1.intercept")
+        assert kinds[i + 2] == "l1.vmentry" and len(kinds) == 4
+        setups.add(kinds[i + 1])
+    assert setups <= {"l2.idt", "l2.idt_limit", "l2.stack", "delivery_fault"} and "l2.stack" in setups

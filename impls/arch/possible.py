@@ -16,7 +16,9 @@ event table documents each meaning):
   paging for real mode (the fault is dropped);
 * `in_flight_possible`: userspace sets no NMI or interrupt in flight in a
   state where no CPU recognises one, which is what VM entry refuses to
-  inject (the event does nothing).
+  inject (the event does nothing);
+* `raised_or_in_flight_possible`: nor, in a halted vCPU, an exception it
+  raised or any event in flight (the event does nothing).
 """
 from __future__ import annotations
 
@@ -80,3 +82,13 @@ def in_flight_possible(kind: EvType, rflags_if: bool, shadow: str | None, nmi_bl
     if kind is EvType.NMI:
         return not nmi_blocked and shadow != "movss"
     return True
+
+
+def raised_or_in_flight_possible(halted: bool) -> bool:
+    """Whether a level can have raised an exception, or be delivering an
+    event, in the HLT state: no.  A halted processor executes no
+    instruction, so it raises nothing, and an event it takes ends the HLT
+    state before its delivery (SDM2 HLT: execution resumes, the saved
+    return address is the instruction after the HLT); a halted vCPU holds
+    only events not yet taken."""
+    return not halted

@@ -1,6 +1,6 @@
 """SVM encodings.  APM vol. 2 15.20 (EVENTINJ, Figure 15-5, Table 15-11),
 15.7.2 (EXITINTINFO, same layout), App. C Table C-1 (exit codes: 40h-5Fh
-exception vectors 0-31, 60h INTR ... 64h VINTR, 7Fh SHUTDOWN, 81h VMMCALL,
+exception vectors 0-31, 60h INTR ... 64h VINTR, 78h HLT, 7Fh SHUTDOWN, 81h VMMCALL,
 -1 VMEXIT_INVALID; checked in APMe, read_file id 66442657062).  AMD only."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ EXIT_NMI = 0x61
 EXIT_SMI = 0x62
 EXIT_INIT = 0x63
 EXIT_VINTR = 0x64
+EXIT_HLT = 0x78
 EXIT_SHUTDOWN = 0x7F
 EXIT_VMMCALL = 0x81
 EXIT_ERR = -1  # VMEXIT_INVALID
@@ -28,6 +29,7 @@ EXIT_NAMES = {
     EXIT_SMI: "SMI",
     EXIT_INIT: "INIT",
     EXIT_VINTR: "VINTR",
+    EXIT_HLT: "HLT",
     EXIT_SHUTDOWN: "SHUTDOWN",
     EXIT_VMMCALL: "VMMCALL",
     EXIT_ERR: "VMEXIT_INVALID",

@@ -51,6 +51,9 @@ _X86_61 = {
                               "pv_unhalted (not modelled)",
     "kvm_apic_has_pending_init_or_sipi": f"{R} (lapic.h)",
     "kvm_apic_init_sipi_allowed": f"{R} (lapic.h)",
+    "kvm_emulate_halt": R,
+    "kvm_emulate_halt_noskip": R,
+    "kvm_vcpu_halt": f"{R} (kvm_main.c): halt-polling, then kvm_vcpu_block",
 }
 
 _SVM_61 = {
@@ -96,6 +99,10 @@ _VMX_61 = {
     "vmx_is_low_priority_db_trap": f"{R} (vmx/nested.c)",
     "prepare_vmcs02": f"{R} (vmx/nested.c): CET state and DEBUGCTL, not modelled",
     "prepare_vmcs12": f"{R} (vmx/nested.c): takes the exit instruction length from its caller, not modelled",
+    "nested_vmx_run": f"{R} (vmx/nested.c): the event-relevant checks, in 5.11's order, and the HLT "
+                      "activity state halting through kvm_emulate_halt_noskip; posted-interrupt "
+                      "processing moved out (no posted interrupts); the wait-for-SIPI state set through "
+                      "kvm_set_mp_state",
 }
 
 # ------------------------------- 5.11 functions the 6.1 port already reused --
@@ -114,9 +121,19 @@ _X86_511 = {
                           "where the vendor cannot emulate SMBASE; both can here",
     "kvm_vcpu_is_bsp": R,
     "toggle_interruptibility": R,
-    "vcpu_run_once": f"{R}: vcpu_run's loop; its vcpu_block branch is never taken (the BSP stays "
-                     "RUNNABLE, there is no HLT); run->exit_reason is preset to KVM_EXIT_UNKNOWN, as the "
-                     "shared driver resets it after each exit",
+    "vcpu_run_once": f"{R}: vcpu_run's loop: vcpu_enter_guest while running, else vcpu_block; "
+                     "run->exit_reason is preset to KVM_EXIT_UNKNOWN, as the shared driver resets it after "
+                     "each exit",
+    "kvm_arch_vcpu_runnable": f"{R}: pv_unhalted is tested here now (no PV unhalt here)",
+    "kvm_arch_interrupt_allowed": R,
+    "kvm_vcpu_block": f"{R} (kvm_main.c): sleeps until kvm_arch_vcpu_runnable (the scenario's next event)",
+    "kvm_run_immediate_exit": f"{R}: kvm_arch_vcpu_ioctl_run tests !vcpu->wants_to_run, which "
+                              "kvm_vcpu_ioctl sets from !kvm_run->immediate_exit; still after the morph",
+    "xfer_to_guest_mode_handle_work": f"{R}: vcpu_run now calls kvm_xfer_to_guest_mode_handle_work "
+                                      "(include/linux/kvm_host.h), which runs the generic "
+                                      "xfer_to_guest_mode_handle_work and on -EINTR kvm_handle_signal_exit: "
+                                      "for a signal the same -EINTR with KVM_EXIT_INTR",
+    "kvm_handle_signal_exit": f"{R} (include/linux/kvm_host.h)",
     "x86_emulate_rsm": f"{R}: x86_emulate_instruction's path for RSM, whose em_rsm is 6.18's "
                        "(impls.current.smm); the new pre-checks and retries do not act on RSM, and RSM "
                        "runs outside guest mode (SMM left it), so L1's intercepts are not checked",
@@ -177,6 +194,8 @@ _SVM_511 = {
     "svm_get_nmi_mask": f"{R}: svm->nmi_masked with vNMI off, the port's HF_NMI_MASK",
     "svm_handle_exit": f"{R}: the exit fastpath (none here) and svm_invoke_exit_handler, as in 6.1; the "
                        "exit tracepoint moved to svm_vcpu_run",
+    "halt_interception": f"{R}: gone, as in 6.1: svm_exit_handlers calls kvm_emulate_halt for SVM_EXIT_HLT "
+                         "(and SVM_EXIT_IDLE_HLT) directly; the 5.11 wrapper does only that call",
     "svm_interrupt_blocked": R,
     "svm_nmi_blocked": f"{R}: the NMI mask (svm_get_nmi_mask) tested before the shadow, the same result",
     "svm_request_immediate_exit": f"{R}: no such hook: vcpu_enter_guest passes "
@@ -281,8 +300,7 @@ _VMX_511 = {
                                 "TDCALL; XSAVES always L1's), none arises",
     "nested_vmx_preemption_timer_pending": f"{R} (vmx/nested.c)",
     "nested_vmx_reflect_vmexit": f"{R} (vmx/nested.c)",
-    "nested_vmx_run": f"{R} (vmx/nested.c): the event-relevant checks, in 5.11's order; posted-interrupt "
-                      "processing moved out (no posted interrupts)",
+    "sync_vmcs02_to_vmcs12": f"{R} (vmx/nested.c): the activity state from mp_state",
     "prepare_vmcs02_early": f"{R} (vmx/nested.c): posted_intr_nv reset without posted interrupts; the "
                             "host EFER read from kvm_host",
     "nested_exit_on_intr": f"{R} (vmx/nested.h)",

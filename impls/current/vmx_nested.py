@@ -272,6 +272,7 @@ class VmxNested618:
         vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
         vcpu.leave_guest_mode()
         if not vmx.fail:
+            vcpu.sync_vmcs02_to_vmcs12()
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
         else:

@@ -23,7 +23,13 @@ Differs from 6.1 (each method below names its 6.18 origin):
   still set (92e7d5c83aff, in v6.1 already).  `vcpu_enter_guest` cancels
   the entry on any pending request (`kvm_vcpu_exit_request`).
 * `kvm_vcpu_running` is the mp_state test only (26844fee, in v6.1
-  already): the nested check is vcpu_block's, never reached here.
+  already): the nested check is vcpu_block's.
+* HLT: `__kvm_emulate_halt` leaves the vCPU RUNNABLE if it already has an
+  event that would wake it (kvm_vcpu_has_events), so a HLT (or a VM entry
+  in the HLT activity state) with a deliverable event pending never halts;
+  `kvm_vcpu_has_events` asks `nested_ops->has_events(vcpu, false)` and no
+  longer tests pv_unhalted (kvm_arch_vcpu_runnable does; not modelled);
+  `vcpu_block` WARNs on -EBUSY from the nested check.
 * `process_nmi` makes KVM_REQ_EVENT only if an NMI is pending, and counts
   a virtual NMI handed to AMD's vNMI (off here, see `state`).
 * KVM_GET/SET_VCPU_EVENTS carry the number of pending NMIs, not a flag
@@ -63,7 +69,8 @@ from impls.prepatch.state import HF_SMM_INSIDE_NMI_MASK
 from impls.prepatch.x86 import exception_class, kvm_exception_is_soft
 from impls.current.state import (
     DR7_GD, EBUSY, EINVAL, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_PF, KVM_APIC_INIT, KVM_EXIT_SHUTDOWN,
-    KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI,
+    KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_NMI,
+    KVM_REQ_SMI,
     KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
     KVM_VCPUEVENT_VALID_TRIPLE_FAULT, TREE, KvmVcpuEvents,
@@ -360,6 +367,64 @@ class X86_618:
 
         ops.run(vcpu)
         return ops.handle_exit(vcpu)
+
+    # ------------------------------------------------------------------ HLT --
+
+    @origin(X86_C, "__kvm_emulate_halt", tree=TREE)
+    def _kvm_emulate_halt(vcpu, state: int) -> int:
+        """A halt with an event already there to wake the vCPU does not
+        halt it: it stays RUNNABLE."""
+        if vcpu.kvm_vcpu_has_events():
+            vcpu.rec.note("__kvm_emulate_halt: the vCPU has events: it stays RUNNABLE")
+            state = KVM_MP_STATE_RUNNABLE
+        vcpu.arch.mp_state = state  # kvm_set_mp_state
+        return 1
+
+    @origin(X86_C, "kvm_vcpu_has_events", tree=TREE)
+    def kvm_vcpu_has_events(vcpu) -> bool:
+        """6.1's test, with nested_ops->has_events(vcpu, false) (which, in
+        VMX, would also look at L2's virtual-interrupt delivery: not
+        modelled) and without pv_unhalted (moved to
+        kvm_arch_vcpu_runnable); the PMI and protected-guest requests are
+        never made here."""
+        a = vcpu.arch
+        ops = vcpu.kvm_x86_ops
+        if vcpu.kvm_apic_has_pending_init_or_sipi() and vcpu.kvm_apic_init_sipi_allowed():
+            return True
+        if vcpu.kvm_is_exception_pending():
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_NMI) or (a.nmi_pending and ops.nmi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_SMI) or (a.smi_pending and ops.smi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_arch_interrupt_allowed() and vcpu.kvm_cpu_has_interrupt():
+            return True
+        has_events = vcpu.nested_ops.has_events
+        if vcpu.is_guest_mode() and has_events is not None and has_events(vcpu, False):
+            return True
+        return False
+
+    @origin(X86_C, "vcpu_block", tree=TREE)
+    def vcpu_block(vcpu) -> int:
+        """6.1's, with a WARN if the nested check answers -EBUSY."""
+        if not vcpu.kvm_arch_vcpu_runnable():
+            if vcpu.arch.mp_state == KVM_MP_STATE_HALTED:
+                vcpu.kvm_vcpu_halt()
+            else:
+                vcpu.kvm_vcpu_block()
+            if vcpu.blocked:  # not runnable: still asleep
+                return 1
+        if vcpu.is_guest_mode():
+            r = vcpu.kvm_check_nested_events()
+            vcpu.warn_on_once(r == -EBUSY, "vcpu_block: kvm_check_nested_events -EBUSY")
+            if r < 0:
+                return 0
+        if vcpu.kvm_apic_accept_events() < 0:
+            return 0
+        if vcpu.arch.mp_state == KVM_MP_STATE_HALTED:
+            vcpu.rec.note("vcpu_block: the halted vCPU is woken (mp_state RUNNABLE)")
+            vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # kvm_set_mp_state
+        return 1
 
     @origin(X86_C, "kvm_vcpu_running", tree=TREE)
     def kvm_vcpu_running(vcpu) -> bool:

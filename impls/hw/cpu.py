@@ -49,6 +49,7 @@ EXIT_REASON_EXTERNAL_INTERRUPT = 1
 EXIT_REASON_TRIPLE_FAULT = 2
 EXIT_REASON_INTERRUPT_WINDOW = 7
 EXIT_REASON_NMI_WINDOW = 8
+EXIT_REASON_HLT = 12
 EXIT_REASON_VMCALL = 18
 EXIT_REASON_VMLAUNCH = 20
 EXIT_REASON_VMRESUME = 24
@@ -72,6 +73,7 @@ INTERCEPT_SMI = 98
 INTERCEPT_INIT = 99  # word 3 bit 3 (svm.h: INTR, NMI, SMI, INIT, VINTR, ...)
 INTERCEPT_VINTR = 100
 INTERCEPT_RSM = 115
+INTERCEPT_HLT = 120
 INTERCEPT_IRET = 116
 INTERCEPT_SHUTDOWN = 127
 INTERCEPT_VMRUN = 128
@@ -87,6 +89,7 @@ SVM_EXIT_INIT = 0x63
 SVM_EXIT_VINTR = 0x64
 SVM_EXIT_RSM = 0x73
 SVM_EXIT_IRET = 0x74
+SVM_EXIT_HLT = 0x78
 SVM_EXIT_SHUTDOWN = 0x7F
 SVM_EXIT_VMRUN = 0x80
 SVM_EXIT_VMMCALL = 0x81
@@ -208,7 +211,7 @@ class Vmcs:
     """The VMCS fields KVM and the CPU use here (SDM ch. 24)."""
 
     __slots__ = ("name", "level", "exception_bitmap", "pf_mask", "pf_match", "nmi_exiting",
-                 "virtual_nmis", "ext_intr_exiting", "intr_window_exiting", "nmi_window_exiting",
+                 "virtual_nmis", "ext_intr_exiting", "intr_window_exiting", "nmi_window_exiting", "hlt_exiting",
                  "preemption_timer_zero", "entry_intr_info", "entry_error_code", "entry_instruction_len",
                  "exit_reason", "exit_intr_info", "exit_intr_error_code", "idt_vectoring_info",
                  "idt_vectoring_error_code", "exit_qualification", "exit_instruction_len", "instr_error",
@@ -220,6 +223,9 @@ class Vmcs:
         self.pf_mask = self.pf_match = 0
         self.nmi_exiting = self.virtual_nmis = self.ext_intr_exiting = True  # L0's pin controls
         self.intr_window_exiting = self.nmi_window_exiting = False
+        # L0's primary control, in vmcs01 and vmcs02 alike (KVM sets HLT
+        # exiting unless the VM may halt in the guest, which no port allows).
+        self.hlt_exiting = True
         self.preemption_timer_zero = False
         self.entry_intr_info = self.entry_error_code = self.entry_instruction_len = 0
         self.exit_reason = self.exit_intr_info = self.exit_intr_error_code = 0
@@ -313,6 +319,9 @@ class Cpu:
         self.ran_noop = False  # this entry executed a no-op (RUN phase)
         self.entered_with_event = False  # this entry injected an event
         self.vmfail = False  # the last VMX entry failed with VMfail
+        #: Guest instructions (`impls.timer`: the driver's instruction
+        #: events, not the RUN phase's no-ops, RSM or re-executions) started.
+        self.instructions = 0
         #: Length of the instruction behind the software event being raised or
         #: delivered (INT n, INT3, INTO, INT1: `arch.INSTRUCTION_LENGTH`, or an
         #: injection's VM-entry instruction length): what a VMX exit reports
@@ -700,6 +709,7 @@ class Cpu:
             self._host_interrupt_exit(ctl)
             return
         self.consumed = True
+        self.instructions += 1  # a guest instruction starts executing (impls.timer)
         getattr(self, "_op_" + self.instr[0])(ctl, lv, *self.instr[1:])
 
     def _complete(self, ctl, lv: LevelState) -> None:
@@ -804,6 +814,22 @@ class Cpu:
     def _op_icebp(self, ctl, lv):
         """ICEBP / INT1 (`arch.INT1`)."""
         self._op_soft(ctl, lv, arch.INT1)
+
+    def _op_hlt(self, ctl, lv):
+        """HLT: an exit before it executes under HLT exiting (SDM 25.1.3,
+        reason 12, instruction length 1, SDM 27.2.4) or the HLT intercept
+        (APM 15.9, code 78h), which L0 always sets.  The HLT state itself is
+        not modelled (impls.hw.environment, "HLT"): a HLT that nothing
+        intercepts is an alarm."""
+        if self.svm and INTERCEPT_HLT in ctl.intercepts:
+            self._svm_exit(ctl, SVM_EXIT_HLT)
+            return
+        if not self.svm and ctl.hlt_exiting:
+            self._vmx_exit(ctl, EXIT_REASON_HLT)
+            ctl.exit_instruction_len = 1
+            return
+        self.rec.alarm("simulated CPU: HLT executed without an HLT intercept (the HLT state is not modelled)")
+        self._op_noop(ctl, lv)
 
     def _op_vmentry(self, ctl, lv, resume: bool):
         """L1's VMLAUNCH / VMRESUME / VMRUN: always an exit to L0."""

@@ -34,6 +34,17 @@ by the scenario's events instead of being modelled, and every KVM port
   the driver stops the guest between scenario events.  `l0.immediate_exit`
   is a kick (a signal) that makes the next `vcpu_enter_guest` see
   `kvm_vcpu_exit_request` after it injected events, i.e. cancel them.
+  `user.run_exit` is a signal the VMM's vCPU thread has when it calls
+  KVM_RUN: the same kick, and then vcpu_run's check for work before the next
+  entry returns -EINTR (KVM_EXIT_INTR) with what KVM holds.  KVM_RUN's
+  `immediate_exit` returns -EINTR before vcpu_run, changing nothing.  The
+  signal is never seen inside the SMM handler (which returns at once): a
+  pass that entered SMM runs on, without it, to the handler's RSM.
+* **Timed events.**  `timer` counts guest instructions (`impls.timer`):
+  the simulated CPU counts each instruction event it dispatches
+  (`Cpu.instructions`), and the driver makes the due events pending after
+  the vcpu_run pass that executed it, through the LAPIC (`kvm_apic_set_irq`)
+  or `kvm_inject_nmi`, as an APIC timer, a delayed NMI or an IPI would.
 * **The interrupt controller.**  In-kernel LAPIC, split irqchip: `irq V` sets
   V in the IRR (KVM_REQ_EVENT and a kick); the highest pending vector is
   delivered first; there is no ISR / PPR / EOI (the guest never EOIs, as in
@@ -41,6 +52,16 @@ by the scenario's events instead of being modelled, and every KVM port
   `pending_external_vector` (split irqchip): the VMM's userspace PIC holds
   the vectors and, before each KVM_RUN, issues KVM_INTERRUPT for its highest
   one when KVM has none pending (-EEXIST otherwise).  The VMM carries a pending ExtINT over a migration.
+* **HLT.**  L0 always intercepts HLT (VMX HLT exiting, SVM's HLT
+  intercept), in L1 and in L2, so the CPU never enters the HLT state: a
+  halted vCPU is KVM's mp_state HALTED, and `kvm_vcpu_block` sleeping with
+  nothing to wake it is a quiescent point where the driver's KVM_RUN
+  returns (`Vcpu.blocked`); the next KVM_RUN starts there again.  Instruction
+  events of a halted vCPU are never executed.  L1 writes vmcs12's guest
+  activity state from `l1.vmentry activity=` and, after an exit for HLT
+  under its HLT exiting / intercept (`l1.controls hlt=1`), skips the HLT.
+  The VMM migrates mp_state (KVM_GET_MP_STATE / KVM_SET_MP_STATE) with the
+  rest of the vCPU.
 * **L1, the hypervisor.**  L1 writes vmcs12 / vmcb12 from `l1.intercept` and
   `l1.vmentry` only: exception bitmap, #PF mask/match, NMI exiting (with
   virtual NMIs) and external-interrupt exiting (no acknowledge-on-exit), the
@@ -191,7 +212,7 @@ class Environment:
     emulator answer.  The CPU records the origin of the fault behind its
     latest exit; KVM's MMU and emulator port call these methods."""
 
-    __slots__ = ("last_origin", "emulate_fault", "kick", "guest_pf")
+    __slots__ = ("last_origin", "emulate_fault", "kick", "guest_pf", "signal")
 
     def __init__(self):
         self.last_origin: Origin | None = None
@@ -199,6 +220,9 @@ class Environment:
         self.emulate_fault: tuple[int, int, int] | None = None
         #: `l0.immediate_exit`: a pending kick for the next vcpu_enter_guest.
         self.kick = False
+        #: `user.run_exit`: a signal pending for the vCPU thread, which KVM
+        #: handles by returning to userspace (xfer_to_guest_mode_handle_work).
+        self.signal = False
         #: the guest's #PF error code behind the latest shadow-paging #PF exit
         self.guest_pf: int | None = None
 

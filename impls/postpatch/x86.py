@@ -43,10 +43,11 @@ x86.h user of the old `vcpu->arch.exception`, in the order of the diff:
   -> immediate exit), re-injects an injected exception or else NMI / IRQ
   (the "elif not pending" is gone), and no longer commits a pending
   exception itself,
-* `__set_regs`, set_guest_debug, `kvm_vcpu_has_events` (now also true for
-  an injected exception) and `kvm_can_do_async_pf`: renames; none is
-  reached by the scenarios (no KVM_SET_REGS, guest debugging, HLT or async
-  page faults: impls.hw.environment), so none is ported,
+* `kvm_vcpu_has_events` is now also true for an injected exception (the
+  April repost's 3/4 has the same test),
+* `__set_regs`, set_guest_debug and `kvm_can_do_async_pf`: renames; none is
+  reached by the scenarios (no KVM_SET_REGS, guest debugging or async page
+  faults: impls.hw.environment), so none is ported,
 * x86.h: `kvm_clear_exception_queue` clears both `valid` flags,
   `kvm_event_needs_reinjection` looks at `injected_exception.valid`.
 
@@ -392,6 +393,29 @@ class X86Rfc:
             kvm.exception_separate_injected_pending = bool(arg)
             return 0
         return -EINVAL
+
+    # ------------------------------------------------------------------ HLT --
+
+    @origin(X86_C, "kvm_vcpu_has_events", tree=PATCH4)
+    def kvm_vcpu_has_events(vcpu) -> bool:
+        """The 5.11 test (`impls.prepatch.x86`), with the exception test
+        renamed and widened: a pending *or an injected* exception wakes a
+        halted vCPU."""
+        a = vcpu.arch
+        ops = vcpu.kvm_x86_ops
+        if vcpu.kvm_apic_has_events():
+            return True
+        if a.pending_exception.valid or a.injected_exception.valid:
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_NMI) or (a.nmi_pending and ops.nmi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_SMI) or (a.smi_pending and ops.smi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_arch_interrupt_allowed() and vcpu.kvm_cpu_has_interrupt():
+            return True
+        if vcpu.is_guest_mode() and vcpu.nested_ops.hv_timer_pending(vcpu):
+            return True
+        return False
 
     # -------------------------------------------------- the injection ladder --
 

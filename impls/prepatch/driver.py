@@ -12,7 +12,9 @@
   exception pending or injected, an NMI or interrupt injected, a nested run
   pending, a triple fault requested): the CPU then stops at the next
   boundary.  `run` loops until an entry injected nothing, the guest executed
-  a no-op and KVM has nothing to do.  Each loop is bounded (`BOUND`); hitting
+  a no-op and KVM has nothing to do.  A halted vCPU that `kvm_vcpu_block`
+  finds nothing to wake is quiescent in every phase: KVM_RUN returns, and an
+  instruction event never executes.  Each loop is bounded (`BOUND`); hitting
   the bound is a livelock.
 * `l1.*` events are L1 writing vmcs12 / vmcb12 and executing VMLAUNCH /
   VMRESUME / VMRUN, which KVM emulates; `l1.intercept` and `l1.vmentry` act
@@ -30,7 +32,7 @@ Shared by every KVM port: a port passes its `Vcpu` class.
 from __future__ import annotations
 
 from impls import arch
-from impls.api import HANDLER, FinalState, Outcome
+from impls.api import HANDLER, FinalState, Outcome, VcpuEvents
 from impls.arch import Gate, Mode, possible
 from impls.arch import svm as asvm
 from impls.arch import vmx as avmx
@@ -41,10 +43,13 @@ from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.origin import glue
 from impls.pic import UserspacePic
+from impls.timer import Timers
 from impls.prepatch import state as st
 
 #: vcpu_run iterations per KVM_RUN before the driver calls it a livelock.
 BOUND = 64
+#: KVM_VCPUEVENT_VALID_TRIPLE_FAULT (5.19's uapi; 5.11 never sets it).
+TRIPLE_FAULT_VALID = 0x20
 
 
 @glue("the scenario driver: the VMM, L1 and the guest acting on KVM (no kernel code)")
@@ -63,9 +68,12 @@ class Driver:
         self.reset = False  # an INIT reset the vCPU (not followed further)
         self.livelock: str | None = None
         self.pic = UserspacePic()  # the VMM's PIC (split irqchip), as the reference's
+        self.timers = Timers()  # `timer` (impls.timer), counted on `Cpu.instructions`
+        self.instructions_seen = 0
         self.intr_intercept = False  # l1.intercept intr=, which sets V_INTR_MASKING on SVM
-        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr
-        self.controls: tuple = (False,) * 5
+        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr, hlt
+        self.controls: tuple = (False,) * 6
+        self.l1_hlt = False  # `l1.controls hlt=`: L1's HLT exiting / HLT intercept
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -106,6 +114,7 @@ class Driver:
         clean = 0
         for _ in range(BOUND):
             cpu.ran_noop = cpu.entered_with_event = False
+            vcpu.blocked = False
             try:
                 r = vcpu.vcpu_run_once()
             except VcpuReset:
@@ -113,9 +122,12 @@ class Driver:
                 self.reset = True
                 self.dead = True
                 return
+            self.timers_due()
             if r <= 0:
                 self.userspace_exit()
                 return
+            if vcpu.blocked:
+                return  # halted with nothing to wake it (impls.hw.environment, "HLT")
             if cpu.phase == INSTR and cpu.consumed:
                 cpu.phase = CHAIN
             if cpu.phase == CHAIN and not self.in_flight():
@@ -133,6 +145,21 @@ class Driver:
                     clean = 0
         self.livelock = f"step {self.rec.step}: KVM_RUN did not settle in {BOUND} entries"
         self.dead = True
+
+    def timers_due(self) -> None:
+        """The timed events due after the guest instructions the last pass
+        executed (`impls.timer`) become pending: an interrupt through the
+        LAPIC, an NMI through kvm_inject_nmi."""
+        while self.instructions_seen < self.cpu.instructions:
+            self.instructions_seen += 1
+            for due in self.timers.tick():
+                self.pend(due)
+
+    def pend(self, due) -> None:
+        if due.nmi:
+            self.vcpu.kvm_inject_nmi()
+        else:
+            self.vcpu.kvm_apic_set_irq(due.vector)
 
     def vmm_push_extint(self) -> None:
         """The VMM's userspace PIC retries KVM_INTERRUPT (split irqchip)."""
@@ -186,6 +213,7 @@ class Driver:
             cr2=lv.cr2,
             init_pending=bool(v.apic.pending_events & (1 << st.KVM_APIC_INIT)),  # smi.latched_init
             smi_pending=bool(a.smi_pending or v.requests & st.KVM_REQ_SMI),  # smi.pending after process_smi
+            halted=a.mp_state == st.KVM_MP_STATE_HALTED,  # KVM_GET_MP_STATE
         )
         return Outcome(tuple(self.rec.l1), tuple(self.rec.l2), self.shutdown, final, tuple(self.rec.alarms),
                        self.livelock, tuple(self.rec.notes))
@@ -234,6 +262,8 @@ class Driver:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.intercept_exceptions = exceptions
             c12.intercepts = {hw.INTERCEPT_VMRUN, hw.INTERCEPT_VMMCALL}
+            if self.l1_hlt:
+                c12.intercepts.add(hw.INTERCEPT_HLT)
             if nmi:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
             if intr:
@@ -279,14 +309,15 @@ class Driver:
             c12.intercepts.discard(hw.INTERCEPT_VINTR)
 
     def ev_l1_controls(self, ev):
-        """L1 writes its interrupt controls into vmcs12 (interrupt-window and
-        NMI-window exiting) or vmcb12 (V_INTR_MASKING, the VINTR intercept,
-        and V_IRQ with L1's priority and vector, `asvm.L1_V_INTR_VECTOR`,
-        or V_IRQ cleared)."""
+        """L1 writes its controls into vmcs12 (interrupt-window and NMI-window
+        exiting, HLT exiting) or vmcb12 (V_INTR_MASKING, the VINTR and HLT
+        intercepts, and V_IRQ with L1's priority and vector,
+        `asvm.L1_V_INTR_VECTOR`, or V_IRQ cleared)."""
         if self.level() != 1:
             return
         self.controls = ev.args
         intr_window, nmi_window, _, v_irq, _ = ev.args[:5]
+        self.l1_hlt = hlt = ev["hlt"]
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             self.svm_int_controls(c12)
@@ -294,14 +325,21 @@ class Driver:
             if v_irq:
                 c12.int_ctl |= hw.V_IRQ_MASK | asvm.L1_V_INTR_PRIO << hw.V_INTR_PRIO_SHIFT
                 c12.int_vector = asvm.L1_V_INTR_VECTOR
+            if hlt:
+                c12.intercepts.add(hw.INTERCEPT_HLT)
+            else:
+                c12.intercepts.discard(hw.INTERCEPT_HLT)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
             ctl = vmcs12.cpu_based_vm_exec_control & ~(st.CPU_BASED_INTR_WINDOW_EXITING
-                                                        | st.CPU_BASED_NMI_WINDOW_EXITING)
+                                                        | st.CPU_BASED_NMI_WINDOW_EXITING
+                                                        | st.CPU_BASED_HLT_EXITING)
             if intr_window:
                 ctl |= st.CPU_BASED_INTR_WINDOW_EXITING
             if nmi_window:
                 ctl |= st.CPU_BASED_NMI_WINDOW_EXITING
+            if hlt:
+                ctl |= st.CPU_BASED_HLT_EXITING
             vmcs12.cpu_based_vm_exec_control = ctl
 
     def ev_l1_vmentry(self, ev):
@@ -310,14 +348,14 @@ class Driver:
         RIP + the length), then enters."""
         if self.level() != 1:
             return
-        inject, insn_len = ev.args[:2]
+        inject, insn_len = ev["inject"], ev["insn_len"]
         l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
         # L2's interruptibility, RFLAGS.IF and pending debug exceptions are
         # vmcs12's / vmcb12's guest state, which lives in the simulated CPU
         # (impls.hw.environment, "L1, the hypervisor"): L1 writes them there,
         # and KVM's prepare_vmcs02 / nested_vmcb02_prepare_save carry them
         # to vmcs02 / vmcb02 unchanged.
-        l1_writes_guest_state(self.cpu.lv[2], *ev.args[2:])
+        l1_writes_guest_state(self.cpu.lv[2], ev["interruptibility"], ev["if"], ev["pending_dbg"])
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode_inj(inject)
@@ -325,6 +363,9 @@ class Driver:
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
+            if ev["activity"] != "keep":
+                vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev["activity"] == "hlt"
+                                               else st.GUEST_ACTIVITY_ACTIVE)
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
             vmcs12.vm_entry_instruction_len = insn_len
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
@@ -349,6 +390,9 @@ class Driver:
 
     def ev_icebp(self, ev):
         self.kvm_run(INSTR, ("icebp",))
+
+    def ev_hlt(self, ev):
+        self.kvm_run(INSTR, ("hlt",))
 
     def ev_delivery_fault(self, ev):
         self.cpu.lv[self.level()].armed.append(tuple(ev.args))
@@ -399,6 +443,11 @@ class Driver:
     def ev_nmi(self, ev):
         self.vcpu.kvm_inject_nmi()
 
+    def ev_timer(self, ev):
+        after, nmi, vector = ev.args
+        for due in self.timers.arm(after, nmi, vector):
+            self.pend(due)
+
     def ev_smi(self, ev):
         """The VMM's KVM_SMI (impls.hw.environment, SMM)."""
         self.vcpu.kvm_vcpu_ioctl_smi()
@@ -427,8 +476,16 @@ class Driver:
         return possible.in_flight_possible(kind, lv.rflags_if, lv.shadow,
                                            kind is arch.EvType.NMI and self._nmi_blocked())
 
+    def _halted(self) -> bool:
+        """The VMM sets no raised exception and no event in flight in a
+        halted vCPU (`possible.raised_or_in_flight_possible`); it reads
+        KVM_GET_MP_STATE."""
+        return not possible.raised_or_in_flight_possible(self.vcpu.arch.mp_state == st.KVM_MP_STATE_HALTED)
+
     def ev_user_set_exception(self, ev):
         vector, ec, injected = ev.args
+        if self._halted():
+            return
         if not possible.exception_settable(vector, self.cpu.lv[self.level()].desc.mode):
             return
         v = self.vcpu
@@ -452,7 +509,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_nmi(self, ev):
-        if ev.args[0] and not self._in_flight_possible(arch.EvType.NMI):
+        if ev.args[0] and (self._halted() or not self._in_flight_possible(arch.EvType.NMI)):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         if ev.args[0]:
@@ -462,7 +519,7 @@ class Driver:
         self._set_events(events)
 
     def ev_user_set_irq(self, ev):
-        if not self._in_flight_possible(arch.EvType.EXT_INTR):
+        if self._halted() or not self._in_flight_possible(arch.EvType.EXT_INTR):
             return
         events = self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()
         events.interrupt_injected = 1
@@ -486,6 +543,7 @@ class Driver:
         new = type(old)(self.cfg, self.cpu, self.env, self.rec)
         new.apic.irr = set(old.apic.irr)
         new.apic.pending_events = old.apic.pending_events
+        new.arch.mp_state = old.arch.mp_state  # KVM_GET_MP_STATE / KVM_SET_MP_STATE
         new.apic.sipi_vector = old.apic.sipi_vector
         new.pending_external_vector = old.pending_external_vector
         new.arch.hflags = old.arch.hflags & (st.HF_GUEST_MASK | st.HF_GIF_MASK)
@@ -531,6 +589,73 @@ class Driver:
                     n.vmcs02.vmcs.entry_instruction_len = x.nested.vmcs12.vm_entry_instruction_len
         self.vcpu = new
         self._set_events(events)
+
+    def ev_user_get_events(self, ev):
+        """KVM_GET_VCPU_EVENTS alone: the snapshot is an observation."""
+        self.rec.observe(1, self.vcpu_events(self.vcpu.kvm_vcpu_ioctl_x86_get_vcpu_events()))
+
+    def vcpu_events(self, e) -> VcpuEvents:
+        """struct kvm_vcpu_events as `VcpuEvents`: only the fields its flags
+        and its own valid bits make valid (api.rst 4.31)."""
+        payload_valid = bool(e.flags & st.KVM_VCPUEVENT_VALID_PAYLOAD)
+        pending = payload_valid and bool(e.exception_pending)
+        held = pending or bool(e.exception_injected)
+        exc = arch.Ev(arch.EvType.HW_EXCEPTION, e.exception_nr,
+                      e.exception_error_code if e.exception_has_error_code else None) if held else None
+        return VcpuEvents(
+            exception=exc, exception_pending=pending, exception_injected=bool(e.exception_injected),
+            payload=e.exception_payload if held and payload_valid and e.exception_has_payload else None,
+            nmi_injected=bool(e.nmi_injected), nmi_pending=e.nmi_pending, nmi_masked=bool(e.nmi_masked),
+            interrupt=e.interrupt_nr if e.interrupt_injected else None,
+            interrupt_soft=bool(e.interrupt_injected and e.interrupt_soft),
+            shadow=e.interrupt_shadow if e.flags & st.KVM_VCPUEVENT_VALID_SHADOW else 0,
+            smi_pending=bool(e.flags & st.KVM_VCPUEVENT_VALID_SMM and e.smi_pending),
+            latched_init=bool(e.flags & st.KVM_VCPUEVENT_VALID_SMM and e.smi_latched_init),
+            triple_fault=bool(e.flags & TRIPLE_FAULT_VALID and getattr(e, "triple_fault_pending", 0)))
+
+    def ev_user_run_exit(self, ev):
+        """KVM_RUN with a signal pending for the vCPU thread: a pass of
+        vcpu_run (kvm_vcpu_running, then vcpu_enter_guest: its requests and
+        injection, cancelled by kvm_vcpu_exit_request, which sees the
+        signal), then vcpu_run's check for work before the next entry
+        (xfer_to_guest_mode_handle_work) returns -EINTR with KVM_EXIT_INTR.
+        What KVM queued stays queued; the next KVM_RUN goes on.
+
+        The quiescent point is never inside the scenario's SMM handler,
+        which returns at once (impls.hw.environment, SMM): a pass that
+        entered SMM is followed by passes without the signal until the
+        handler's RSM has run, as if the signal came just after it.  With
+        `immediate` the VMM sets kvm_run->immediate_exit instead: KVM_RUN
+        returns -EINTR before vcpu_run."""
+        self.vmm_push_extint()
+        cpu, vcpu = self.cpu, self.vcpu
+        if ev.args[0]:
+            vcpu.kvm_run_immediate_exit()  # -EINTR before vcpu_run: nothing held changes
+            return
+        cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = CHAIN, None, None, False
+        try:
+            for _ in range(BOUND):
+                self.env.kick = not cpu.smm_handler
+                r = vcpu.vcpu_run_once()
+                self.timers_due()
+                if r > 0 and not cpu.smm_handler:
+                    self.env.signal = True
+                    r = vcpu.xfer_to_guest_mode_handle_work()
+                if r <= 0:
+                    break
+            else:
+                self.livelock = f"step {self.rec.step}: the SMM handler did not return in {BOUND} entries"
+                self.dead = True
+                return
+        except VcpuReset:
+            self.reset = self.dead = True
+            return
+        finally:
+            self.env.kick = self.env.signal = False
+        if r == -st.EINTR and vcpu.run.exit_reason == st.KVM_EXIT_INTR:
+            vcpu.run.exit_reason = st.KVM_EXIT_UNKNOWN  # the VMM handles its signal
+        else:
+            self.userspace_exit()
 
     # ----------------------------------------------------------------- run --
 

@@ -12,6 +12,7 @@ from impls.hw.cpu import Vmcb, Vmcs
 TREE = "5.11-rc7"
 
 # ------------------------------------------------------------ errno values --
+EINTR = 4
 EBUSY = 16
 EINVAL = 22
 EEXIST = 17
@@ -56,6 +57,7 @@ APIC_DM_INIT = 0x500
 KVM_EXIT_UNKNOWN = 0
 KVM_EXIT_EXCEPTION = 1
 KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
 KVM_EXIT_SHUTDOWN = 8
 KVM_EXIT_FAIL_ENTRY = 9
 KVM_EXIT_INTR = 10
@@ -216,7 +218,7 @@ class Vmcs12:
                  "vm_entry_intr_info_field", "vm_entry_exception_error_code", "vm_entry_instruction_len",
                  "vm_exit_reason", "vm_exit_intr_info", "vm_exit_intr_error_code",
                  "idt_vectoring_info_field", "idt_vectoring_error_code", "exit_qualification",
-                 "vm_exit_instruction_len", "launch_state", "vm_exit_controls")
+                 "vm_exit_instruction_len", "launch_state", "vm_exit_controls", "guest_activity_state")
 
     def __init__(self):
         for f in self.__slots__:
@@ -227,9 +229,14 @@ PIN_BASED_EXT_INTR_MASK = 1 << 0
 PIN_BASED_NMI_EXITING = 1 << 3
 PIN_BASED_VIRTUAL_NMIS = 1 << 5
 CPU_BASED_INTR_WINDOW_EXITING = 1 << 2
+CPU_BASED_HLT_EXITING = 1 << 7
 CPU_BASED_NMI_WINDOW_EXITING = 1 << 22
 CPU_BASED_MONITOR_TRAP_FLAG = 1 << 27
 VM_EXIT_ACK_INTR_ON_EXIT = 1 << 15
+#: vmcs12's guest activity state (vmx.h GUEST_ACTIVITY_*).
+GUEST_ACTIVITY_ACTIVE = 0
+GUEST_ACTIVITY_HLT = 1
+GUEST_ACTIVITY_WAIT_SIPI = 3
 
 
 class NestedVmx:

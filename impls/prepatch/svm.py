@@ -356,6 +356,7 @@ class Svm:
             hw.SVM_EXIT_VINTR: Svm.interrupt_window_interception,
             hw.SVM_EXIT_IRET: Svm.iret_interception,
             hw.SVM_EXIT_SHUTDOWN: Svm.shutdown_interception,
+            hw.SVM_EXIT_HLT: Svm.halt_interception,
             hw.SVM_EXIT_VMRUN: Svm.vmrun_interception,
             hw.SVM_EXIT_STGI: Svm.stgi_interception,
             hw.SVM_EXIT_CLGI: Svm.clgi_interception,
@@ -423,6 +424,10 @@ class Svm:
         vcpu.svm.nmi_iret_rip = vcpu.guest().rip
         vcpu.kvm_make_request(KVM_REQ_EVENT)
         return 1
+
+    @origin(SVM_C, "halt_interception", tree=TREE)
+    def halt_interception(vcpu) -> int:
+        return vcpu.kvm_emulate_halt()
 
     @origin(SVM_C, "shutdown_interception", tree=TREE)
     def shutdown_interception(vcpu) -> int:

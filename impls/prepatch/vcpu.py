@@ -106,6 +106,7 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
         self.apic = KvmLapic()
         self.pending_external_vector = -1
         self.run = KvmRun()
+        self.blocked = False  # kvm_vcpu_block found nothing to wake the vCPU (impls.hw.environment, "HLT")
         self.enable_ept = self.npt_enabled = config.npt
         self.walk_mmu_inject_page_fault = "kvm_inject_page_fault"
         self.kvm_x86_ops, self.nested_ops = self._ops(self.vendor)
@@ -151,13 +152,14 @@ class Vcpu(X86, Vmx, VmxNested, Svm, SvmNested):
 
     @origin("arch/x86/kvm/svm/svm.c", "init_vmcb", tree=TREE)
     def init_vmcb(vcpu) -> None:
-        """L0's intercepts for L1: INTR, NMI, SHUTDOWN, RSM, VMRUN, VMMCALL,
-        STGI/CLGI (no vGIF), #UD, #MC, #AC, #DB, and #PF with shadow paging;
-        GIF set.  (L0's SMI intercept, for physical SMIs, is left out: the
-        simulated CPU has none.)"""
+        """L0's intercepts for L1: INTR, NMI, SHUTDOWN, RSM, HLT (no
+        halt-in-guest), VMRUN, VMMCALL, STGI/CLGI (no vGIF), #UD, #MC, #AC,
+        #DB, and #PF with shadow paging; GIF set.  (L0's SMI intercept, for
+        physical SMIs, is left out: the simulated CPU has none.)"""
         vmcb = vcpu.svm.vmcb
         vmcb.intercepts = {hw.INTERCEPT_INTR, hw.INTERCEPT_NMI, hw.INTERCEPT_SHUTDOWN, hw.INTERCEPT_VMRUN,
-                           hw.INTERCEPT_VMMCALL, hw.INTERCEPT_STGI, hw.INTERCEPT_CLGI, hw.INTERCEPT_RSM}
+                           hw.INTERCEPT_VMMCALL, hw.INTERCEPT_STGI, hw.INTERCEPT_CLGI, hw.INTERCEPT_RSM,
+                           hw.INTERCEPT_HLT}
         vmcb.intercept_exceptions = (1 << UD) | (1 << MC) | (1 << AC) | (1 << DB)
         if not vcpu.npt_enabled:
             vmcb.intercept_exceptions |= 1 << PF

@@ -19,7 +19,7 @@ from impls.prepatch.state import (
     KVM_EXIT_SHUTDOWN, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_SIMUL_EX, KVM_REQ_EVENT,
     KVM_X86_SHADOW_INT_MOV_SS, KVM_X86_SHADOW_INT_STI, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, TREE,
 )
-from impls.prepatch.x86 import EMULTYPE_TRAP_UD, kvm_exception_is_soft
+from impls.prepatch.x86 import EMULTYPE_TRAP_UD, X86, kvm_exception_is_soft
 
 VMX_C = "arch/x86/kvm/vmx/vmx.c"
 
@@ -358,6 +358,7 @@ class Vmx:
             hw.EXIT_REASON_EPT_VIOLATION: Vmx.handle_ept_violation,
             hw.EXIT_REASON_EPT_MISCONFIG: Vmx.handle_ept_misconfig,
             hw.EXIT_REASON_PREEMPTION_TIMER: Vmx.handle_preemption_timer,
+            hw.EXIT_REASON_HLT: X86.kvm_emulate_halt,
         }.get(basic)
         if handler is None:
             return vcpu.internal_error(0, exit_reason)  # unexpected exit reason

@@ -17,8 +17,9 @@ from impls.arch.vmx import INTR_INFO_DELIVER_CODE, INTR_INFO_VALID
 from impls.hw import cpu as hw
 from impls.origin import glue, origin
 from impls.prepatch.state import (
-    CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_MONITOR_TRAP_FLAG, CPU_BASED_NMI_WINDOW_EXITING, DR6_FIXED_1, DR6_RTM, EBUSY,
-    KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
+    CPU_BASED_HLT_EXITING, CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_MONITOR_TRAP_FLAG, CPU_BASED_NMI_WINDOW_EXITING,
+    DR6_FIXED_1, DR6_RTM, EBUSY, GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT, GUEST_ACTIVITY_WAIT_SIPI, KVM_APIC_INIT,
+    KVM_APIC_SIPI, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT,
     KVM_X86_SHADOW_INT_MOV_SS, PIN_BASED_EXT_INTR_MASK, PIN_BASED_NMI_EXITING, PIN_BASED_VIRTUAL_NMIS, TREE,
     X86Exception,
 )
@@ -192,6 +193,21 @@ class VmxNested:
             return vcpu.nested_vmx_fail(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
         vmx.nested.nested_run_pending = True
         vcpu.nested_vmx_enter_non_root_mode(True)
+        if vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT:
+            # Entering a halted L2 that neither the injection nor an NMI- or
+            # interrupt-window exit would wake: halt the vCPU.  Nothing
+            # checks which events may be injected in the HLT state (SDM
+            # 26.3.1.5); an injection just runs L2.
+            if not vmcs12.vm_entry_intr_info_field & INTR_INFO_VALID \
+                    and not vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING \
+                    and not (vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+                             and vcpu.cpu.lv[2].rflags_if):
+                vmx.nested.nested_run_pending = False
+                vcpu.rec.note("nested_vmx_run: vmcs12 activity state HLT: the vCPU halts (kvm_vcpu_halt)")
+                return vcpu.kvm_vcpu_halt()
+        elif vmcs12.guest_activity_state == GUEST_ACTIVITY_WAIT_SIPI:
+            vmx.nested.nested_run_pending = False
+            vcpu.arch.mp_state = KVM_MP_STATE_INIT_RECEIVED
         return 1
 
     @origin(NESTED_C, "nested_vmx_enter_non_root_mode", tree=TREE)
@@ -241,6 +257,22 @@ class VmxNested:
             vcpu.walk_mmu_inject_page_fault = "vmx_inject_page_fault_nested"
 
     # -------------------------------------------------------------- VM exit --
+
+    @origin(NESTED_C, "sync_vmcs02_to_vmcs12", tree=TREE)
+    def sync_vmcs02_to_vmcs12(vcpu) -> None:
+        """vmcs02's guest state into vmcs12 at a VM exit.  The simulated CPU
+        holds L2's registers and interruptibility as vmcs12 would
+        (impls.hw.environment), so what is left is the activity state, from
+        mp_state: HLT if the vCPU is halted, wait-for-SIPI if it waits for
+        one, else active."""
+        vmcs12 = vcpu.vmx.nested.vmcs12
+        mp_state = vcpu.arch.mp_state
+        if mp_state == KVM_MP_STATE_HALTED:
+            vmcs12.guest_activity_state = GUEST_ACTIVITY_HLT
+        elif mp_state == KVM_MP_STATE_INIT_RECEIVED:
+            vmcs12.guest_activity_state = GUEST_ACTIVITY_WAIT_SIPI
+        else:
+            vmcs12.guest_activity_state = GUEST_ACTIVITY_ACTIVE
 
     @origin(NESTED_C, "vmcs12_save_pending_event", tree=TREE)
     def vmcs12_save_pending_event(vcpu) -> None:
@@ -302,12 +334,13 @@ class VmxNested:
         vmx = vcpu.vmx
         vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
         vcpu.leave_guest_mode()
-        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
+            vcpu.sync_vmcs02_to_vmcs12()
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
         vmx.loaded_vmcs = vmx.vmcs01  # vmx_switch_vmcs
         vcpu.update_exception_bitmap()
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
             vcpu.load_vmcs12_host_state()
             if vm_exit_reason != -1:
@@ -340,7 +373,8 @@ class VmxNested:
         # is L2's RIP, which only completing an instruction moves: +0.
         soft = any(e is not None and e.type in avmx.INSTRUCTION_TYPES for e in (info, vectoring))
         length = vmcs12.vm_exit_instruction_len if soft else None
-        vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address, length=length))
+        vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address,
+                                   vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT, length=length))
 
     @origin(NESTED_C, "nested_vmx_l0_wants_exit", tree=TREE)
     def nested_vmx_l0_wants_exit(vcpu, exit_reason: int) -> bool:
@@ -372,6 +406,8 @@ class VmxNested:
             return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING)
         if basic == EXIT_REASON_MONITOR_TRAP_FLAG:
             return vcpu.nested_vmx_exit_handled_mtf()
+        if basic == hw.EXIT_REASON_HLT:
+            return bool(vmcs12.cpu_based_vm_exec_control & CPU_BASED_HLT_EXITING)
         # TRIPLE_FAULT, VMCALL, INVALID_STATE, ...: always L1's.
         return True
 

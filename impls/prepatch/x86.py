@@ -17,9 +17,17 @@ KVM_REQ_EVENT) leaves it pending while `kvm_vcpu_latch_init`, else calls
 `kvm_vcpu_reset`, which the port does not follow (it records the Reset and
 stops); the nested ladders turn it into VM exits.
 
+HLT (x86.c's kvm_emulate_halt / kvm_vcpu_halt, vcpu_block,
+kvm_arch_vcpu_runnable, kvm_vcpu_has_events): the vCPU halts as mp_state
+HALTED; `kvm_vcpu_block` (kvm_main.c) sleeps until the scenario's next
+event, which the driver treats as a quiescent point (impls.hw.environment,
+"HLT").  In 5.11 `kvm_vcpu_has_events` counts a latched INIT
+(kvm_apic_has_events) whether or not the vCPU can take it, so an INIT held
+in VMX root operation wakes a halted L1.
+
 Simplifications (impls.hw.environment names them for every port): SMM only
 as far as the event paths see it (RFLAGS in SMRAM, HF_SMM_*; RSM at once),
-no HLT (mp_state is RUNNABLE: the vCPU is the BSP), no async page faults, no
+no async page faults, no
 guest debugging, RFLAGS.RF and DR7.GD are not modelled, the LAPIC is its IRR
 and its INIT/SIPI latch.
 """
@@ -30,9 +38,10 @@ from impls.arch import BP, DB, DF, DE, GP, MC, NP, OF, PF, SS, TS, UD, Mode
 from impls.hw.environment import Origin, VcpuReset
 from impls.origin import glue, origin
 from impls.prepatch.state import (
-    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
+    APIC_DM_INIT, DR6_RTM, EBUSY, EEXIST, EINTR, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY, EXCPT_FAULT,
     EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, HF_GUEST_MASK, HF_SMM_INSIDE_NMI_MASK, HF_SMM_MASK, KVM_APIC_INIT, KVM_APIC_SIPI,
-    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_SHUTDOWN, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_RUNNABLE,
     KVM_INTERNAL_ERROR_EMULATION, KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT,
     KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD, KVM_VCPUEVENT_VALID_SHADOW,
     KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM, PFERR_PRESENT_MASK, PFERR_RSVD_MASK, TREE,
@@ -572,11 +581,108 @@ class X86:
 
     @origin(X86_C, "vcpu_run", tree=TREE)
     def vcpu_run_once(vcpu) -> int:
-        """One pass of vcpu_run's loop: enter the guest (vcpu_block is never
-        reached: the BSP stays RUNNABLE, there is no HLT)."""
+        """One pass of vcpu_run's loop: enter the guest while it runs, else
+        block (a halted vCPU)."""
         if vcpu.kvm_vcpu_running():
             return vcpu.vcpu_enter_guest()
+        return vcpu.vcpu_block()
+
+    # ------------------------------------------------------------------ HLT --
+
+    @origin(X86_C, "kvm_vcpu_halt", tree=TREE)
+    def kvm_vcpu_halt(vcpu) -> int:
+        """__kvm_vcpu_halt(HALTED, KVM_EXIT_HLT) with the LAPIC in the kernel:
+        the vCPU is HALTED, the run loop blocks it."""
+        vcpu.arch.mp_state = KVM_MP_STATE_HALTED
         return 1
+
+    @origin(X86_C, "kvm_emulate_halt", tree=TREE)
+    def kvm_emulate_halt(vcpu) -> int:
+        """The HLT exit handler (VMX's EXIT_REASON_HLT, SVM's
+        halt_interception): skip the HLT, then halt."""
+        ret = vcpu.kvm_skip_emulated_instruction()
+        return int(bool(vcpu.kvm_vcpu_halt() and ret))
+
+    @origin(LAPIC_H, "kvm_apic_has_events", tree=TREE)
+    def kvm_apic_has_events(vcpu) -> bool:
+        return bool(vcpu.apic.pending_events)
+
+    @origin(X86_C, "kvm_arch_interrupt_allowed", tree=TREE)
+    def kvm_arch_interrupt_allowed(vcpu) -> int:
+        return vcpu.kvm_x86_ops.interrupt_allowed(vcpu, False)
+
+    @origin(X86_C, "kvm_vcpu_has_events", tree=TREE)
+    def kvm_vcpu_has_events(vcpu) -> bool:
+        """What wakes a blocked vCPU: a latched INIT or SIPI (whether or not
+        it can be taken), a pending exception, an NMI or SMI the vendor
+        allows, an interrupt the vendor allows (or that L1 intercepts), an
+        expired nested preemption timer.  (No async #PF, PV unhalt, Hyper-V
+        timer, APICv: not modelled.)"""
+        a = vcpu.arch
+        ops = vcpu.kvm_x86_ops
+        if vcpu.kvm_apic_has_events():
+            return True
+        if a.exception.pending:
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_NMI) or (a.nmi_pending and ops.nmi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_SMI) or (a.smi_pending and ops.smi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_arch_interrupt_allowed() and vcpu.kvm_cpu_has_interrupt():
+            return True
+        if vcpu.is_guest_mode() and vcpu.nested_ops.hv_timer_pending(vcpu):
+            return True
+        return False
+
+    @origin(X86_C, "kvm_arch_vcpu_runnable", tree=TREE)
+    def kvm_arch_vcpu_runnable(vcpu) -> bool:
+        return vcpu.kvm_vcpu_running() or vcpu.kvm_vcpu_has_events()
+
+    @origin("virt/kvm/kvm_main.c", "kvm_vcpu_block", tree=TREE)
+    def kvm_vcpu_block(vcpu) -> None:
+        """kvm_vcpu_block (virt/kvm/kvm_main.c) sleeps until
+        kvm_arch_vcpu_runnable; nothing in a scenario arrives while it
+        sleeps, so it returns at once with `blocked` set, the driver's quiescent point
+        (impls.hw.environment, "HLT").  A later event kicks the vCPU and the
+        next KVM_RUN enters vcpu_block again, which finds it runnable."""
+        vcpu.blocked = True
+
+    @origin(X86_C, "vcpu_block", tree=TREE)
+    def vcpu_block(vcpu) -> int:
+        """A halted vCPU: block unless runnable (the nested check_events of
+        kvm_vcpu_running can exit to L1 here), then accept INIT/SIPI and
+        leave HALTED."""
+        if not vcpu.kvm_arch_vcpu_runnable():
+            vcpu.kvm_vcpu_block()
+            if vcpu.blocked:  # no KVM_REQ_UNHALT: still asleep
+                return 1
+        vcpu.kvm_apic_accept_events()
+        if vcpu.arch.mp_state == KVM_MP_STATE_HALTED:
+            vcpu.rec.note("vcpu_block: the halted vCPU is woken (mp_state RUNNABLE)")
+            vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
+        return 1
+
+    @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE)
+    def kvm_run_immediate_exit(vcpu) -> int:
+        """KVM_RUN with kvm_run->immediate_exit set: -EINTR before vcpu_run
+        (after completing a userspace I/O, which never arises here), with
+        nothing else done."""
+        return -EINTR
+
+    @origin("kernel/entry/kvm.c", "xfer_to_guest_mode_handle_work", tree=TREE)
+    def xfer_to_guest_mode_handle_work(vcpu) -> int:
+        """vcpu_run's check after a pass for work the thread has before the
+        next entry: a pending signal exits to userspace with -EINTR
+        (xfer_to_guest_mode_work); rescheduling and notify-resume work,
+        the other kinds, are not modelled."""
+        if vcpu.env.signal:
+            vcpu.kvm_handle_signal_exit()
+            return -EINTR
+        return 0
+
+    @origin("include/linux/kvm_host.h", "kvm_handle_signal_exit", tree=TREE)
+    def kvm_handle_signal_exit(vcpu) -> None:
+        vcpu.run.exit_reason = KVM_EXIT_INTR  # and ++stat.signal_exits
 
     # ---------------------------------------------- emulator, MMU, skipping --
 

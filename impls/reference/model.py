@@ -25,11 +25,13 @@ from dataclasses import dataclass, field, replace
 
 from impls import arch
 from impls.arch import DF, PF, DescriptorState, Ev, EvType, Gate, Merge, Mode, possible, vmx as avmx, svm as asvm
-from impls.api import HANDLER, Delivered, EntryFailed, FinalState, Outcome, Reset, SmiHandled, Undefined, VmExit
+from impls.api import (HANDLER, SHADOW_MOV_SS, SHADOW_STI, Delivered, EntryFailed, FinalState, Outcome, Reset,
+                       SmiHandled, Undefined, VcpuEvents, VmExit)
 from impls.l1 import handle_exit as l1_handles_exit
 from impls.l1 import prepare_entry as l1_prepares_entry
 from impls.l1 import write_guest_state as l1_writes_guest_state
 from impls.pic import UserspacePic
+from impls.timer import Timers
 
 #: Bound on deliveries at one boundary and on no-ops in one `run`.
 STEP_BOUND = 64
@@ -39,6 +41,20 @@ _EXCEPTIONS = (EvType.HW_EXCEPTION, EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCE
 
 class Livelock(Exception):
     pass
+
+
+class NotExecuted(Exception):
+    """The running level is halted: an instruction event finds no
+    instruction executing (SDM2 HLT: the processor stops executing
+    instructions until an event wakes it), so it does nothing."""
+class _Held(Exception):
+    """`user.run_exit`: the boundary's next event is held in flight
+    (recognised, its delivery not begun) instead of being delivered;
+    `ev` is None when it was in flight already."""
+
+    def __init__(self, ev: Ev | None):
+        super().__init__()
+        self.ev = ev
 
 
 class Stopped(Exception):
@@ -59,6 +75,9 @@ class LevelState:
     nmi_blocked: bool = False  # VMX only; SVM has one mask, Machine.svm_nmi_mask
     cr2: int = 0  # SVM only; VMX has one CR2, Machine.vmx_cr2
     rip: int = 0  # moved only by L1 skipping an L2 instruction (impls.l1); not compared
+    # In the HLT state (SDM2 HLT).  For L2 while L1 runs: vmcs12's guest
+    # activity state (SDM 24.4.2); SVM keeps none and resumes active.
+    halted: bool = False
     armed: list = field(default_factory=list)  # delivery faults for the next deliveries
 
 
@@ -76,10 +95,11 @@ class Intercepts:
 
 @dataclass
 class Controls:
-    """L1's interrupt controls for L2 (`l1.controls`): VMX's interrupt-window
-    and NMI-window exiting (SDM 24.6.2, primary processor-based controls
-    bits 2 and 22); SVM's V_INTR_MASKING and V_IRQ in vmcb12's int_ctl
-    (APM 15.21.1, 15.21.4) and the VINTR intercept (APM 15.21.6).  `v_irq`
+    """L1's controls for L2 (`l1.controls`): VMX's interrupt-window and
+    NMI-window exiting (SDM 24.6.2, primary processor-based controls bits 2
+    and 22); SVM's V_INTR_MASKING and V_IRQ in vmcb12's int_ctl (APM
+    15.21.1, 15.21.4) and the VINTR intercept (APM 15.21.6); HLT exiting
+    (VMX, bit 7) / the HLT intercept (SVM, APM 15.9).  `v_irq`
     is vmcb12's bit: the processor clears it when it dispatches the virtual
     interrupt and writes it back at #VMEXIT (APM 15.21.4), so it stays what
     L2 left until L1 writes it again."""
@@ -89,6 +109,7 @@ class Controls:
     v_intr_masking: bool = False
     v_irq: bool = False
     vintr: bool = False
+    hlt: bool = False
 
 
 class Machine:
@@ -113,6 +134,8 @@ class Machine:
         # blocking in the VMCS (SDM Table 24-3).
         self.svm_nmi_mask = False
         self.pic = UserspacePic()  # the VMM's PIC: `user.interrupt` (impls.pic)
+        self.timers = Timers()  # `timer`: events due after guest instructions (impls.timer)
+        self.holding = False  # `user.run_exit`'s trial of the boundary: hold, do not deliver
         self.extint_given: int | None = None  # the vector KVM_INTERRUPT gave, until delivered
         self.nmi_pending = 0
         self.irq_pending: set[int] = set()
@@ -217,6 +240,17 @@ class Machine:
         L1 runs with IF=0; no STI/MOV-SS blocking after any exit (SDM 27.5.5,
         MANUALS 6).  SVM: #VMEXIT clears GIF (APM 15.17).  L1 then does
         what the scenario's L1 does with L2's state (`impls.l1`)."""
+        l2 = self.lv[2]
+        if self.level == 2 and l2.halted:
+            if self.svm:
+                # The VMCB saves no activity state (APM Table B-2): the HLT
+                # completed, rIP is past it, and VMRUN resumes L2 active.
+                l2.halted = False
+            else:
+                # An event that exits directly from the HLT state leaves the
+                # processor inactive until the exit completes (SDM 27.1), and
+                # the exit saves that activity state (SDM 27.3.4).
+                exit_ = replace(exit_, halted=True)
         self.l1_trace.append((self.step, exit_))
         self.level = 1
         l1 = self.lv[1]
@@ -319,6 +353,12 @@ class Machine:
         the instruction length), and #DF pushes an undefined one (SDM 6.15,
         Interrupt 8: saved CS and EIP undefined).
         """
+        if self.cur.halted:
+            # SDM2 HLT: an event the halted level takes resumes execution,
+            # with the instruction after the HLT as return address; an exit
+            # during its delivery finds the processor active (SDM 27.1).
+            self.note(f"{ev} wakes L{self.level} from the HLT state (SDM2 HLT)")
+            self.cur.halted = False
         if self.level == 2 and check_first and ev.type in _EXCEPTIONS and self._intercepted(ev):
             # A pending exception userspace set (KVM_SET_VCPU_EVENTS, no
             # payload): a #PF's address is what CR2 holds (KVM's ABI: without
@@ -326,6 +366,8 @@ class Machine:
             self._exception_exit(ev, None, self.cr2(self.level) if ev.vector == PF else None,
                                  self._soft_length(ev, None, ret))
             return
+        if self.holding:
+            raise _Held(ev)
         if ev.type is EvType.NMI and not (self.svm and injected_by_l1):
             # NMI blocking starts with the delivery: an exit or fault during
             # it leaves NMIs blocked (SDM 27.1; SDM 6.7.1).  An NMI injected
@@ -416,6 +458,8 @@ class Machine:
         maskable interrupts (tier 6); lower-priority interrupts stay pending.
         VMX nested: NMI exiting before interrupts (SDM 25.5.2 ordering)."""
         if self.user_in_flight is not None:
+            if self.holding:
+                raise _Held(None)
             # An exception raised while an event was being delivered is a
             # fault during that delivery (SDM 6.15, Table 6-5; nested: SDM
             # 27.2.3, APM 15.7.2).
@@ -613,6 +657,11 @@ class Machine:
             return True
         self.smi_pending = False
         self.note(f"SMI taken in L{self.level}: SMM entered and left by RSM (SDM 34.3.1, 34.14)")
+        if lv.halted:
+            # SDM 34.10 "Auto HALT Restart": an SMI taken in the HLT state
+            # sets the SMRAM auto-HALT-restart bit; the handler leaves it set,
+            # so RSM returns to the HLT state.
+            self.note("SMI in the HLT state: RSM re-enters HLT (SDM 34.10 auto HALT restart)")
         self.l1_trace.append((self.step, SmiHandled(self.level)))
         return True
 
@@ -707,21 +756,43 @@ class Machine:
         if self.extint_given is None:
             self.extint_given = self.pic.next_vector()
 
-    def _execute(self) -> LevelState:
+    def _execute(self, level: int | None = None) -> LevelState:
         """An instruction boundary, then the start of an instruction: the
-        shadow of the previous one ends (SDM 6.8.3)."""
+        shadow of the previous one ends (SDM 6.8.3).  An instruction of
+        `level` does not start if the boundary left that level."""
         self._kvm_run()
         self._boundaries()
         lv = self.cur
+        if level is not None and self.level != level:
+            return lv
+        if lv.halted:
+            raise NotExecuted
         lv.shadow = None
+        self._instruction()
         return lv
+
+    def _instruction(self) -> None:
+        """A guest instruction starts executing (`impls.timer`): the timed
+        events due after it become pending, to be recognised at the next
+        boundary (SDM 6.9)."""
+        for due in self.timers.tick():
+            self._pend(due)
+
+    def _pend(self, due) -> None:
+        if due.nmi:
+            self.ev_nmi(None)
+        else:
+            self.irq_pending.add(due.vector)
 
     # ------------------------------------------------------------ events --
 
     def run_events(self) -> None:
         try:
             for self.step, ev in enumerate(self.events):
-                getattr(self, HANDLER[ev.kind])(ev)
+                try:
+                    getattr(self, HANDLER[ev.kind])(ev)
+                except NotExecuted:
+                    self.note(f"L{self.level} is halted: {ev.kind} does not execute (SDM2 HLT)")
             self.step = len(self.events)
             self.ev_run(None)
         except Stopped:
@@ -743,7 +814,7 @@ class Machine:
         writing vmcs12 / vmcb12 guest state), at once."""
         level = int(ev.kind[1])
         if level == self.level:
-            self._execute()
+            self._execute(level)
             if self.level != level:
                 return
         self._set_desc(ev, mode=Mode(ev.args[0]))
@@ -772,9 +843,30 @@ class Machine:
         if self.level == 1:
             self.icpt = Intercepts(*ev.args)
 
+    def ev_hlt(self, ev):
+        """HLT (1 byte).  In L2 with L1's HLT exiting (SDM 25.1.3: an exit,
+        basic reason 12, App. C) or HLT intercept (APM 15.9: #VMEXIT(HLT),
+        code 78h, App. C) it exits before executing, so the activity state
+        saved is active and an STI / MOV-SS shadow is still in effect (as
+        VMCALL's, `ev_l2_vmcall`).  Otherwise the level enters the HLT state
+        (SDM2 HLT) until an event it takes wakes it (`deliver`, `_vmexit`);
+        the return address of that event is the next instruction."""
+        self._kvm_run()
+        self._boundaries()
+        lv = self.cur
+        if lv.halted:
+            raise NotExecuted
+        self._instruction()
+        if self.level == 2 and self.ctl.hlt:
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_HLT) if self.svm else avmx.reason_name(avmx.HLT)))
+            return
+        lv.shadow = None
+        lv.halted = True
+        self.note(f"L{self.level} executes HLT: halted until an event it takes (SDM2 HLT)")
+
     def ev_l1_controls(self, ev):
-        """L1 writes its interrupt controls into vmcs12 / vmcb12 (V_IRQ
-        included: `v_irq=0` clears a virtual interrupt L2 has not taken)."""
+        """L1 writes its controls into vmcs12 / vmcb12 (V_IRQ included:
+        `v_irq=0` clears a virtual interrupt L2 has not taken)."""
         if self.level == 1:
             self.ctl = Controls(*ev.args)
 
@@ -789,16 +881,22 @@ class Machine:
         self._boundaries()
         if self.level != 1:
             return
+        if self.cur.halted:
+            raise NotExecuted
+        self._instruction()
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
             # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
             self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
             return
         inject: Ev | None = ev.args[0]
-        insn_len: int = ev.args[1]
+        insn_len: int = ev["insn_len"]
         l2 = self.lv[2]
+        activity = ev["activity"]
+        if activity != "keep":  # never on SVM (fuzz.scenario.activity_meaningless)
+            l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
-        l1_writes_guest_state(l2, *ev.args[2:])
+        l1_writes_guest_state(l2, ev["interruptibility"], ev["if"], ev["pending_dbg"])
         failure = self._entry_failure(inject, insn_len, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
@@ -818,6 +916,10 @@ class Machine:
         pending_db = self._pending_debug_after_entry(l2)
         if inject is not None:
             self._inject(inject, insn_len, l2)
+        elif l2.halted:
+            # SDM 26.6.2: a non-vectoring entry ends in the activity state of
+            # the guest-state area.
+            self.note("VM entry in the HLT activity state: L2 is halted (SDM 26.6.2)")
         if pending_db and self.level == 2:
             self.deliver(Ev(EvType.HW_EXCEPTION, arch.DB), check_first=True)
         windows = self.ctl.v_irq if self.svm else self.ctl.intr_window or self.ctl.nmi_window
@@ -839,8 +941,11 @@ class Machine:
             # stays (the entry is not vectoring, SDM 26.6.1).
             self._vmexit(VmExit(avmx.reason_name(avmx.MONITOR_TRAP_FLAG)))
             return
-        # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry.
+        # SDM 26.6.1: no STI/MOV-SS blocking after a vectoring entry; SDM
+        # 26.6.2: the processor is active after it, whatever the activity
+        # state field says.
         l2.shadow = None
+        l2.halted = False
         if self.svm:
             # APM 15.20: EVENTINJ type 3 with vector 3 or 4 behaves like INT3 /
             # INTO; the event is what L1's EVENTINJ encodes; an NMI's vector
@@ -949,6 +1054,12 @@ class Machine:
             return bad
         if inject is None:
             return None
+        if l2.halted and not (inject.type in (EvType.EXT_INTR, EvType.NMI, EvType.OTHER_EVENT) or (
+                inject.type is EvType.HW_EXCEPTION and inject.vector in (arch.DB, arch.MC))):
+            # SDM 26.3.1.5: in the HLT activity state only an external
+            # interrupt, an NMI, a hardware #DB or #MC, or an MTF VM exit
+            # (type 7, vector 0) may be injected.
+            return bad
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return bad
         if inject.type is EvType.NMI:
@@ -999,6 +1110,9 @@ class Machine:
         self._boundaries()
         if self.level != 2:
             return
+        if self.cur.halted:
+            raise NotExecuted
+        self._instruction()
         name = asvm.exit_name(asvm.EXIT_VMMCALL) if self.svm else avmx.reason_name(avmx.VMCALL)
         self._vmexit(VmExit(name))
 
@@ -1155,6 +1269,8 @@ class Machine:
         a vCPU in this mode cannot have raised is not set
         (`possible.exception_settable`)."""
         vector, ec, injected = ev.args
+        if not self._settable_in_hlt(ev):
+            return
         if not possible.exception_settable(vector, self.cur.desc.mode):
             self.note(f"userspace set {arch.mnemonic(vector)}, which no instruction raises in "
                       f"{self.cur.desc.mode.value} mode: not set (possible.exception_settable)")
@@ -1177,6 +1293,15 @@ class Machine:
         else:
             self.user_pending = exc
 
+    def _settable_in_hlt(self, ev) -> bool:
+        """Userspace describes no exception raised and no event in flight in
+        a halted level (`possible.raised_or_in_flight_possible`)."""
+        if possible.raised_or_in_flight_possible(self.cur.halted):
+            return True
+        self.note(f"userspace set {ev.kind} in the HLT state, where nothing is raised or in flight: not set "
+                  "(possible.raised_or_in_flight_possible)")
+        return False
+
     def _set_in_flight(self, ev: Ev) -> None:
         """A CPU delivers one event at a time: userspace claiming two in flight
         at once describes a state no CPU can be in."""
@@ -1198,13 +1323,13 @@ class Machine:
     def ev_user_set_nmi(self, ev):
         if not ev.args[0]:
             self.ev_nmi(ev)
-        elif self._in_flight_possible(Ev(EvType.NMI, 2)):
+        elif self._settable_in_hlt(ev) and self._in_flight_possible(Ev(EvType.NMI, 2)):
             self._set_in_flight(Ev(EvType.NMI, 2))
 
     def ev_user_set_irq(self, ev):
         """An interrupt in flight (`_in_flight_possible`: IF=1, no shadow)."""
         irq = Ev(EvType.EXT_INTR, ev.args[0])
-        if self._in_flight_possible(irq):
+        if self._settable_in_hlt(ev) and self._in_flight_possible(irq):
             self._set_in_flight(irq)
 
     def ev_user_interrupt(self, ev):
@@ -1216,13 +1341,151 @@ class Machine:
     def ev_user_migrate(self, ev):
         """Save/restore changes nothing the guest can see."""
 
+    def ev_timer(self, ev):
+        """A timed event source (`impls.timer`): the interrupt or NMI
+        becomes pending after `after` more guest instructions."""
+        after, nmi, vector = ev.args
+        for due in self.timers.arm(after, nmi, vector):
+            self._pend(due)
+
+    #: Machine attributes a `user.run_exit` trial does not save: the
+    #: scenario, the choices and the step.
+    _FIXED = frozenset({"cfg", "vendor", "svm", "events", "answers", "asked", "step"})
+
+    def ev_user_run_exit(self, ev):
+        """KVM_RUN returning to userspace before the guest executes an
+        instruction (a signal, -EINTR).  The guest executes nothing, so
+        nothing completes that needs guest code; the vCPU may still have
+        reached its instruction boundary and begun on what is pending there
+        (SDM 6.9: events are recognised at instruction boundaries; when the
+        VMM's thread is interrupted is not architectural).  So every prefix
+        of the boundary's events, in the order `_boundary` takes them, is
+        allowed: after each one taken (an exit to L1, an SMI, an INIT) the
+        run may return or go on; an event to deliver through an IDT is at
+        most held in flight (recognised, its delivery not begun: what
+        KVM_GET_VCPU_EVENTS calls injected, an interrupt acknowledged),
+        and the run returns with it.  An event in flight already may also
+        be delivered (its handler is reached, none of its instructions
+        runs), the boundary going on to what follows it (an INIT, say); a
+        newly recognised one ends the run held, the one ending offered
+        there (its delivery as well would be allowed, but no KVM does it,
+        and each option doubles the reference's runs).  Nothing the guest
+        can see changes otherwise: a later `run` delivers what is held.  With `immediate`
+        (kvm_run->immediate_exit) the vCPU does not run at all: nothing
+        changes."""
+        self._kvm_run()
+        if ev.args[0]:
+            return
+        for _ in range(STEP_BOUND):
+            saved = self._save()
+            took, held, stopped = self._trial(hold=True)
+            if held and not took:
+                # In flight already: stopping leaves it so; going on delivers
+                # it (no handler instruction runs), and the boundary goes on.
+                vars(self).update(saved)
+                saved = self._save()
+                took, held, stopped = self._trial(hold=False)
+            if not took or not self.choose("user.run_exit: KVM_RUN returns before the vCPU takes its boundary's "
+                                           "next event, or after (SDM 6.9)", 2):
+                vars(self).update(saved)
+                return
+            if stopped:
+                raise Stopped
+            if held:
+                self.note(f"user.run_exit: {self.user_in_flight} held in flight, not delivered")
+                return
+        raise Livelock("user.run_exit did not reach a quiescent point")
+
+    def _trial(self, hold: bool) -> tuple[bool, bool, bool]:
+        """One `_boundary` of `user.run_exit`, holding (`hold`) the event it
+        would deliver: (took something, held an event, stopped the vCPU)."""
+        self.holding = hold
+        try:
+            return self._boundary(), False, False
+        except _Held as h:
+            if h.ev is not None:
+                self.user_in_flight = h.ev
+            return h.ev is not None, True, False
+        except Stopped:
+            return True, False, True
+        finally:
+            self.holding = False
+
+    def _save(self) -> dict:
+        """What a boundary may change, copied (`ev_user_run_exit` puts it
+        back): the scalars, each level's state, the pending interrupts and
+        the traces.  The intercepts, the PIC and the timers change only by
+        events and instructions, never at a boundary."""
+        saved = {k: v for k, v in vars(self).items() if k not in self._FIXED}
+        saved["lv"] = {n: replace(lv, armed=list(lv.armed)) for n, lv in self.lv.items()}
+        for name in ("l1_trace", "l2_trace", "notes"):
+            saved[name] = list(saved[name])
+        saved["irq_pending"] = set(self.irq_pending)
+        return saved
+
+    def ev_user_get_events(self, ev):
+        """KVM_GET_VCPU_EVENTS as the ABI describes it
+        (Documentation/virt/kvm/api.rst 4.31 and 4.32, read in gregkh/linux
+        at 4055f250a329; its KVM_CAP_EXCEPTION_PAYLOAD entry, and the commit
+        that added the fields, 59073aaf6de0: without the cap "the original
+        ABI is preserved, and the exception.injected field is set for either
+        pending or injected exceptions"), from the
+        architectural state: an exception raised and not yet delivered is
+        pending (with the cap; injected without it), one being delivered is
+        injected, as is an NMI or interrupt in flight; NMIs pending; NMI
+        blocking (masked); STI / MOV-SS blocking (interrupt.shadow); an SMI
+        pending; an INIT held (latched_init).  No exception the language
+        raises carries a payload (`user.set_exception` gives none).  Where
+        the ABI does not say, each reading is allowed:
+
+        * a software exception (INT3's #BP, INTO's #OF) pending or in
+          flight: reported, or left out with the instruction to execute
+          again (api.rst names no rule for them);
+        * an NMI in flight: masked as NMI blocking is now, or masked
+          already (blocking starts with its delivery, SDM 6.7.1);
+        * two NMIs pending: nmi.pending 1 or 2 (api.rst does not say
+          whether nmi.pending counts);
+        * a shadow on SVM: its own bit or both (the VMCB has one
+          INTERRUPT_SHADOW bit, APM 15.21.5 / Table B-1, which cannot tell
+          STI from MOV SS)."""
+        payload_cap = "exception_payload" in self.cfg.caps
+        flight, pending = self.user_in_flight, self.user_pending
+        exc_flight = flight if flight is not None and flight.type in _EXCEPTIONS else None
+        exc, exc_pending, exc_injected = None, False, False
+        for e, is_pending in ((pending, True), (exc_flight, False)):
+            if e is None:
+                continue
+            if e.type is EvType.SOFT_EXCEPTION and self.choose(
+                    "api.rst 4.31: a software exception held, reported or left out (not found)", 2):
+                continue
+            exc = Ev(EvType.HW_EXCEPTION, e.vector, e.error_code)
+            if is_pending and payload_cap:
+                exc_pending = True
+            else:
+                exc_injected = True
+        nmi_flight = flight is not None and flight.type is EvType.NMI
+        masked = self.nmi_blocked(self.level)
+        if nmi_flight and not masked and self.choose("SDM 6.7.1: an NMI in flight already masks NMIs", 2):
+            masked = True
+        nmis = self.nmi_pending
+        if nmis == 2 and self.choose("api.rst 4.31: nmi.pending of two NMIs, 1 or 2 (not found)", 2):
+            nmis = 1
+        shadow = {None: 0, "sti": SHADOW_STI, "movss": SHADOW_MOV_SS}[self.cur.shadow]
+        if self.svm and shadow and self.choose("APM 15.21.5: one INTERRUPT_SHADOW bit, STI or MOV SS", 2):
+            shadow = SHADOW_STI | SHADOW_MOV_SS
+        irq = flight.vector if flight is not None and flight.type is EvType.EXT_INTR else None
+        self.l1_trace.append((self.step, VcpuEvents(
+            exception=exc, exception_pending=exc_pending, exception_injected=exc_injected,
+            nmi_injected=nmi_flight, nmi_pending=nmis, nmi_masked=masked, interrupt=irq, shadow=shadow,
+            smi_pending=self.smi_pending, latched_init=self.init_pending)))
+
     def ev_run(self, ev):
         self._kvm_run()
         for _ in range(STEP_BOUND):
             self._boundaries()
             lv = self.cur
-            if not lv.shadow:
-                return
+            if not lv.shadow or lv.halted:
+                return  # quiescent: a halted level waits for an event (SDM2 HLT)
             lv.shadow = None  # a no-op instruction ends the shadow
         raise Livelock("run did not reach a quiescent point")
 
@@ -1241,6 +1504,7 @@ class Machine:
             cr2=self.cr2(self.level),
             init_pending=self.init_pending,
             smi_pending=self.smi_pending,
+            halted=lv.halted,
         )
         return Outcome(tuple(self.l1_trace), tuple(self.l2_trace), self.shutdown, final, (), livelock,
                        tuple(self.notes), self.undefined_from)

@@ -42,7 +42,7 @@ and 6.1.55.  What the re-reading changed (the series' state is not 6.1):
 6c41468c7c12 and 80962ec912db (real-mode error codes, 6.1.24) and
 df0bb47baa95.  Not followed, as unreachable here: KVM_SET_VCPU_EVENTS'
 kvm_leave_nested when userspace toggles SMM (the VMM sets events before the
-nested state, so there is nothing to leave), vcpu_block.
+nested state, so there is nothing to leave).
 """
 from __future__ import annotations
 

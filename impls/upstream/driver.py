@@ -5,7 +5,8 @@
   `exception_vmexit` to become a nested VM exit (kvm_is_exception_pending),
   the driver keeps running the vCPU until it has.
 * Each KVM_RUN enters through `kvm_arch_vcpu_ioctl_run`, which morphs an
-  exception userspace set as pending in L2 into a nested VM exit.
+  exception userspace set as pending in L2 into a nested VM exit; the
+  KVM_RUN of `user.run_exit` too (a signal is seen only in vcpu_run).
 """
 from __future__ import annotations
 
@@ -21,3 +22,7 @@ class Driver(Driver511):
     def kvm_run(self, phase: str, instr: tuple | None = None, instr_level: int | None = None) -> None:
         self.vcpu.kvm_arch_vcpu_ioctl_run()
         super().kvm_run(phase, instr, instr_level)
+
+    def ev_user_run_exit(self, ev):
+        self.vcpu.kvm_arch_vcpu_ioctl_run()
+        super().ev_user_run_exit(ev)

@@ -43,8 +43,16 @@ _X86 = {
     "process_nmi": SX,
     "process_smi": SX,
     "toggle_interruptibility": SX,
-    "vcpu_run_once": f"{SX}: vcpu_run's loop; its vcpu_block branch, where 6.1 now asks nested code "
-                     "for events, is never taken (the BSP stays RUNNABLE, there is no HLT)",
+    "vcpu_run_once": f"{SX}: vcpu_run's loop: vcpu_enter_guest while running, else vcpu_block",
+    "kvm_arch_vcpu_runnable": f"{S}",
+    "kvm_arch_interrupt_allowed": f"{S}",
+    "kvm_vcpu_block": f"{S} (kvm_main.c): sleeps until kvm_arch_vcpu_runnable (the scenario's next event)",
+    "kvm_run_immediate_exit": f"{SX}: kvm_arch_vcpu_ioctl_run's immediate_exit check, after the "
+                              "morph of a userspace exception into a nested VM exit "
+                              "(impls.upstream.x86.kvm_arch_vcpu_ioctl_run, which the driver runs first)",
+    "xfer_to_guest_mode_handle_work": f"{S} (kernel/entry/kvm.c): a pending signal is -EINTR with "
+                                      "KVM_EXIT_INTR, as in 5.11",
+    "kvm_handle_signal_exit": f"{S} (include/linux/kvm_host.h)",
     "x86_emulate_rsm": f"{SX}: the writeback after em_rsm, as in 5.11 (6.1's em_rsm ends with "
                        "emulator_recalc_and_set_mode, which the port does not model)",
     "is_protmode": f"{S} (x86.h)",
@@ -96,6 +104,9 @@ _SVM = {
     "svm_get_interrupt_shadow": S,
     "svm_get_nmi_mask": S,
     "svm_handle_exit": f"{S}: 6.1 adds the exit fastpath (none here) and svm_invoke_exit_handler",
+    "halt_interception": f"{S}: gone from 6.1's svm.c, whose svm_exit_handlers calls kvm_emulate_halt for "
+                         "SVM_EXIT_HLT directly; the 5.11 wrapper does only that call (of 6.1's "
+                         "kvm_emulate_halt)",
     "svm_interrupt_blocked": S,
     "svm_nmi_blocked": S,
     "svm_request_immediate_exit": f"{S} (__kvm_request_immediate_exit)",
@@ -183,7 +194,7 @@ _VMX = {
     "nested_vmx_l1_wants_exit": f"{S} (vmx/nested.c)",
     "nested_vmx_preemption_timer_pending": f"{S} (vmx/nested.c)",
     "nested_vmx_reflect_vmexit": f"{S} (vmx/nested.c)",
-    "nested_vmx_run": f"{S} (vmx/nested.c): the event-relevant checks, in 5.11's order",
+    "sync_vmcs02_to_vmcs12": f"{S} (vmx/nested.c): the activity state from mp_state",
     "prepare_vmcs02_early": f"{S} (vmx/nested.c)",
     "nested_exit_on_intr": f"{S} (vmx/nested.h)",
     "nested_exit_on_nmi": f"{S} (vmx/nested.h)",

@@ -98,6 +98,7 @@ class Vcpu(X86_61, Vmx61, VmxNested61, Svm61, SvmNested61, Vcpu511):
     nested_svm_intr = RemovedIn61("nested_svm_simple_vmexit")
     nested_svm_init = RemovedIn61("nested_svm_simple_vmexit")
     kvm_vcpu_latch_init = RemovedIn61("kvm_apic_init_sipi_allowed")
+    kvm_apic_has_events = RemovedIn61("kvm_apic_has_pending_init_or_sipi")
 
     def __init__(self, config, cpu: hw.Cpu, env, rec):
         self.vendor = config.vendor
@@ -108,6 +109,7 @@ class Vcpu(X86_61, Vmx61, VmxNested61, Svm61, SvmNested61, Vcpu511):
         self.apic = KvmLapic()
         self.pending_external_vector = -1
         self.run = KvmRun()
+        self.blocked = False  # kvm_vcpu_block found nothing to wake the vCPU (impls.hw.environment, "HLT")
         self.enable_ept = self.npt_enabled = config.npt
         self.walk_mmu_inject_page_fault = "kvm_inject_page_fault"
         cls = type(self)

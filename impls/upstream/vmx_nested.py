@@ -25,9 +25,13 @@ Differs:
   KVM_REQ_TRIPLE_FAULT (92e7d5c83aff), then a TRIPLE_FAULT exit.
 * `vmx_has_nested_events` (nested_ops->has_events, 5b4ac1a1; the series had
   hv_timer_pending): the preemption timer or a pending MTF exit.
+* `nested_vmx_run` halts a vCPU entering L2 in the HLT activity state with
+  kvm_emulate_halt_noskip (5.11: kvm_vcpu_halt, the same); `nested_vmx_vmexit`
+  sets mp_state RUNNABLE after sync_vmcs02_to_vmcs12 saved the activity
+  state, as 5.11 does.
 
 Reused unchanged: see impls.upstream.reused (nested_exit_on_nmi / _intr,
-the failValid helpers, nested_vmx_run, prepare_vmcs02_early,
+the failValid helpers, sync_vmcs02_to_vmcs12, prepare_vmcs02_early,
 load_vmcs12_host_state -- 6.1 resets the MMU instead of naming the #PF
 injector, the same injector here --, the reflection helpers).  Not modelled, as for 5.11: MTF
 (mtf_pending stays 0), the preemption timer, SMI, posted interrupts,
@@ -50,12 +54,15 @@ from impls.prepatch.vmx import (
     INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
 )
 from impls.prepatch.vmx_nested import (
-    EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_INVALID_CONTROL_FIELD,
+    EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS,
+    VMXERR_ENTRY_INVALID_CONTROL_FIELD, VMXERR_VMLAUNCH_NONCLEAR_VMCS, VMXERR_VMRESUME_NONLAUNCHED_VMCS,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 from impls.upstream.state import (
-    DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED,
-    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, STABLE, TREE, KvmQueuedException,
+    CPU_BASED_INTR_WINDOW_EXITING, CPU_BASED_NMI_WINDOW_EXITING, DR6_ACTIVE_LOW, DR6_BD, DR6_BT, EBUSY,
+    GUEST_ACTIVITY_HLT, GUEST_ACTIVITY_WAIT_SIPI, KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_RUNNABLE, KVM_REQ_EVENT, KVM_REQ_TRIPLE_FAULT, KVM_X86_SHADOW_INT_MOV_SS, STABLE, TREE,
+    KvmQueuedException,
 )
 
 NESTED_C = "arch/x86/kvm/vmx/nested.c"
@@ -103,6 +110,38 @@ class VmxNested61:
             intr_info |= hw.INTR_INFO_UNBLOCK_NMI
         vcpu.rec.note(f"nested_vmx_inject_exception_vmexit: exception_vmexit vector {ex.vector} to L1")
         vcpu.nested_vmx_vmexit(hw.EXIT_REASON_EXCEPTION_NMI, intr_info, exit_qual)
+
+    @origin(NESTED_C, "nested_vmx_run", tree=TREE, read=STABLE)
+    def nested_vmx_run(vcpu, launch: bool) -> int:
+        """VMLAUNCH / VMRESUME executed by L1: 5.11's checks in 5.11's order;
+        a halted L2 that nothing would wake halts the vCPU through
+        kvm_emulate_halt_noskip.  Nothing checks which events may be
+        injected in the HLT state (SDM 26.3.1.5)."""
+        vmx = vcpu.vmx
+        vmcs12 = vmx.nested.vmcs12
+        interrupt_shadow = vcpu.vmx_get_interrupt_shadow()
+        if interrupt_shadow & KVM_X86_SHADOW_INT_MOV_SS:
+            return vcpu.nested_vmx_fail(VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS)
+        if vmcs12.launch_state == launch:
+            return vcpu.nested_vmx_fail(VMXERR_VMLAUNCH_NONCLEAR_VMCS if launch
+                                        else VMXERR_VMRESUME_NONLAUNCHED_VMCS)
+        if not vcpu.nested_vmx_check_controls():
+            return vcpu.nested_vmx_fail(VMXERR_ENTRY_INVALID_CONTROL_FIELD)
+        vmx.nested.nested_run_pending = True
+        vcpu.nested_vmx_enter_non_root_mode(True)
+        if vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT:
+            if not vmcs12.vm_entry_intr_info_field & INTR_INFO_VALID \
+                    and not vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING \
+                    and not (vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING
+                             and vcpu.cpu.lv[2].rflags_if):
+                vmx.nested.nested_run_pending = False
+                vcpu.rec.note("nested_vmx_run: vmcs12 activity state HLT: the vCPU halts "
+                              "(kvm_emulate_halt_noskip)")
+                return vcpu.kvm_emulate_halt_noskip()
+        elif vmcs12.guest_activity_state == GUEST_ACTIVITY_WAIT_SIPI:
+            vmx.nested.nested_run_pending = False
+            vcpu.arch.mp_state = KVM_MP_STATE_INIT_RECEIVED
+        return 1
 
     @origin(NESTED_C, "nested_vmx_triple_fault", tree=TREE, read=STABLE)
     def nested_vmx_triple_fault(vcpu) -> None:
@@ -331,8 +370,8 @@ class VmxNested61:
         vmx.nested.mtf_pending = False
         vcpu.warn_on_once(vmx.nested.nested_run_pending, "nested_vmx_vmexit: nested_run_pending")
         vcpu.leave_guest_mode()
-        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
+            vcpu.sync_vmcs02_to_vmcs12()
             if vm_exit_reason != -1:
                 vcpu.prepare_vmcs12(vm_exit_reason, exit_intr_info, exit_qualification)
         else:
@@ -345,6 +384,7 @@ class VmxNested61:
         vcpu.kvm_clear_interrupt_queue()
         vmx.loaded_vmcs = vmx.vmcs01  # vmx_switch_vmcs
         vcpu.update_exception_bitmap()
+        vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE  # in case L2 halted
         if not vmx.fail:
             # Acknowledge interrupt on exit: L1 never sets it.
             vcpu.load_vmcs12_host_state()

@@ -34,7 +34,12 @@ Differs from 5.11 (each method below names its 6.1 origin):
   left it set (92e7d5c83aff); the entry is cancelled on any pending
   request, not only a signal (kvm_vcpu_exit_request).
 * `kvm_vcpu_running` is the mp_state test only (26844fee: the nested-events
-  check moved to vcpu_block, which is never reached here).
+  check moved to `vcpu_block`, which runs it before leaving the HLT state).
+* HLT: `kvm_emulate_halt` / `kvm_emulate_halt_noskip` / `__kvm_emulate_halt`
+  (5.11's kvm_vcpu_halt and __kvm_vcpu_halt renamed), and
+  `kvm_vcpu_has_events` counts a latched INIT only where the vCPU can take
+  it, and a pending exception, nested exit or triple fault
+  (kvm_is_exception_pending).
 * KVM_GET/SET_VCPU_EVENTS report `exception_vmexit` when it is the only
   exception, and carry `triple_fault.pending` with
   KVM_CAP_X86_TRIPLE_FAULT_EVENT; KVM_RUN (`kvm_arch_vcpu_ioctl_run`) morphs
@@ -67,7 +72,7 @@ from impls.prepatch.x86 import (
 from impls.upstream.state import (
     DR6_ACTIVE_LOW, DR7_GD, DR_TRAP_BITS, EBUSY, EINVAL, EXCPT_ABORT, EXCPT_BENIGN, EXCPT_CONTRIBUTORY,
     EXCPT_DB, EXCPT_FAULT, EXCPT_INTERRUPT, EXCPT_PF, EXCPT_TRAP, KVM_EXIT_SHUTDOWN, KVM_REQ_EVENT, KVM_REQ_NMI,
-    KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
+    KVM_APIC_INIT, KVM_APIC_SIPI, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE,
     KVM_REQ_SMI, KVM_REQ_TRIPLE_FAULT, KVM_VCPUEVENT_VALID_NMI_PENDING, KVM_VCPUEVENT_VALID_PAYLOAD,
     KVM_VCPUEVENT_VALID_SHADOW, KVM_VCPUEVENT_VALID_SIPI_VECTOR, KVM_VCPUEVENT_VALID_SMM,
     KVM_VCPUEVENT_VALID_TRIPLE_FAULT, MERGE_WINDOW, STABLE, TREE, KvmQueuedException, KvmVcpuEvents,
@@ -468,9 +473,79 @@ class X86_61:
         """Runnable while mp_state is RUNNABLE (always, for the BSP) and no
         async #PF halted it (none here).  Since 26844fee (the 6.1 merge
         window) it no longer asks nested code for events: that moved to
-        vcpu_block, which this port never reaches (vcpu_run's loop as in
-        5.11: the BSP stays RUNNABLE, there is no HLT)."""
+        vcpu_block."""
         return vcpu.arch.mp_state == KVM_MP_STATE_RUNNABLE
+
+    # ------------------------------------------------------------------ HLT --
+
+    @origin(X86_C, "__kvm_emulate_halt", tree=TREE, read=STABLE)
+    def _kvm_emulate_halt(vcpu, state: int) -> int:
+        """5.11's __kvm_vcpu_halt renamed: with the LAPIC in the kernel,
+        the vCPU takes the state, the run loop blocks it."""
+        vcpu.arch.mp_state = state
+        return 1
+
+    @origin(X86_C, "kvm_emulate_halt_noskip", tree=TREE, read=STABLE)
+    def kvm_emulate_halt_noskip(vcpu) -> int:
+        return vcpu._kvm_emulate_halt(KVM_MP_STATE_HALTED)
+
+    @origin(X86_C, "kvm_emulate_halt", tree=TREE, read=STABLE)
+    def kvm_emulate_halt(vcpu) -> int:
+        ret = vcpu.kvm_skip_emulated_instruction()
+        return int(bool(vcpu.kvm_emulate_halt_noskip() and ret))
+
+    @origin(X86_C, "kvm_vcpu_has_events", tree=TREE, read=STABLE)
+    def kvm_vcpu_has_events(vcpu) -> bool:
+        """As 5.11's, except: a latched INIT or SIPI counts only where the
+        vCPU could take it (kvm_apic_init_sipi_allowed: not in VMX root
+        operation, not in SMM), kvm_is_exception_pending replaces the
+        pending-exception test (a pending exception, a pending nested exit
+        or a requested triple fault; an injected one still does not count),
+        and nested_ops->has_events replaced hv_timer_pending."""
+        a = vcpu.arch
+        ops = vcpu.kvm_x86_ops
+        if vcpu.kvm_apic_has_pending_init_or_sipi() and vcpu.kvm_apic_init_sipi_allowed():
+            return True
+        if vcpu.kvm_is_exception_pending():
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_NMI) or (a.nmi_pending and ops.nmi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_test_request(KVM_REQ_SMI) or (a.smi_pending and ops.smi_allowed(vcpu, False)):
+            return True
+        if vcpu.kvm_arch_interrupt_allowed() and vcpu.kvm_cpu_has_interrupt():
+            return True
+        if vcpu.is_guest_mode() and vcpu.nested_ops.has_events is not None and vcpu.nested_ops.has_events(vcpu):
+            return True
+        return False
+
+    @origin("virt/kvm/kvm_main.c", "kvm_vcpu_halt", tree=TREE, read=STABLE)
+    def kvm_vcpu_halt(vcpu) -> None:
+        """kvm_vcpu_halt (virt/kvm/kvm_main.c, 5.16+) polls, then sleeps in
+        kvm_vcpu_block: in a scenario nothing arrives meanwhile
+        (`impls.prepatch.x86.X86.kvm_vcpu_block`)."""
+        vcpu.kvm_vcpu_block()
+
+    @origin(X86_C, "vcpu_block", tree=TREE, read=STABLE)
+    def vcpu_block(vcpu) -> int:
+        """As 5.11's, with nested events evaluated before leaving the
+        halted state, so that a nested VM exit still finds the vCPU HALTED
+        and saves activity state HLT in vmcs12 (26844fee)."""
+        if not vcpu.kvm_arch_vcpu_runnable():
+            if vcpu.arch.mp_state == KVM_MP_STATE_HALTED:
+                vcpu.kvm_vcpu_halt()
+            else:
+                vcpu.kvm_vcpu_block()
+            if vcpu.blocked:  # not runnable: still asleep
+                return 1
+        if vcpu.is_guest_mode():
+            if vcpu.kvm_check_nested_events() < 0:
+                return 0
+        if vcpu.kvm_apic_accept_events() < 0:
+            return 0
+        if vcpu.arch.mp_state == KVM_MP_STATE_HALTED:
+            vcpu.rec.note("vcpu_block: the halted vCPU is woken (mp_state RUNNABLE)")
+            vcpu.arch.mp_state = KVM_MP_STATE_RUNNABLE
+        return 1
 
     @origin(X86_C, "kvm_arch_vcpu_ioctl_run", tree=TREE, read=READ)
     def kvm_arch_vcpu_ioctl_run(vcpu) -> None:
