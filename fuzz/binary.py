@@ -7,7 +7,10 @@ that kind in spec order, each in its own bytes, the rest padding.  Kinds
 added to the language go last in `SPECS`, so a canonical record (as `encode`
 writes it, kind byte below the number of kinds) keeps its meaning in later
 versions, and so do the findings' `.bin` files; a raw libFuzzer input whose
-kind byte is larger may read as another kind once kinds are added.  Every
+kind byte is larger may read as another kind once kinds are added.  A
+parameter added to a kind goes after its others, in bytes that were
+padding, with a default that byte 0 encodes (`l1.vmentry insn_len=`), so an
+older record reads as it did.  Every
 byte string decodes: values are taken modulo their domain, a short last record is
 padded with zeros, bytes past `MAX_EVENTS` records are ignored.  Because
 records have a fixed size, changing one byte changes at most one event (or

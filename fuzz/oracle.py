@@ -133,11 +133,12 @@ def shape(obs) -> str:
     if obs is None:
         return "nothing"
     if isinstance(obs, Delivered):
-        return f"L{obs.level} handles {obs.event.without_error_code()}"
+        return str(Delivered(obs.level, obs.event.without_error_code(), obs.ret))
     if isinstance(obs, VmExit):
         vec = obs.vectoring
         vec_text = "none" if vec is None else str(vec.without_error_code() if isinstance(vec, Ev) else vec)
-        head = VmExit(obs.reason, obs.info.without_error_code() if obs.info is not None else None)
+        head = VmExit(obs.reason, obs.info.without_error_code() if obs.info is not None else None,
+                      ret=obs.ret, length=obs.length)
         return f"{head}, IDT-vectoring: {vec_text}" + (", activity HLT" if obs.halted else "")
     if isinstance(obs, EntryFailed):
         return str(obs)
@@ -188,18 +189,28 @@ def _class(ev) -> str:
     return _NAMED.get(ev.vector, "exception")
 
 
+def _ret_class(ret) -> str:
+    """A return address / saved RIP in a signature: +0 (not shown), after
+    the instruction (`+N`) or before it (`-N`), without the length, which
+    the fuzzer's choice of `insn_len=` or a stale next_rip decides."""
+    if isinstance(ret, Undefined) or not ret:
+        return ""
+    return " ret=+N" if ret > 0 else " ret=-N"
+
+
 def abstract(obs) -> str:
     """The shape of an observation in a signature: no vectors of interrupts,
     no error codes or addresses, exceptions by `_class`."""
     if obs is None:
         return "nothing"
     if isinstance(obs, Delivered):
-        return f"L{obs.level} handles {_class(obs.event)}"
+        return f"L{obs.level} handles {_class(obs.event)}{_ret_class(obs.ret)}"
     if isinstance(obs, VmExit):
         reason = obs.reason.split(" ")[0]  # SVM "EXCP #PF": the vector is in info
         info = f" {_class(obs.info)}" if obs.info is not None else ""
+        length = " len=N" if obs.length is not None else ""
         halted = ", activity HLT" if obs.halted else ""  # the activity state saved (VMX)
-        return f"EXIT {reason}{info}, IDT-vectoring: {_class(obs.vectoring)}{halted}"
+        return f"EXIT {reason}{info}{_ret_class(obs.ret)}{length}, IDT-vectoring: {_class(obs.vectoring)}{halted}"
     if isinstance(obs, VcpuEvents):
         return obs.describe(values=False)
     return str(obs)

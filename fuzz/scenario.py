@@ -211,17 +211,22 @@ def _specs() -> tuple[EventSpec, ...]:
                   "L1's intercepts for L2: exception bitmap, #PF error-code mask/match (VMX), "
                   "NMI and external-interrupt exiting, shutdown, INIT and SMI intercepts (SVM; on VMX "
                   "INIT always exits and SMIs never do)"),
-        # `interruptibility`, `if`, `activity` and `pending_dbg` are L1's
-        # edits of L2's saved state before the entry; their default, `keep` /
-        # `none`, encodes as byte 0 (an older record means what it meant).
+        # `insn_len` (the length of the instruction behind an injected
+        # software event), then `interruptibility`, `if`, `activity` and
+        # `pending_dbg`, L1's edits of L2's saved state before the entry; their
+        # defaults (0, `keep` / `none`) encode as byte 0 (an older record
+        # means what it meant).
         EventSpec("l1.vmentry", (_p("inject", PType.EVENT, None),
+                                 _p("insn_len", PType.U8, 0),
                                  _p("interruptibility", PType.ENUM, "keep", INTERRUPTIBILITY),
                                  _p("if", PType.ENUM, "keep", ("keep", "0", "1")),
                                  _p("activity", PType.ENUM, "keep", ACTIVITY_STATES),
                                  _p("pending_dbg", PType.ENUM, "none", PENDING_DBG)),
                   "L1 enters L2 (VMLAUNCH/VMRESUME or VMRUN), optionally injecting an event, after "
                   "writing L2's interruptibility (VMX guest interruptibility state, SVM int_state), "
-                  "RFLAGS.IF, activity state and pending debug exceptions (VMX)"),
+                  "RFLAGS.IF, activity state and pending debug exceptions (VMX); insn_len: the length of "
+                  "the instruction behind an injected software event (VMX VM-entry instruction length; "
+                  "SVM next_rip = rip + insn_len)"),
         EventSpec("l2.vmcall", (), "L2 executes VMCALL / VMMCALL: an exit to L1 for an unrelated reason"),
         EventSpec("exception", (_EXC(), _p("ec", PType.U16, 0), _p("cr2", PType.PAGE, 0)),
                   "the current instruction raises this exception"),

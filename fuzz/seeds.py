@@ -98,9 +98,18 @@ def _variants(param) -> list:
     return []
 
 
+#: Events whose arguments matter together, worth entries of their own: L1
+#: injecting a software event with the length of its instruction (INT n's
+#: 2 bytes; INT3's 1, which SVM pushes as next_rip).
+_COMBINED = {
+    "l1_vmentry_soft_int": Event("l1.vmentry", (Ev(EvType.SOFT_INT, 0x80), 2)),
+    "l1_vmentry_int3": Event("l1.vmentry", (Ev(EvType.HW_EXCEPTION, 3), 1)),
+}
+
+
 def _language_entries():
     """(name, record): each event kind with its default arguments, then with
-    one argument set to each value of `_variants`."""
+    one argument set to each value of `_variants`, then `_COMBINED`."""
     for spec in SPECS:
         defaults = tuple(p.default for p in spec.params)
         base = spec.kind.replace(".", "_")
@@ -108,6 +117,8 @@ def _language_entries():
         for i, p in enumerate(spec.params):
             for j, v in enumerate(_variants(p)):
                 yield f"{base}_{p.name}_{j}", _record(normalise(Event(spec.kind, defaults[:i] + (v,) + defaults[i + 1:])))
+    for name, ev in _COMBINED.items():
+        yield name, _record(normalise(ev))
 
 
 def language_records() -> list[bytes]:

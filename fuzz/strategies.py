@@ -69,6 +69,10 @@ def values(param: Param) -> st.SearchStrategy:
         return st.sampled_from(param.domain)
     if t is PType.OPT_EXC:
         return st.one_of(st.none(), st.sampled_from(param.domain))
+    if t is PType.U8 and param.name == "insn_len":
+        # The lengths that decide something: none, INT3's, INT n's, the
+        # longest an entry takes (15) and one past it (SDM 26.2.1.3).
+        return st.sampled_from((0, 1, 2, 3, 15, 16))
     if t is PType.U8:
         return st.integers(0, 255)
     if t is PType.U16 or t is PType.EC32:  # the binary form holds 16 bits of either

@@ -55,6 +55,16 @@ def matches(expected, actual) -> bool:
 # ---------------------------------------------------------- observations --
 
 
+def _offset(value) -> str:
+    """` ret=+2`: a return address / saved RIP as an offset in bytes from the
+    start of the instruction that raised or was interrupted; nothing for +0
+    (the guest resumes at that instruction: a fault, or an event taken
+    between instructions) or where the manuals leave it undefined."""
+    if isinstance(value, Undefined) or not value:
+        return ""
+    return f" ret={value:+d}"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivered:
     """An event delivered through a guest's IDT (its handler will run).
@@ -63,17 +73,27 @@ class Delivered:
     raised: a software exception (INT3, INTO, INT1) is recorded as the
     hardware exception it delivers (SDM 6.4.2 "Software-Generated
     Exceptions" -- the processor generates the exception as it would for a
-    fault or trap of that vector)."""
+    fault or trap of that vector).
+
+    `ret`: the return address the delivery pushed, as an offset in bytes
+    from the start of the instruction that raised the event or was
+    interrupted by it (`_offset`): +0 for a fault (the instruction executes
+    again) and for an event taken between instructions, the instruction's
+    length after INT n / INT3 / INTO / INT1, the VM-entry instruction length
+    (VMX) or next_rip - rip (SVM) for an injected software event; undefined
+    for #DF and #MC (SDM 6.15).  What the rules are: impls.reference.model,
+    `Machine._delivered`."""
 
     level: int
     event: Ev
+    ret: int | Undefined = 0
 
     def __post_init__(self):
         if self.event.type in (EvType.SOFT_EXCEPTION, EvType.PRIV_SOFT_EXCEPTION):
             object.__setattr__(self, "event", Ev(EvType.HW_EXCEPTION, self.event.vector, self.event.error_code))
 
     def __str__(self):
-        return f"L{self.level} handles {self.event}"
+        return f"L{self.level} handles {self.event}{_offset(self.ret)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +104,15 @@ class VmExit:
     exit interruption information (VMX) or the intercepted exception with
     EXITINFO1's error code (SVM).  `vectoring`: IDT-vectoring information
     (VMX) or EXITINTINFO (SVM).  `address`: exit qualification / EXITINFO2
-    of a #PF exit.  `halted`: the guest activity state the exit saved in
+    of a #PF exit.  `ret`: the guest RIP saved in vmcs12 / vmcb12, as an
+    offset from the instruction that raised or was interrupted (`_offset`;
+    +0 for every exit the language makes, undefined after a triple fault or
+    shutdown).  `length`: the VM-exit instruction length (VMX) or nRIP -
+    rIP (SVM with NRIPS) where the manuals define it for a software event
+    (an exit on INT3 / INTO, or on ICEBP on VMX, or during the delivery of
+    an INT n / INT3 / INTO / INT1 on VMX), printed ` len=N`; None elsewhere
+    (undefined on VMX, nRIP zero on SVM).
+    `halted`: the guest activity state the exit saved in
     vmcs12 is HLT (VMX, SDM 27.3.4: L2 was halted and the event that woke
     it exited directly, SDM 27.1); always False on SVM, whose VMCB holds no
     activity state (APM Table B-2).
@@ -95,6 +123,8 @@ class VmExit:
     vectoring: Ev | None | Undefined = None
     address: int | None = None
     halted: bool = False
+    ret: int | Undefined = 0
+    length: int | None = None
 
     def __str__(self):
         s = f"EXIT {self.reason}"
@@ -104,6 +134,9 @@ class VmExit:
             s = s + info[len(self.reason) - 5:] if self.reason == f"EXCP {info.split('(')[0]}" else f"{s} {info}"
         if self.address is not None:
             s += f" addr={self.address:#x}"
+        s += _offset(self.ret)
+        if self.length is not None:
+            s += f" len={self.length}"
         if self.vectoring is not None:
             s += f", IDT-vectoring: {self.vectoring}"
         if self.halted:

@@ -43,7 +43,7 @@ class DropVectoring(_Fake):
     (IDT-vectoring info / EXITINTINFO)."""
 
     def transform(self, out, scenario):
-        l1 = tuple((s, VmExit(o.reason, o.info, None, o.address) if isinstance(o, VmExit) and o.vectoring else o)
+        l1 = tuple((s, replace(o, vectoring=None) if isinstance(o, VmExit) and o.vectoring else o)
                    for s, o in out.l1)
         return replace(out, l1=l1)
 

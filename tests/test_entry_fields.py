@@ -47,7 +47,8 @@ def l2(out) -> list:
 
 def test_new_parameters_come_last_with_defaults_of_byte_zero():
     names = [p.name for p in SPEC_BY_KIND["l1.vmentry"].params]
-    assert names[0] == "inject" and names[1:] == ["interruptibility", "if", "activity", "pending_dbg"]
+    # insn_len (tests/test_rip.py) sits between inject and L1's edits.
+    assert names[0] == "inject" and names[1:] == ["insn_len", "interruptibility", "if", "activity", "pending_dbg"]
     default = event("l1.vmentry")
     assert binary.encode_record(default) == bytes([binary.encode_record(default)[0]]) + bytes(binary.RECORD - 1)
     assert binary.RECORD == 14
@@ -106,7 +107,7 @@ def test_svm_has_one_shadow_bit_and_no_pending_debug_field():
     `pending_dbg=` is VMX's: the binary form maps them, the text refuses."""
     raw = binary.encode(sc("vmx", "l1.vmentry interruptibility=movss pending_dbg=bs"))
     svm = binary.decode(bytes([raw[0] | 1]) + raw[1:])
-    assert svm.events[0].args[1:] == ("sti", "keep", "keep", "none")
+    assert svm.events[0].args[2:] == ("sti", "keep", "keep", "none")
     with pytest.raises(ScenarioError, match="INTERRUPT_SHADOW"):
         sc("svm", "l1.vmentry interruptibility=movss")
     with pytest.raises(ScenarioError, match="pending_dbg"):

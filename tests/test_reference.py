@@ -26,12 +26,13 @@ def test_plain_exception_is_delivered_with_its_error_code():
 
 def test_contributory_twice_is_a_double_fault():
     out = run("evdiff 1\nl1.idt #GP\nexception #GP\n")
-    assert obs(out, 1) == [Delivered(1, exception(8, 0))]  # #DF pushes 0 (SDM 6.15)
+    # #DF pushes error code 0 and an undefined return address (SDM 6.15).
+    assert obs(out, 1) == [Delivered(1, exception(8, 0), Undefined("SDM 6.15"))]
 
 
 def test_pf_cr2_written_even_when_delivery_faults():
     out = run("evdiff 1\nl1.idt #PF\nexception #PF ec=0x2 cr2=0x4000\n")
-    assert obs(out, 1) == [Delivered(1, exception(8, 0))]
+    assert obs(out, 1) == [Delivered(1, exception(8, 0), Undefined("SDM 6.15"))]
     assert out.final.cr2 == 0x4000
 
 
@@ -104,7 +105,8 @@ def test_merged_double_fault_exit_svm_allows_both():
 
 def test_triple_fault_in_l2():
     vmx = run("evdiff 1\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
-    assert obs(vmx, 1) == [VmExit("TRIPLE_FAULT")] and vmx.shutdown is None
+    # SDM 27.3.3: the RIP saved is what the #DF would have pushed: undefined.
+    assert obs(vmx, 1) == [VmExit("TRIPLE_FAULT", ret=Undefined("SDM 6.15"))] and vmx.shutdown is None
     svm = run("evdiff 1 vendor=svm\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n")
     assert matches(obs(svm, 1)[0], VmExit("SHUTDOWN", None, exception(14, 2)))  # EXITINTINFO undefined
     assert isinstance(obs(svm, 1)[0].vectoring, Undefined)

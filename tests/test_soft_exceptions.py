@@ -84,7 +84,8 @@ def test_svm_type_3_vector_3_or_4_reads_as_int3_or_into(vector):
 def test_reference_intercepted_int3_exits_with_type_6(vector, name):
     s = scenario("vmx", f"l1.intercept exceptions={name}\nl1.vmentry\nexception {name}\n")
     (exit_,) = l1_trace("reference", s)
-    assert exit_ == VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, vector))
+    # SDM 27.2.4: the VM-exit instruction length of INT3 / INTO, 1.
+    assert exit_ == VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, vector), length=1)
     assert avmx.encode(exit_.info)[0] >> 8 & 7 == 6
 
 
@@ -107,7 +108,7 @@ def test_reference_vmx_injected_bp_is_a_hardware_exception():
 def test_reference_userspace_bp_is_int3s():
     """KVM_SET_VCPU_EVENTS names no type: a pending #BP is INT3's."""
     s = scenario("vmx", "l1.intercept exceptions=#BP\nl1.vmentry\nuser.set_exception #BP\n", "exception_payload")
-    assert l1_trace("reference", s) == [VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, BP))]
+    assert l1_trace("reference", s) == [VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, BP), length=1)]
 
 
 # ----------------------------------------------------------------- ports --
@@ -118,7 +119,7 @@ def test_reference_userspace_bp_is_int3s():
 def test_ports_see_the_intercepted_int3_exit_as_type_6(port, vector, name):
     """The simulated CPU exits with type 6; KVM reflects it to L1 as is."""
     s = scenario("vmx", f"l1.intercept exceptions={name}\nl1.vmentry\nexception {name}\n")
-    assert l1_trace(port, s) == [VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, vector))]
+    assert l1_trace(port, s) == [VmExit("EXCEPTION_NMI", Ev(EvType.SOFT_EXCEPTION, vector), length=1)]
     assert agreement.agrees(port, s)
 
 
@@ -222,9 +223,19 @@ def test_userspace_bp_comes_with_rip_on_its_int3(port, vendor, body):
     """KVM_GET_VCPU_EVENTS leaves a soft exception out, and 5.11's
     svm_complete_interrupts drops one after an exit during its delivery:
     both count on the guest raising it again from the INT3 / INTO at RIP,
-    which is where the VMM put RIP (impls.hw.environment, "The VMM")."""
+    which is where the VMM put RIP (impls.hw.environment, "The VMM").  An
+    #OF userspace injected on VMX is the exception: vmx_queue_exception /
+    vmx_inject_exception inject it as type 6 with the instruction length of
+    the vCPU's last exit (event_exit_inst_len; none yet here: 0), so its
+    handler returns to the INTO (ret=+0), where the reference, with RIP on
+    the INTO, returns past it.  (The April repost drops what userspace set,
+    v2-set-events-drops-exception-vmx, and the INTO raises #OF again.)"""
     s = scenario(vendor, body)
-    assert agreement.agrees(port, s)
+    if vendor == "vmx" and "#OF" in body and port != "postpatch-v2":
+        assert l1_trace(port, s) == [Delivered(1, Ev(EvType.HW_EXCEPTION, OF), 0)]
+        assert l1_trace("reference", s) == [Delivered(1, Ev(EvType.HW_EXCEPTION, OF), 1)]
+    else:
+        assert agreement.agrees(port, s)
 
 
 def test_userspace_replacing_its_bp_moves_rip_off_the_int3():

@@ -23,7 +23,7 @@ from fuzz.oracle import compare
 from fuzz.text import parse_scenario, read_scenario
 from impls import api
 from impls.api import Outcome
-from impls.arch.events import exception
+from impls.arch.events import Ev, EvType, exception
 
 SEEDS = Path(__file__).resolve().parent.parent / "corpus" / "seeds"
 
@@ -319,7 +319,7 @@ def test_real_mode_error_code_in_l2_is_a_late_vmfail_for_l1():
 
 #: Issue 13's two scenarios for the v6.1 tag, the reference's outcome for each.
 TRIPLE_FAULT_UNINTERCEPTED = "l1.intercept shutdown=0\nl2.stack #PF\nl1.vmentry inject=#DF(0x0)\n"
-NMI_BEFORE_INTR_EXIT = "l1.intercept intr=1\nl1.vmentry inject=int(0x80)\nirq 0x21\nnmi\n"
+NMI_BEFORE_INTR_EXIT = "l1.intercept intr=1\nl1.vmentry inject=int(0x80) insn_len=2\nirq 0x21\nnmi\n"
 
 
 def test_svm_triple_fault_without_shutdown_intercept_shuts_the_vm_down():
@@ -381,7 +381,7 @@ def test_interrupt_exit_waits_for_the_nmi_l2_takes_first():
     only the interrupt and exited to L1 at once (5.11, the RFC)."""
     s = scenario("vmx", "on", NMI_BEFORE_INTR_EXIT)
     out = upstream(s)
-    assert [str(o) for _, o in out.l2] == ["L2 handles INT 0x80", "L2 handles NMI"]
+    assert [str(o) for _, o in out.l2] == ["L2 handles INT 0x80 ret=+2", "L2 handles NMI"]
     assert [str(o) for _, o in out.l1] == ["EXIT EXTERNAL_INTERRUPT"]
     assert agrees(s)
     assert set(verdicts(s).values()) == {"fixed"}
@@ -535,10 +535,25 @@ def test_svm_soft_interrupt_reported_in_exitintinfo():
     """SVM: L1 injects INT 0x80 and its delivery hits a #PF L1 intercepts;
     6.1's svm_complete_interrupts re-queues SOFT events (5.11 dropped them),
     so EXITINTINFO carries the INTn: fixed."""
-    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80)\n")
+    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80) insn_len=2\n")
     (step, exit_), = upstream(s).l1
-    assert exit_.vectoring is not None and exit_.vectoring.vector == 0x80
-    assert verdicts(s) == {"l1": "fixed"}
+    (_, expected), = api.load("reference").run(s).l1
+    assert exit_.vectoring == expected.vectoring == Ev(EvType.SOFT_INT, 0x80)
+    assert api.load("prepatch").run(s).l1[0][1].vectoring is None
+
+
+def test_svm_nested_exit_leaks_the_restored_next_rip():
+    """6.1 gives the VMCB back the next_rip of a soft event it injected
+    (svm_complete_soft_interrupt) before it knows the exit goes to L1, and
+    nested_svm_vmexit copies that next_rip into vmcb12: L1 reads an nRIP on
+    an exception intercept, where the CPU saves zero (APM 15.7.1).  5.11
+    has no such restore (it never copied L1's next_rip in the first place)."""
+    s = scenario("svm", "on", "l1.intercept exceptions=#PF\nl2.stack #PF\nl1.vmentry inject=int(0x80) insn_len=2\n")
+    (_, exit_), = upstream(s).l1
+    assert exit_.length == 2
+    (_, expected), = api.load("reference").run(s).l1
+    assert expected.length is None
+    assert verdicts(s) == {"l1": "still-wrong"}
 
 
 def test_outcome_is_deterministic():

@@ -70,6 +70,9 @@ _SVM_61 = {
     "svm_set_gif": R,
     "svm_smi_allowed": R,
     "svm_update_soft_interrupt_rip": R,
+    "_svm_skip_emulated_instruction": f"{R} (__svm_skip_emulated_instruction): the decode path lost its "
+                                      "can-emulate check (SEV only: always true here)",
+    "svm_skip_emulated_instruction": R,
     "svm_enter_smm": f"{R}: SMRAM is a union; it refuses without long mode in CPUID, which the guest has",
     "svm_leave_smm": f"{R}: SMRAM is a union",
     "nested_svm_simple_vmexit": f"{R} (svm.h)",
@@ -200,8 +203,6 @@ _SVM_511 = {
                                   "self-IPI (smp_send_reschedule) before VMRUN",
     "svm_set_interrupt_shadow": R,
     "svm_set_nmi_mask": f"{R}: svm->nmi_masked and the IRET intercept with vNMI off, the port's HF_NMI_MASK",
-    "svm_skip_emulated_instruction": f"{R} (__svm_skip_emulated_instruction): next_rip (NRIPS), as "
-                                     "modelled; the decode path lost its can-emulate check",
     "svm_smi_blocked": R,
     "svm_vcpu_run": f"{R}: svm_handle_mce still runs before svm_complete_interrupts; the port queues the "
                     "VMM's #MC after it (impls.hw.environment); the immediate exit is a run flag (see "
@@ -228,6 +229,7 @@ _SVM_511 = {
 }
 
 _VMX_511 = {
+    "nested_cpu_has_zero_length_injection": f"{R} (vmx/nested.h): KVM's IA32_VMX_MISC for L1 still lacks bit 30",
     "nested_check_vm_execution_controls": f"{R} (vmx/nested.c): only the NMI checks can fail here",
     "nested_vmx_check_controls": f"{R} (vmx/nested.c): eVMCS controls checked after under CONFIG_KVM_HYPERV, "
                                  "not used here",
@@ -238,7 +240,6 @@ _VMX_511 = {
                                       "that has it; the simulated CPU (SDM 059) does not, so every case is "
                                       "5.11's",
     "nested_cpu_supports_monitor_trap_flag": f"{R} (vmx/nested.h)",
-    "nested_cpu_has_zero_length_injection": f"{R} (vmx/nested.h)",
     "nested_vmx_exit_handled_mtf": f"{R} (vmx/nested.c)",
     "handle_ept_misconfig": f"{R}: the emulation pre-check renamed",
     "handle_ept_violation": f"{R}: the NMI-unblocking bit as in 6.1; the error code is computed in "

@@ -112,6 +112,8 @@ class SvmNested618:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_save_pending_event_to_vmcb12(vmcb12)
+        # svm->nrips_enabled: L1 sees NRIPS (KVM advertises it to every L1)
+        c12.next_rip = vmcb.next_rip
         c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err

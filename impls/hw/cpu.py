@@ -107,6 +107,14 @@ V_INTR_PRIO_MASK = 0xF << V_INTR_PRIO_SHIFT
 V_IGN_TPR_MASK = 1 << 20
 V_INTR_MASKING_MASK = 1 << 24
 
+#: Where each level's RIP starts: L1's and L2's code lie apart, so a return
+#: address taken from the other level's RIP (a stale next_rip) is far from
+#: the instruction it should follow (`Delivered.ret`).
+RIP_BASE = {1: 0x1000, 2: 0x8000}
+#: Length of every instruction but INT n / INT3 / INTO / INT1
+#: (`arch.INSTRUCTION_LENGTH`): RIP counts them (impls.hw.environment).
+PLAIN_LENGTH = 1
+
 #: Address and error code of the #PF behind an L0 fix-up with shadow paging.
 FIXUP_PF_ADDRESS = 0xFFFF_E000
 FIXUP_PF_ERROR_CODE = 0
@@ -116,9 +124,9 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "_rip", "restart", "pending_dbg")
+                 "fixup_delivery", "fixup_iret", "_rip", "insn_rip", "_restart", "_restart_rip", "pending_dbg")
 
-    def __init__(self, cr2_cell: list[int] | None = None):
+    def __init__(self, cr2_cell: list[int] | None = None, rip: int = 0):
         self.desc = DescriptorState()
         self.rflags_if = True
         self.tf = False  # RFLAGS.TF as KVM's SVM NMI window sets it
@@ -133,7 +141,17 @@ class LevelState:
         self.armed: list[tuple[int, int, int]] = []  # guest-visible delivery faults
         self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
         self.fixup_iret = 0  # ... for the next IRETs
-        self._rip = 0  # instructions completed at this level
+        self._rip = rip  # PLAIN_LENGTH a completed instruction
+        #: Where the instruction that raised the event being delivered, or
+        #: that an event interrupts, starts: what `Delivered.ret` counts
+        #: from.  Set when the CPU starts an instruction, completes one,
+        #: reaches a handler, or enters with no event or an external
+        #: interrupt / NMI (taken between instructions); not when KVM moves
+        #: RIP to inject the event of the instruction it skipped (ICEBP's
+        #: #DB after handle_exception_nmi's skip).  The driver sets it at each
+        #: KVM_RUN and after L1 handled a nested exit (L1 enters L2 at L2's
+        #: RIP).
+        self.insn_rip = rip
         #: The software event (INT n, INT3, INTO, INT1: `Cpu._op_soft`) of the
         #: instruction at RIP whose handler it has not reached: an exit before
         #: or during its delivery leaves RIP on the instruction, so the level
@@ -148,7 +166,8 @@ class LevelState:
         #: For an exit during the delivery the APM names no rIP: KVM 5.11
         #: relies on this re-execution (svm_complete_interrupts).  The VMM
         #: sets it with a #BP / #OF it sets (impls.hw.environment, "The VMM").
-        self.restart: Ev | None = None
+        self._restart: Ev | None = None
+        self._restart_rip = rip
 
     @property
     def rip(self) -> int:
@@ -156,10 +175,28 @@ class LevelState:
 
     @rip.setter
     def rip(self, value: int) -> None:
-        """RIP moves past the instruction (the level completes it, or KVM or
-        L1 skips it): no software event is left to raise again."""
+        """RIP moves (the level completes the instruction, or KVM or L1 skips
+        it): while it is off the instruction no software event is left to
+        raise again (`restart`); KVM 6.1 skipping an INT3 to learn its next
+        RIP and putting RIP back (svm_update_soft_interrupt_rip) leaves it."""
         self._rip = value
-        self.restart = None
+
+    @property
+    def restart(self) -> Ev | None:
+        """The software event of the instruction at RIP (see `__init__`)."""
+        return self._restart if self._rip == self._restart_rip else None
+
+    @restart.setter
+    def restart(self, ev: Ev | None) -> None:
+        self._restart, self._restart_rip = ev, self._rip
+
+    def instruction_length(self) -> int:
+        """The length of the instruction at RIP, as an instruction decoder
+        (KVM's emulator) finds it: INT n / INT3 / INTO / INT1 where one is
+        at RIP (`restart`), else a plain instruction (PLAIN_LENGTH).  Where
+        L1 injected a software event there is no such instruction."""
+        ev = self.restart
+        return arch.INSTRUCTION_LENGTH[ev.type] if ev is not None else PLAIN_LENGTH
 
     @property
     def cr2(self) -> int:
@@ -203,7 +240,7 @@ class Vmcb:
 
     __slots__ = ("level", "intercepts", "intercept_exceptions", "int_ctl", "int_vector",
                  "event_inj", "event_inj_err", "exit_code", "exit_info_1", "exit_info_2",
-                 "exit_int_info", "exit_int_info_err", "pending_intr")
+                 "exit_int_info", "exit_int_info_err", "next_rip", "pending_intr")
 
     def __init__(self, level: int = 1):
         self.level = level
@@ -215,6 +252,11 @@ class Vmcb:
         self.exit_code = 0
         self.exit_info_1 = self.exit_info_2 = 0
         self.exit_int_info = self.exit_int_info_err = 0
+        #: nRIP (NRIPS): written by #VMEXIT (APM 15.7.1: the next RIP for
+        #: instruction intercepts and INT3 / INTO exception intercepts, else
+        #: 0); read by VMRUN as the return address an injected software
+        #: interrupt or INT3 / INTO trap pushes (APM 15.20; `svm_run`).
+        self.next_rip = 0
         #: A physical interrupt (KVM's self-IPI for an immediate exit) that
         #: arrives as soon as the guest runs.
         self.pending_intr = False
@@ -223,7 +265,7 @@ class Vmcb:
         """copy_vmcb_control_area: every control field."""
         self.intercepts = set(src.intercepts)
         for f in ("intercept_exceptions", "int_ctl", "int_vector", "event_inj", "event_inj_err",
-                  "exit_code", "exit_info_1", "exit_info_2", "exit_int_info", "exit_int_info_err"):
+                  "exit_code", "exit_info_1", "exit_info_2", "exit_int_info", "exit_int_info_err", "next_rip"):
             setattr(self, f, getattr(src, f))
 
 
@@ -268,7 +310,7 @@ class Cpu:
         self.rec = rec
         self.env = env
         shared_cr2 = None if self.svm else [0]
-        self.lv = {1: LevelState(shared_cr2), 2: LevelState(shared_cr2)}
+        self.lv = {level: LevelState(shared_cr2, RIP_BASE[level]) for level in (1, 2)}
         # Driver interface.
         self.phase = CHAIN
         self.instr: tuple | None = None
@@ -346,7 +388,11 @@ class Cpu:
         vmcs.exit_instruction_len = self.soft_event_length if soft else 0
 
     def _svm_exit(self, vmcb: Vmcb, code: int, info1: int = 0, info2: int = 0,
-                  vectoring: Ev | None = None) -> None:
+                  vectoring: Ev | None = None, next_rip: int = 0) -> None:
+        """A #VMEXIT; `next_rip` the nRIP it saves (APM 15.7.1: that of an
+        instruction intercept or an INT3 / INTO exception intercept, zero for
+        every other exit, exits during event delivery included)."""
+        vmcb.next_rip = next_rip
         vmcb.exit_code = code
         vmcb.exit_info_1, vmcb.exit_info_2 = info1, info2
         vmcb.exit_int_info, ec = asvm.encode(vectoring)
@@ -366,8 +412,11 @@ class Cpu:
             if not self.npt and self.env.last_origin is Origin.GUEST and ev.error_code is not None:
                 ev = Ev(ev.type, PF, self.env.shadow_pf_exit(ev.error_code))
         if self.svm:
+            # APM 15.7.1: the INT3 / INTO intercepts save nRIP.
+            lv = self.lv[ctl.level]
+            nrip = lv.rip + arch.INSTRUCTION_LENGTH[ev.type] if ev.type is EvType.SOFT_EXCEPTION else 0
             self._svm_exit(ctl, SVM_EXIT_EXCP_BASE + ev.vector, ev.error_code or 0,
-                           address if ev.vector == PF else 0, vectoring)
+                           address if ev.vector == PF else 0, vectoring, nrip)
         else:
             self._vmx_exit(ctl, EXIT_REASON_EXCEPTION_NMI, ev, vectoring,
                            address if ev.vector == PF else 0, unblock_nmi)
@@ -420,9 +469,11 @@ class Cpu:
         push = arch.push_fault(lv.desc, ev, self.vendor)
         return (push, Origin.GUEST) if push is not None else (None, None)
 
-    def deliver(self, ctl, ev: Ev) -> bool:
+    def deliver(self, ctl, ev: Ev, pushed: int | None = None) -> bool:
         """Deliver `ev` through the IDT of the level `ctl` runs; True if its
         handler was reached, False if a VM exit (to L0) ended the delivery.
+        `pushed`: the return address `ev` pushes (default RIP); an exception
+        met during the delivery pushes RIP (SDM 6.5, 26.5.1.1).
 
         A fault during delivery that the control block intercepts exits with
         the event being delivered as IDT-vectoring info / EXITINTINFO (SDM
@@ -444,8 +495,9 @@ class Cpu:
                 self._l0_fault_exit(ctl, cur)
                 return False
             if fault is None:
-                self._delivered(ctl.level, lv, cur)
+                self._delivered(ctl.level, lv, cur, lv.rip if pushed is None else pushed)
                 return True
+            pushed = None
             fvec, fec, faddr = fault
             fev = self._exc(lv, fvec, fec)
             self.env.last_origin = origin
@@ -469,14 +521,18 @@ class Cpu:
         self._shutdown(ctl)
         return False
 
-    def _delivered(self, level: int, lv: LevelState, ev: Ev) -> None:
+    def _delivered(self, level: int, lv: LevelState, ev: Ev, pushed: int) -> None:
         """The handler is reached: IF cleared (interrupt gates), the STI /
         MOV-SS shadow ends (SDM 6.8.3), RIP is the handler's, so no INT3 /
         INTO is left to execute again (`LevelState.restart`).  Real mode and
-        events other than hardware exceptions push no error code."""
+        events other than hardware exceptions push no error code.  The
+        return address `pushed` is recorded relative to RIP, which is still
+        on the instruction that raised the event or was interrupted
+        (`Delivered.ret`): relative to `LevelState.insn_rip`."""
         if ev.error_code is not None and (lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION):
             ev = ev.without_error_code()
-        self.rec.observe(level, Delivered(level, ev))
+        self.rec.observe(level, Delivered(level, ev, pushed - lv.insn_rip))
+        lv.insn_rip = lv.rip
         lv.rflags_if = False
         lv.shadow = None
         lv.restart = None
@@ -497,6 +553,7 @@ class Cpu:
         self.ran_noop = False
         lv = self._enter(vmcs.level)
         inj = avmx.decode_entry(vmcs.entry_intr_info, vmcs.entry_error_code)
+        self._anchor(lv, inj)
         if inj is not None and avmx.entry_control_error(inj, lv.desc.mode is not Mode.REAL,
                                                         error_code_vectors=_HW_ERROR_CODE_VECTORS):
             self.vmfail = True
@@ -517,7 +574,9 @@ class Cpu:
         if inj is not None:
             self.entered_with_event = True
             self.soft_event_length = vmcs.entry_instruction_len if inj.type in avmx.INSTRUCTION_TYPES else 0
-            if not self.deliver(vmcs, inj):
+            # SDM 26.5.1.1: types 4, 5 and 6 push RIP + the VM-entry
+            # instruction length, the others RIP.
+            if not self.deliver(vmcs, inj, lv.rip + self.soft_event_length):
                 return
         if vmcs.preemption_timer_zero:
             # SDM 25.5.1: a zero preemption timer exits before any instruction,
@@ -561,6 +620,7 @@ class Cpu:
         self.ran_noop = False
         lv = self._enter(vmcb.level)
         inj = asvm.decode(vmcb.event_inj, vmcb.event_inj_err)
+        self._anchor(lv, inj)
         if inj is not None and inj.type is EvType.NMI:
             inj = Ev(EvType.NMI, 2, inj.error_code)  # the vector of an NMI is ignored (APM 15.20)
         if inj is not None and ((vmcb.event_inj >> 8) & 7 not in asvm.EVTINJ_TYPES or (
@@ -571,7 +631,11 @@ class Cpu:
         vmcb.event_inj = 0
         if inj is not None:
             self.entered_with_event = True
-            if not self.deliver(vmcb, inj):
+            # APM 15.20: an INTn (type 4) or an INT3 / INTO trap (type 3,
+            # vector 3 or 4) pushes next_rip (see impls.reference.model,
+            # `_injected_return`); every other event pushes RIP.
+            soft = inj.type in (EvType.SOFT_INT, EvType.SOFT_EXCEPTION)
+            if not self.deliver(vmcb, inj, vmcb.next_rip if soft else lv.rip):
                 return
         if vmcb.pending_intr:
             vmcb.pending_intr = False
@@ -587,6 +651,14 @@ class Cpu:
             if not self.deliver(vmcb, Ev(EvType.EXT_INTR, vmcb.int_vector)):
                 return
         self._boundary(vmcb, lv)
+
+    @staticmethod
+    def _anchor(lv: LevelState, inj: Ev | None) -> None:
+        """At an entry: an external interrupt or NMI, or nothing, is taken
+        at RIP, between instructions (`LevelState.insn_rip`); an exception
+        or software event injected belongs to the instruction it came from."""
+        if inj is None or inj.type in (EvType.EXT_INTR, EvType.NMI):
+            lv.insn_rip = lv.rip
 
     @staticmethod
     def _virtual_interrupt(vmcb: Vmcb, lv: LevelState) -> bool:
@@ -617,6 +689,7 @@ class Cpu:
         INT3 / INTO / INT1 whose delivery an exit interrupted executes again
         next (`LevelState.restart`), as when L0 re-enters without re-injecting
         its event (KVM 5.11 on SVM, svm_complete_interrupts)."""
+        lv.insn_rip = lv.rip
         if self.smm_handler:
             self._op_rsm(ctl, lv)
             return
@@ -643,7 +716,8 @@ class Cpu:
         """An instruction completed: its shadow ends (unless it set one), RIP
         moves; a single-step trap follows if TF is set, else the host's timer
         interrupt ends the slice."""
-        lv.rip += 1
+        lv.rip += PLAIN_LENGTH
+        lv.insn_rip = lv.rip
         self._slice_end(ctl, lv)
 
     def _slice_end(self, ctl, lv: LevelState) -> None:
@@ -681,7 +755,7 @@ class Cpu:
         unblocking, which VMX reports with bit 12 (SDM 27.2.1-2)."""
         if self.svm and INTERCEPT_IRET in ctl.intercepts:
             self.consumed = False
-            self._svm_exit(ctl, SVM_EXIT_IRET)
+            self._svm_exit(ctl, SVM_EXIT_IRET, next_rip=lv.rip + PLAIN_LENGTH)
             return
         if lv.fixup_iret:
             lv.fixup_iret -= 1
@@ -730,7 +804,7 @@ class Cpu:
         if self._intercepts(ctl, ev):
             self._exception_exit(ctl, ev, None, 0)
             return
-        if self.deliver(ctl, ev):
+        if self.deliver(ctl, ev, lv.rip + self.soft_event_length):
             self._slice_end(ctl, lv)
 
     def _op_int(self, ctl, lv, vector: int):
@@ -760,7 +834,7 @@ class Cpu:
     def _op_vmentry(self, ctl, lv, resume: bool):
         """L1's VMLAUNCH / VMRESUME / VMRUN: always an exit to L0."""
         if self.svm:
-            self._svm_exit(ctl, SVM_EXIT_VMRUN)
+            self._svm_exit(ctl, SVM_EXIT_VMRUN, next_rip=lv.rip + PLAIN_LENGTH)
         else:
             self._vmx_exit(ctl, EXIT_REASON_VMRESUME if resume else EXIT_REASON_VMLAUNCH)
 
@@ -770,7 +844,7 @@ class Cpu:
         if not self.svm:
             self._vmx_exit(ctl, EXIT_REASON_VMCALL)
         elif INTERCEPT_VMMCALL in ctl.intercepts:
-            self._svm_exit(ctl, SVM_EXIT_VMMCALL)
+            self._svm_exit(ctl, SVM_EXIT_VMMCALL, next_rip=lv.rip + PLAIN_LENGTH)
         else:
             self._op_exception(ctl, lv, UD, 0, 0)
 
@@ -781,7 +855,7 @@ class Cpu:
             return
         code = SVM_EXIT_STGI if value else SVM_EXIT_CLGI
         if (INTERCEPT_STGI if value else INTERCEPT_CLGI) in ctl.intercepts:
-            self._svm_exit(ctl, code)
+            self._svm_exit(ctl, code, next_rip=lv.rip + PLAIN_LENGTH)
         else:
             lv.shadow = None
             self._complete(ctl, lv)
@@ -793,7 +867,7 @@ class Cpu:
         emulator sees it as RSM (`Origin.RSM`)."""
         self.env.last_origin = Origin.RSM
         if self.svm and INTERCEPT_RSM in ctl.intercepts:
-            self._svm_exit(ctl, SVM_EXIT_RSM)
+            self._svm_exit(ctl, SVM_EXIT_RSM, next_rip=lv.rip + PLAIN_LENGTH)
             return
         ud = Ev(EvType.HW_EXCEPTION, UD)
         if self._intercepts(ctl, ud):

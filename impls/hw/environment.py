@@ -133,12 +133,23 @@ by the scenario's events instead of being modelled, and every KVM port
   bytes), INT3, INTO and INT1 (one byte each, `impls.arch.INSTRUCTION_LENGTH`):
   until the handler of their event is reached RIP stays on the instruction,
   so when L0 re-enters without injecting anything first the CPU executes it
-  again (`LevelState.restart`); KVM skipping it (RIP moving) ends that.  The
-  VMX CPU reports instruction lengths in the VM-exit instruction-length
-  field only for exits on INT3 / INTO / INT1 and during the delivery of
-  software events (SDM 27.2.4); it does not check the VM-entry instruction
-  length (KVM writes 0 to 2), and RIP pushed by a delivery is not modelled,
-  nor SVM's next_rip (NRIPS).  The VMX CPU raises #CP with an error code
+  again (`LevelState.restart`); KVM skipping it (RIP moving) ends that.
+  RIP is a per-level count: every other instruction is one byte
+  (`hw.cpu.PLAIN_LENGTH`), L1's code and L2's lie apart (`hw.cpu.RIP_BASE`),
+  and a delivery records the return address it pushes relative to the
+  instruction that raised or was interrupted (`LevelState.insn_rip`):
+  RIP for a fault or an interrupt, RIP + the VM-entry instruction length
+  for an injected VMX type 4/5/6, next_rip for an injected SVM INTn / INT3 /
+  INTO.  The VMX CPU reports instruction lengths in the VM-exit
+  instruction-length field only for exits on INT3 / INTO / INT1 and during
+  the delivery of software events (SDM 27.2.4); it does not check the
+  VM-entry instruction length (KVM's nested checks do).  The SVM CPU saves
+  nRIP on instruction intercepts and INT3 / INTO exception intercepts, zero
+  on every other exit (APM 15.7.1); KVM's emulator decoding the instruction
+  at RIP (EMULTYPE_SKIP) finds INT n / INT3 / INTO / INT1 where one is there,
+  else a plain one-byte instruction (`LevelState.instruction_length`).
+  L1's CPUID has NRIPS: KVM advertises it to every L1
+  (svm->nrips_enabled).  The VMX CPU raises #CP with an error code
   (`arch.VECTORS`), so its VM-entry check on the deliver-error-code bit
   takes every vector that pushes one (`arch.has_error_code`) and accepts L0
   re-injecting a #CP its own exit reported; the SDM 059 list that the

@@ -11,6 +11,7 @@ from __future__ import annotations
 from impls.origin import origin
 from impls.postpatch.state import PATCH4
 from impls.prepatch.svm import SVM_C, SVM_EVTINJ_TYPE_EXEPT, SVM_EVTINJ_VALID, SVM_EVTINJ_VALID_ERR
+from impls.prepatch.x86 import kvm_exception_is_soft
 
 
 class SvmRfc:
@@ -22,6 +23,9 @@ class SvmRfc:
         nr, has_error_code, error_code = i.nr, i.has_error_code, i.error_code
         vcpu.warn_on_once(vcpu.arch.pending_exception.valid, "svm_queue_exception: exception pending")
         vmcb = vcpu.svm.vmcb
+        if kvm_exception_is_soft(nr):  # as 5.11's (impls.prepatch.svm)
+            vcpu.rec.note(f"svm_queue_exception: soft exception {nr} injected without writing next_rip: "
+                          "the CPU pushes the VMCB's stale one")
         vmcb.event_inj = nr | SVM_EVTINJ_VALID | (SVM_EVTINJ_VALID_ERR if has_error_code else 0) \
             | SVM_EVTINJ_TYPE_EXEPT
         vmcb.event_inj_err = error_code

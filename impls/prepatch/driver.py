@@ -102,9 +102,14 @@ class Driver:
         self.dead = True
 
     def kvm_run(self, phase: str, instr: tuple | None = None, instr_level: int | None = None) -> None:
-        """KVM_RUN until the phase's goal (see the module docstring)."""
+        """KVM_RUN until the phase's goal (see the module docstring).  Each
+        KVM_RUN starts at an instruction of the scenario: what it raises, and
+        what interrupts it, counts its return address from the RIP the vCPU
+        has now (`LevelState.insn_rip`), whatever KVM did to RIP before."""
         self.vmm_push_extint()
         cpu, vcpu = self.cpu, self.vcpu
+        for lv in cpu.lv.values():
+            lv.insn_rip = lv.rip
         cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = phase, instr, instr_level, False
         clean = 0
         for _ in range(BOUND):
@@ -181,8 +186,10 @@ class Driver:
         which the simulated CPU holds as vmcs12 / vmcb12 would."""
         seen = len(self.rec.l1)
         handler(ev)
+        l2 = self.cpu.lv[2]
         for _, obs in self.rec.l1[seen:]:
-            l1_handles_exit(obs, self.cpu.lv[2])
+            l1_handles_exit(obs, l2)
+            l2.insn_rip = l2.rip  # L1 next enters L2 at its RIP
 
     def outcome(self) -> Outcome:
         if self.reset:
@@ -336,9 +343,12 @@ class Driver:
             vmcs12.cpu_based_vm_exec_control = ctl
 
     def ev_l1_vmentry(self, ev):
+        """L1 writes the event to inject and the length of the instruction
+        behind it: VMX's VM-entry instruction length, SVM's next_rip (L2's
+        RIP + the length), then enters."""
         if self.level() != 1:
             return
-        inject = ev.args[0]
+        inject, insn_len = ev["inject"], ev["insn_len"]
         l1_prepares_entry(inject, self.cpu.lv[2], self.cfg.vendor)
         # L2's interruptibility, RFLAGS.IF and pending debug exceptions are
         # vmcs12's / vmcb12's guest state, which lives in the simulated CPU
@@ -349,6 +359,7 @@ class Driver:
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.event_inj, c12.event_inj_err = asvm.encode_inj(inject)
+            c12.next_rip = self.cpu.lv[2].rip + insn_len
             self.kvm_run(INSTR, ("vmentry", False), 1)
         else:
             vmcs12 = self.vcpu.vmx.nested.vmcs12
@@ -356,7 +367,7 @@ class Driver:
                 vmcs12.guest_activity_state = (st.GUEST_ACTIVITY_HLT if ev["activity"] == "hlt"
                                                else st.GUEST_ACTIVITY_ACTIVE)
             vmcs12.vm_entry_intr_info_field, vmcs12.vm_entry_exception_error_code = avmx.encode(inject)
-            vmcs12.vm_entry_instruction_len = arch.INSTRUCTION_LENGTH.get(inject.type, 0) if inject is not None else 0
+            vmcs12.vm_entry_instruction_len = insn_len
             self.kvm_run(INSTR, ("vmentry", vmcs12.launch_state == 1), 1)
 
     def ev_l2_vmcall(self, ev):

@@ -127,6 +127,11 @@ class Svm:
         nr, has_error_code, error_code = ex.nr, ex.has_error_code, ex.error_code
         vcpu.kvm_deliver_exception_payload()
         vmcb = vcpu.svm.vmcb
+        if kvm_exception_is_soft(nr):
+            # The int3_rip path is for hosts without NRIPS; with NRIPS nothing
+            # writes next_rip (5.19's 3741aec4c38f does).
+            vcpu.rec.note(f"svm_queue_exception: soft exception {nr} injected without writing next_rip: "
+                          "the CPU pushes the VMCB's stale one")
         vmcb.event_inj = nr | SVM_EVTINJ_VALID | (SVM_EVTINJ_VALID_ERR if has_error_code else 0) \
             | SVM_EVTINJ_TYPE_EXEPT
         vmcb.event_inj_err = error_code
@@ -314,6 +319,7 @@ class Svm:
             svm.vmcb.pending_intr = True  # smp_send_reschedule()
         vcpu.cpu.svm_run(svm.vmcb)
         svm.vmcb.pending_intr = False
+        svm.next_rip = 0
         if vcpu.is_guest_mode():
             vcpu.sync_nested_vmcb_control()
             svm.nested.nested_run_pending = False

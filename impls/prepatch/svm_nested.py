@@ -113,6 +113,13 @@ class SvmNested:
         # shadow lives in the simulated CPU, where L1 wrote it (impls.l1).
         vmcb.event_inj = ctl.event_inj
         vmcb.event_inj_err = ctl.event_inj_err
+        # vmcb12's next_rip is not copied (5.19's 00f08d99dd7b does): an
+        # injected INTn / INT3 / INTO pushes the VMCB's own next_rip, that of
+        # L1's VMRUN intercept.
+        inj = asvm.decode(ctl.event_inj)
+        if inj is not None and inj.type in (EvType.SOFT_INT, EvType.SOFT_EXCEPTION) and vmcb.next_rip != ctl.next_rip:
+            vcpu.rec.note("nested_prepare_vmcb_control: L1's next_rip is not copied: the injected soft "
+                          "event pushes the VMCB's stale next_rip")
         vcpu.enter_guest_mode()
         vmcb.level = 2  # the VMCB now holds L2's save area (nested_prepare_vmcb_save)
         vcpu.recalc_intercepts()
@@ -150,6 +157,8 @@ class SvmNested:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_vmcb_save_pending_event(vmcb12)
+        # svm->nrips_enabled: L1 sees NRIPS (KVM advertises it to every L1)
+        c12.next_rip = vmcb.next_rip
         c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
@@ -189,7 +198,14 @@ class SvmNested:
         vectoring = asvm.decode(c12.exit_int_info, c12.exit_int_info_err)
         if vectoring is not None and vectoring.type is EvType.NMI:
             vectoring = Ev(EvType.NMI, 2)
-        vcpu.rec.observe(1, VmExit(asvm.exit_name(code), info, vectoring, address))
+        # nRIP as L1 reads it (NRIPS), relative to L2's RIP (`VmExit.length`);
+        # none for VMMCALL, whose length the language does not record.  The
+        # guest RIP saved is L2's RIP, which only completing an instruction
+        # moves: +0.
+        length = None
+        if c12.next_rip and code != hw.SVM_EXIT_VMMCALL:
+            length = c12.next_rip - vcpu.cpu.lv[2].rip
+        vcpu.rec.observe(1, VmExit(asvm.exit_name(code), info, vectoring, address, length=length))
 
     @origin(NESTED_C, "nested_svm_exit_special", tree=TREE)
     def nested_svm_exit_special(vcpu) -> int:

@@ -25,7 +25,8 @@ from impls.prepatch.state import (
 )
 from impls.prepatch.vmx import (
     INTR_INFO_INTR_TYPE_MASK, INTR_INFO_VECTOR_MASK, INTR_TYPE_EXT_INTR, INTR_TYPE_HARD_EXCEPTION,
-    INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_nmi,
+    INTR_TYPE_NMI_INTR, INTR_TYPE_PRIV_SW_EXCEPTION, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR,
+    VECTORING_INFO_VALID_MASK, is_nmi,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 
@@ -43,6 +44,13 @@ EXIT_REASON_SIPI_SIGNAL = 4
 INTR_TYPE_RESERVED = 1 << 8
 INTR_TYPE_PRIV_SW_EXCEPTION = 5 << 8
 INTR_TYPE_OTHER_EVENT = 7 << 8
+#: IA32_VMX_MISC bit 30: VM entry may inject a software event with length 0.
+VMX_MISC_ZERO_LEN_INS = 1 << 30
+#: The IA32_VMX_MISC KVM reports to L1 (nested_vmx_setup_ctls_msrs): the
+#: host's SAVE_EFER_LMA bit, VMWRITE to read-only fields, the emulated
+#: preemption-timer rate, activity states HLT and wait-for-SIPI -- never
+#: ZERO_LEN_INS.
+NESTED_MISC_LOW = (1 << 29) | 5 | (1 << 6) | (1 << 8)
 INTR_INFO_RESVD_BITS_MASK = 0x7FFFF000  # bits 30:12
 EXIT_REASON_MONITOR_TRAP_FLAG = 37
 _X86_EXCEPTION_HAS_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17})
@@ -103,12 +111,6 @@ class VmxNested:
         simulated CPU does (impls.hw.environment)."""
         return True
 
-    @origin(NESTED_H, "nested_cpu_has_zero_length_injection", tree=TREE)
-    def nested_cpu_has_zero_length_injection(vcpu) -> bool:
-        """IA32_VMX_MISC[30] as KVM offers it to L1: the host's (the
-        simulated CPU does not check the length, impls.hw.environment)."""
-        return True
-
     @origin(NESTED_C, "nested_check_vm_entry_controls", tree=TREE)
     def nested_check_vm_entry_controls(vcpu) -> bool:
         """The checks on vmcs12's event-injection fields (True = valid), in
@@ -143,6 +145,14 @@ class VmxNested:
             if length > 15 or (length == 0 and not vcpu.nested_cpu_has_zero_length_injection()):
                 return False
         return True
+
+    @origin(NESTED_H, "nested_cpu_has_zero_length_injection", tree=TREE)
+    def nested_cpu_has_zero_length_injection(vcpu) -> bool:
+        """IA32_VMX_MISC[30] as KVM reports it to L1: never set
+        (nested_vmx_setup_ctls_msrs keeps only the host's SAVE_EFER_LMA bit
+        and adds bits of its own; read in 5.11, 6.1.55 and v6.18, where
+        vmx_restore_vmx_misc lets userspace set no bit KVM lacks)."""
+        return bool(NESTED_MISC_LOW & VMX_MISC_ZERO_LEN_INS)
 
     @origin(NESTED_C, "nested_vmx_check_nmi_controls", tree=TREE)
     def nested_vmx_check_nmi_controls(vcpu) -> bool:
@@ -358,8 +368,13 @@ class VmxNested:
         if reason == hw.EXIT_REASON_EXCEPTION_NMI and info is not None and info.vector == PF \
                 and info.type == 3:
             address = vmcs12.exit_qualification
+        # The VM-exit instruction length, where the SDM defines it for a
+        # software event (SDM 27.2.4; `VmExit.length`).  The guest RIP saved
+        # is L2's RIP, which only completing an instruction moves: +0.
+        soft = any(e is not None and e.type in avmx.INSTRUCTION_TYPES for e in (info, vectoring))
+        length = vmcs12.vm_exit_instruction_len if soft else None
         vcpu.rec.observe(1, VmExit(avmx.reason_name(reason), info, vectoring, address,
-                                   vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT))
+                                   vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT, length=length))
 
     @origin(NESTED_C, "nested_vmx_l0_wants_exit", tree=TREE)
     def nested_vmx_l0_wants_exit(vcpu, exit_reason: int) -> bool:

@@ -261,12 +261,17 @@ class Machine:
             l1.rflags_if = False
         l1_handles_exit(exit_, self.lv[2])
 
-    def _exception_exit(self, ev: Ev, vectoring, address: int | None) -> None:
+    def _exception_exit(self, ev: Ev, vectoring, address: int | None, length: int | None = None) -> None:
         """L1 intercepted exception `ev`.  VMX: reason 0, exit interruption
         info = the exception (SDM 27.2.2), exit qualification = #PF address
         (SDM 27.2.1); CR2 is not written (SDM 27.1).  SVM: exit code 0x40+vector,
         EXITINFO1 = error code for some vectors, EXITINFO2 = #PF address
-        (APM 15.12), checked before CR2 is written."""
+        (APM 15.12), checked before CR2 is written.  The guest RIP saved is
+        the instruction's (`VmExit.ret` +0: SDM 27.3.3, "the return pointer
+        that would have been saved" for a fault, and for INT3 / INTO "the
+        value saved references the INT3 or INTO instruction"; APM 15.7.1,
+        the state "as of the moment the intercept triggers", and APM 15.12
+        for INT3 / INTO intercepts).  `length`: `_soft_length`."""
         addr = address if ev.vector == PF else None
         if self.svm and isinstance(vectoring, Ev):
             # EXITINTINFO holds the event in AMD's encoding: INT1's #DB is an
@@ -280,9 +285,32 @@ class Machine:
                 self.svm_nmi_mask = False
         if self.svm:
             info = asvm.exception_exit_info(ev.vector, ev.error_code or 0)
-            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_EXCP_BASE + ev.vector), info, vectoring, addr))
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_EXCP_BASE + ev.vector), info, vectoring, addr,
+                                length=length))
         else:
-            self._vmexit(VmExit(avmx.reason_name(avmx.EXCEPTION_NMI), ev, vectoring, addr))
+            self._vmexit(VmExit(avmx.reason_name(avmx.EXCEPTION_NMI), ev, vectoring, addr, length=length))
+
+    def _soft_length(self, intercepted: Ev, vectoring, vectoring_length: int) -> int | None:
+        """What an exception exit reports of an instruction's length
+        (`VmExit.length`).  VMX, the VM-exit instruction length (SDM 27.2.4):
+        an exit on a software exception (INT3 / INTO) gives its length; an
+        exit during the delivery of a software interrupt or (privileged)
+        software exception gives the instruction's length, or for an event
+        injected by VM entry the VM-entry instruction length
+        (`vectoring_length`); undefined for other exits (None).  An exit on
+        INT1's #DB is treated like INT3's: the 059 edition lists only INT3
+        and INTO, but KVM skips an intercepted ICEBP by this length and
+        kvm-unit-tests x86/debug.c ("icebp") passes on hardware
+        (`LevelState.restart` in impls.hw.cpu).  SVM: nRIP is saved for the
+        INT3 / INTO exception intercepts and reset to zero for every other
+        exit here (APM 15.7.1) -- exits during delivery included."""
+        if self.svm:
+            return arch.INSTRUCTION_LENGTH[intercepted.type] if intercepted.type is EvType.SOFT_EXCEPTION else None
+        if intercepted.type in avmx.INSTRUCTION_TYPES:
+            return arch.INSTRUCTION_LENGTH[intercepted.type]
+        if isinstance(vectoring, Ev) and vectoring.type in avmx.INSTRUCTION_TYPES:
+            return vectoring_length
+        return None
 
     def _triple_fault(self) -> None:
         """A shutdown condition (SDM 6.15 #DF: a contributory or #PF while
@@ -294,16 +322,19 @@ class Machine:
         which KVM reports to userspace."""
         self.note("triple fault (SDM 6.15 #DF; in L2: SDM 25.2, APM 15.14.3)")
         if self.level == 2 and not self.svm:
-            self._vmexit(VmExit(avmx.reason_name(avmx.TRIPLE_FAULT)))
+            # SDM 27.3.3: RIP saved is what delivering the #DF would have
+            # pushed, which SDM 6.15 (Interrupt 8) leaves undefined.
+            self._vmexit(VmExit(avmx.reason_name(avmx.TRIPLE_FAULT), ret=Undefined("SDM 27.3.3, 6.15")))
         elif self.level == 2 and self.icpt.shutdown:
-            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SHUTDOWN), None, Undefined("APM 15.14.3")))
+            self._vmexit(VmExit(asvm.exit_name(asvm.EXIT_SHUTDOWN), None, Undefined("APM 15.14.3"),
+                                ret=Undefined("APM 15.14.3")))
         else:
             self.shutdown = self.step
             self._stop()
 
     # ---------------------------------------------------------- delivery --
 
-    def deliver(self, ev: Ev, *, check_first: bool, injected_by_l1: bool = False) -> None:
+    def deliver(self, ev: Ev, *, check_first: bool, injected_by_l1: bool = False, ret: int | Undefined = 0) -> None:
         """Deliver `ev` through the current level's IDT, following faults.
 
         SDM 6.15 Table 6-5 for what a fault during delivery becomes.  In L2,
@@ -313,6 +344,14 @@ class Machine:
         27.2.3, APM 15.7.3 and 15.12.  An exit caused by a fault during
         delivery reports the event being delivered as IDT-vectoring info /
         EXITINTINFO (SDM 27.2.3; APM 15.7.2).
+
+        `ret`: the return address `ev` pushes, as an offset from the
+        instruction behind it (`Delivered.ret`); an exception met during the
+        delivery pushes +0, the address of that instruction (SDM 6.5: a
+        fault's return address is the faulting instruction; SDM 26.5.1.1:
+        after a nested exception during an injection, the guest RIP without
+        the instruction length), and #DF pushes an undefined one (SDM 6.15,
+        Interrupt 8: saved CS and EIP undefined).
         """
         if self.cur.halted:
             # SDM2 HLT: an event the halted level takes resumes execution,
@@ -324,7 +363,8 @@ class Machine:
             # A pending exception userspace set (KVM_SET_VCPU_EVENTS, no
             # payload): a #PF's address is what CR2 holds (KVM's ABI: without
             # a payload CR2 is already written), so the exit reports it.
-            self._exception_exit(ev, None, self.cr2(self.level) if ev.vector == PF else None)
+            self._exception_exit(ev, None, self.cr2(self.level) if ev.vector == PF else None,
+                                 self._soft_length(ev, None, ret))
             return
         if self.holding:
             raise _Held(ev)
@@ -337,15 +377,16 @@ class Machine:
         for _ in range(STEP_BOUND):
             fault = self._delivery_fault(cur)
             if fault is None:
-                self._delivered(cur)
+                self._delivered(cur, ret)
                 return
             fvec, fec, faddr = fault
             fev = self._exc(fvec, fec)
             if self.level == 2 and self._intercepted(fev):
                 self.note(f"{fev} during delivery of {cur} is intercepted by L1: exit with it as "
                           "IDT-vectoring (SDM 27.2.3, APM 15.7.2)")
-                self._exception_exit(fev, cur, faddr)
+                self._exception_exit(fev, cur, faddr, self._soft_length(fev, cur, ret))
                 return
+            ret = 0
             if fvec == PF:
                 self.set_cr2(faddr)  # SDM 4.7: CR2 is loaded when the #PF is raised
             merge = arch.second_exception(cur, fvec)
@@ -389,16 +430,22 @@ class Machine:
                 return fault
         return arch.push_fault(lv.desc, ev, self.vendor)
 
-    def _delivered(self, ev: Ev) -> None:
+    def _delivered(self, ev: Ev, ret: int | Undefined) -> None:
         """The handler is reached.  Every gate here is an interrupt gate: IF is
         cleared (SDM 6.12.1.2; real mode likewise, SDM 20.1.4), an STI/MOV-SS
         shadow ends with the delivery (SDM 6.8.3, and per the newer edition
-        7.8.1)."""
+        7.8.1).  The return address pushed is `ret` (`deliver`), undefined
+        for #DF and #MC (SDM 6.15: Interrupt 8, "saved CS and EIP are
+        undefined"; Interrupt 18, the saved instruction pointer is what
+        IA32_MCG_STATUS's RIPV / EIPV say, not fixed by the architecture)."""
         lv = self.cur
         if lv.desc.mode is Mode.REAL or ev.type is not EvType.HW_EXCEPTION:
             ev = ev.without_error_code() if ev.error_code is not None else ev
+        pushed: int | Undefined = ret
+        if ev.type is EvType.HW_EXCEPTION and ev.vector in (DF, arch.MC):
+            pushed = Undefined("SDM 6.15")
         trace = self.l1_trace if self.level == 1 else self.l2_trace
-        trace.append((self.step, Delivered(self.level, ev)))
+        trace.append((self.step, Delivered(self.level, ev, pushed)))
         lv.rflags_if = False
         lv.shadow = None
 
@@ -420,11 +467,11 @@ class Machine:
             if self.user_pending is not None:
                 p, self.user_pending = self.user_pending, None
                 self.forced_fault = (p.vector, p.error_code or 0, 0)
-            self.deliver(ev, check_first=False)
+            self.deliver(ev, check_first=False, ret=self._instruction_length(ev))
             return True
         if self.user_pending is not None:
             ev, self.user_pending = self.user_pending, None
-            self.deliver(ev, check_first=True)
+            self.deliver(ev, check_first=True, ret=self._instruction_length(ev))
             return True
         # The order of SMI and INIT matters only where both could be taken:
         # neither is held by GIF=0 (APM 15.17), nor INIT by VMX root (SDM 23.8).
@@ -528,6 +575,24 @@ class Machine:
                 return self._physical_if(lv) and (self.icpt.intr or not lv.shadow)
             return self.icpt.intr or (lv.rflags_if and not lv.shadow)
         return False
+
+    @staticmethod
+    def _instruction_length(ev: Ev) -> int | Undefined:
+        """The return address an event the vCPU raised itself pushes: past
+        the instruction for INT n, INT3, INTO and INT1 (SDM2 INT n/INTO/
+        INT3/INT1: the return address is that of the next instruction; SDM
+        6.5: a trap's return address follows the trapping instruction;
+        `arch.INSTRUCTION_LENGTH`), the instruction itself for a fault (SDM
+        6.5) and for an event taken between instructions.  A #BP / #OF
+        userspace sets comes with RIP on its INT3 / INTO (impls.hw.
+        environment, "The VMM").  A #DB an instruction raises (`exception
+        #DB`, `l0.emulate fault=#DB`, userspace's) is a fault or a trap
+        (SDM Table 6-1; SDM 17.3.1: instruction breakpoints and general
+        detect are faults, data breakpoints and single steps traps), which
+        the scenario does not say: its return address is undefined."""
+        if ev.type is EvType.HW_EXCEPTION and ev.vector == arch.DB:
+            return Undefined("SDM Table 6-1, 17.3.1: #DB fault or trap")
+        return arch.INSTRUCTION_LENGTH.get(ev.type, 0)
 
     def _init_taken(self) -> bool:
         """A pending INIT at a boundary: SDM Table 6-2 puts INIT (tier 3)
@@ -825,13 +890,14 @@ class Machine:
             self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
             return
         inject: Ev | None = ev.args[0]
+        insn_len: int = ev["insn_len"]
         l2 = self.lv[2]
         activity = ev["activity"]
         if activity != "keep":  # never on SVM (fuzz.scenario.activity_meaningless)
             l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
         l1_writes_guest_state(l2, ev["interruptibility"], ev["if"], ev["pending_dbg"])
-        failure = self._entry_failure(inject, l2)
+        failure = self._entry_failure(inject, insn_len, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
             if failure.startswith("FAILED_ENTRY"):
@@ -849,7 +915,7 @@ class Machine:
             self.gif = True  # APM 15.17: VMRUN sets GIF
         pending_db = self._pending_debug_after_entry(l2)
         if inject is not None:
-            self._inject(inject, l2)
+            self._inject(inject, insn_len, l2)
         elif l2.halted:
             # SDM 26.6.2: a non-vectoring entry ends in the activity state of
             # the guest-state area.
@@ -865,8 +931,9 @@ class Machine:
             # that boundary belongs to the entry.
             self._boundaries()
 
-    def _inject(self, inject: Ev, l2: LevelState) -> None:
-        """Deliver the event L1's entry injects (SDM 26.5, APM 15.20)."""
+    def _inject(self, inject: Ev, insn_len: int, l2: LevelState) -> None:
+        """Deliver the event L1's entry injects (SDM 26.5, APM 15.20), with
+        the return address `_injected_return` gives it."""
         if inject.type is EvType.OTHER_EVENT:
             # SDM 24.8.3 Table 24-13 (V3-1066, MANUALS.md 6): type 7 with
             # vector 0 injects a pending MTF VM exit, taken before L2's first
@@ -899,7 +966,26 @@ class Machine:
             ev2 = inject
         # SDM 26.5.1 / APM 15.20: the injected event is not intercept-checked;
         # faults during its delivery are.
-        self.deliver(ev2, check_first=False, injected_by_l1=True)
+        self.deliver(ev2, check_first=False, injected_by_l1=True, ret=self._injected_return(inject, insn_len))
+
+    def _injected_return(self, inject: Ev, insn_len: int) -> int:
+        """The return address an injected event pushes, as an offset from
+        L2's RIP at the entry.  VMX: RIP + the VM-entry instruction length
+        for software interrupts and (privileged) software exceptions (types
+        4, 5, 6), RIP for the others (SDM 26.5.1.1).  SVM: next_rip, which
+        L1 wrote as rip + `insn_len`, for a software interrupt (type 4) and
+        for an exception of type 3 with vector 3 or 4, which "behaves like a
+        trap raised by INT3 and INTO" (APM 15.20; software interrupts need
+        the NextRIP field); RIP for the others.  The APM does not name
+        next_rip as what the injection pushes; hardware-validated evidence
+        does: the KVM selftest svm_nested_soft_inject_test.c has L1 inject
+        INT 0x20 with next_rip = rip and asserts the handler's return RIP is
+        L2's first instruction, then inject #BP (type 3) with next_rip = rip
+        + 2 and asserts L2 resumes after the 2-byte UD2 (its bp_fired
+        check); it passes on AMD hardware (read_file id 7061553748)."""
+        if self.svm:
+            return insn_len if inject.type in (EvType.SOFT_INT, EvType.SOFT_EXCEPTION) else 0
+        return insn_len if inject.type in avmx.INSTRUCTION_TYPES else 0
 
     def _pending_debug_after_entry(self, l2: LevelState) -> bool:
         """VMX: L1 left a debug exception pending in L2's pending-debug-
@@ -915,16 +1001,16 @@ class Machine:
         l2.pending_dbg = None
         return bool(self.choose("SDM 26.6.3: pending debug exceptions after VM entry (NOT FOUND)", 2))
 
-    def _entry_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
+    def _entry_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
         if not self.svm and self.ctl.nmi_window and not self.icpt.nmi:
             # SDM 26.2.1.1 (VM-execution control fields): with "virtual NMIs"
             # 0, "NMI-window exiting" must be 0 (and "virtual NMIs" needs
             # "NMI exiting", which `l1.intercept nmi=` sets with it);
             # VMfailValid, VM-instruction error 7 (SDM 30.4).
             return "VMfailValid(7)"
-        return self._injection_failure(inject, l2)
+        return self._injection_failure(inject, insn_len, l2)
 
-    def _injection_failure(self, inject: Ev | None, l2: LevelState) -> str | None:
+    def _injection_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
         """VM-entry checks on the injected event and L2's blocking state.
 
         VMX: the control checks of SDM 26.2.1.3 (`avmx.entry_control_error`:
@@ -952,6 +1038,14 @@ class Machine:
             return self._svm_entry_failure(inject, l2)
         protected = l2.desc.mode is not Mode.REAL
         if inject is not None and avmx.entry_control_error(inject, protected):
+            return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
+        # SDM 26.2.1.3: for types 4, 5 and 6 the VM-entry instruction length
+        # is 0 to 15, and 0 only where IA32_VMX_MISC bit 30 is 1 -- a
+        # capability of the processor L1 runs on, which the scenario does
+        # not fix (IMPL-SPECIFIC): with length 0 both outcomes are allowed.
+        if inject is not None and inject.type in avmx.INSTRUCTION_TYPES and (insn_len > 15 or (
+                insn_len == 0 and self.choose(
+                    "SDM 26.2.1.3: zero VM-entry instruction length without IA32_VMX_MISC[30]", 2))):
             return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
         if l2.shadow == "both" or (l2.shadow == "sti" and not l2.rflags_if):
@@ -1046,17 +1140,17 @@ class Machine:
         type 3, or 4 for INT n (APM 15.7.2).  L2 does not execute the
         instruction again after such an exit: what L1 does next is the
         scenario's (impls.hw.environment, "L1, the hypervisor").  The
-        VM-exit instruction length (SDM 27.2.4; `arch.INSTRUCTION_LENGTH`)
-        and the return address pushed are not part of `Outcome`.  The gate
+        VM-exit instruction length (SDM 27.2.4) is `_soft_length`, the
+        return address pushed `_instruction_length`.  The gate
         DPL check of INT n / INT3 / INTO (SDM2 INT n) never fails here: the
         levels run at CPL 0."""
         if self.level == 2 and self._intercepted(ev):
             self.note(f"{ev} raised in L2 is intercepted by L1 (SDM 25.2 exception bitmap, APM 15.12)")
-            self._exception_exit(ev, None, cr2)
+            self._exception_exit(ev, None, cr2, self._soft_length(ev, None, 0))
             return
         if ev.vector == PF and ev.type is EvType.HW_EXCEPTION:
             self.set_cr2(cr2)
-        self.deliver(ev, check_first=False)
+        self.deliver(ev, check_first=False, ret=self._instruction_length(ev))
 
     def ev_exception(self, ev):
         self._raise(*ev.args)

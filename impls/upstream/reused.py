@@ -113,7 +113,6 @@ _SVM = {
     "svm_set_interrupt_shadow": S,
     "svm_set_nmi_mask": S,
     "svm_set_vintr": S,
-    "svm_skip_emulated_instruction": S,
     "svm_smi_blocked": S,
     "svm_vcpu_run": f"{S}: svm_handle_mce still runs before svm_complete_interrupts; the port queues "
                     "the VMM's #MC after it (impls.hw.environment)",
@@ -138,12 +137,12 @@ _SVM = {
 }
 
 _VMX = {
+    "nested_cpu_has_zero_length_injection": f"{S} (vmx/nested.h): KVM's IA32_VMX_MISC for L1 still lacks bit 30",
     "is_exception_n": f"{S} (vmx/vmcs.h)",
     "_vmx_complete_interrupts": f"{S}: saves the instruction length of soft events, as 5.11 does",
     "nested_check_vm_entry_controls": f"{S} (vmx/nested.c): error-code bits 31:16 rejected, as in 5.11 "
                                       "(567926cca99b, 5.4)",
     "nested_cpu_supports_monitor_trap_flag": f"{S} (vmx/nested.h)",
-    "nested_cpu_has_zero_length_injection": f"{S} (vmx/nested.h)",
     "nested_vmx_exit_handled_mtf": f"{S} (vmx/nested.c)",
     "nested_check_vm_execution_controls": f"{S} (vmx/nested.c): only the NMI checks can fail here",
     "nested_vmx_check_controls": f"{S} (vmx/nested.c): 6.1 checks eVMCS controls after, not used here",

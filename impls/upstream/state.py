@@ -140,10 +140,13 @@ class VcpuSvm61(VcpuSvm):
     injected into L2 (an NMI: no L0 NMI masking; a soft event: the
     next_rip / RIP fix-up on re-injection)."""
 
-    __slots__ = ("nmi_l1_to_l2", "soft_int_injected")
+    __slots__ = ("nmi_l1_to_l2", "soft_int_injected", "soft_int_csbase", "soft_int_old_rip", "soft_int_next_rip")
 
     def __init__(self):
         super().__init__()
         self.nested = NestedSvm61()
         self.nmi_l1_to_l2 = False
         self.soft_int_injected = False
+        self.soft_int_csbase = 0  # CS.base: 0 here (segments are not modelled)
+        self.soft_int_old_rip = 0
+        self.soft_int_next_rip = 0

@@ -13,14 +13,17 @@ Differs:
 * The kvm_x86_ops hooks are inject_exception / inject_irq / inject_nmi.
   `svm_inject_exception` delivers the payload of the exception it is handed
   and, for INT3 / INTO, fixes up the soft-interrupt RIP first
-  (`svm_update_soft_interrupt_rip`); `svm_inject_irq` handles soft
-  interrupts; `svm_inject_nmi` leaves L0's NMI masking alone for an NMI L1
+  (`svm_update_soft_interrupt_rip`: skip the instruction to learn its next
+  RIP, `_svm_skip_emulated_instruction`, put RIP back and hand the CPU
+  next_rip); `svm_inject_irq` handles soft interrupts; `svm_inject_nmi` leaves L0's NMI masking alone for an NMI L1
   injected into L2 (`nmi_l1_to_l2`).
 * `svm_nmi_allowed` / `svm_interrupt_allowed` test "blocked" *before* the
   -EBUSY for an event L1 intercepts (5.11: after).
 * `svm_complete_interrupts` re-queues INT3 / INTO as exceptions (5.11 dropped
   them for re-execution) and INTn as soft interrupts (5.11 dropped them),
-  never re-injects #VC, and carries `nmi_l1_to_l2` over to the re-injection.
+  never re-injects #VC, and carries `nmi_l1_to_l2` over to the re-injection;
+  for a soft event KVM injected, `svm_complete_soft_interrupt` gives the VMCB
+  its next_rip back (the exit zeroed it, APM 15.7.1).
 * `svm_clear_vintr` restores L1's V_INTR_VECTOR with its V_IRQ while L2
   runs (5.11 left KVM's dummy vector 0 there).
 * `svm_set_gif` also makes KVM_REQ_EVENT for a pending INIT or SIPI
@@ -45,6 +48,10 @@ from impls.upstream.state import EBUSY, HF_GIF_MASK, HF_IRET_MASK, HF_NMI_MASK, 
 from impls.upstream.state import STABLE
 
 SVM_C = "arch/x86/kvm/svm/svm.c"
+EIO = 5
+#: svm.c's `nrips` module parameter, and the CPU's X86_FEATURE_NRIPS: the
+#: host has NRIPS (impls.hw.environment) and KVM uses it.
+NRIPS = True
 SVM_EXIT_SW = 0xF0000000  # uapi svm.h: an exit KVM makes up
 
 
@@ -53,15 +60,49 @@ class Svm61:
 
     # ----------------------------------------------------------- injection --
 
+    @origin(SVM_C, "__svm_skip_emulated_instruction", tree=TREE, read=STABLE)
+    def _svm_skip_emulated_instruction(vcpu, commit_side_effects: bool) -> int:
+        """Move RIP past the instruction: to the nRIP the last #VMEXIT saved
+        where it saved one, else past what the emulator decodes at RIP
+        (EMULTYPE_SKIP: `LevelState.instruction_length`, an INT n / INT3 /
+        INTO there or a plain instruction).  Committing side effects also
+        ends the interrupt shadow (RFLAGS.RF is not modelled)."""
+        svm = vcpu.svm
+        if NRIPS and svm.vmcb.next_rip != 0:
+            svm.next_rip = svm.vmcb.next_rip
+        lv = vcpu.guest()
+        if not svm.next_rip:
+            lv.rip += lv.instruction_length()  # kvm_emulate_instruction(EMULTYPE_SKIP)
+        else:
+            lv.rip = svm.next_rip
+        if commit_side_effects:
+            vcpu.svm_set_interrupt_shadow(0)
+        return 1
+
+    @origin(SVM_C, "svm_skip_emulated_instruction", tree=TREE, read=STABLE)
+    def svm_skip_emulated_instruction(vcpu) -> int:
+        return vcpu._svm_skip_emulated_instruction(True)
+
     @origin(SVM_C, "svm_update_soft_interrupt_rip", tree=TREE, read=STABLE)
     def svm_update_soft_interrupt_rip(vcpu) -> int:
         """Before injecting a soft event KVM skips the instruction to learn
-        its next RIP, records old and next RIP (soft_int_injected) and, with
-        NRIPS, puts RIP back and hands next_rip to the CPU.  RIP is left as
-        it was; next_rip is not modelled (the CPU pushes no return
-        address here)."""
+        its next RIP (without side effects: the host has NRIPS), records old
+        and next RIP for a re-injection (soft_int_injected), puts RIP back
+        and hands the next RIP to the CPU as next_rip, the return address
+        the injection pushes."""
         svm = vcpu.svm
+        lv = vcpu.guest()
+        old_rip = lv.rip
+        if not vcpu._svm_skip_emulated_instruction(not NRIPS):
+            return -EIO
+        rip = lv.rip
         svm.soft_int_injected = True
+        svm.soft_int_csbase = 0  # vmcb->save.cs.base
+        svm.soft_int_old_rip = old_rip
+        svm.soft_int_next_rip = rip
+        if NRIPS:
+            lv.rip = old_rip
+        svm.vmcb.next_rip = rip  # static_cpu_has(X86_FEATURE_NRIPS)
         return 0
 
     @origin(SVM_C, "svm_inject_exception", tree=TREE, read=STABLE)
@@ -160,8 +201,19 @@ class Svm61:
 
     @origin(SVM_C, "svm_complete_soft_interrupt", tree=TREE, read=STABLE)
     def svm_complete_soft_interrupt(vcpu, vector: int, type_: int) -> None:
-        """With NRIPS, a soft event being re-injected gets its next_rip back
-        in the VMCB: next_rip is not modelled, so nothing changes here."""
+        """The exit zeroed next_rip (APM 15.7.1): with NRIPS, a soft event
+        KVM injected and is about to re-inject gets the next_rip recorded at
+        its injection back, if RIP is still on its instruction; without
+        NRIPS, RIP is unwound instead."""
+        svm = vcpu.svm
+        is_exception = type_ == SVM_EVTINJ_TYPE_EXEPT
+        is_soft = type_ == SVM_EVTINJ_TYPE_SOFT
+        rip = vcpu.guest().rip
+        if NRIPS and (is_soft or (is_exception and kvm_exception_is_soft(vector))) \
+                and rip == svm.soft_int_old_rip + svm.soft_int_csbase:  # kvm_is_linear_rip
+            svm.vmcb.next_rip = svm.soft_int_next_rip
+        elif not NRIPS and (is_soft or is_exception) and rip == svm.soft_int_next_rip + svm.soft_int_csbase:
+            vcpu.guest().rip = svm.soft_int_old_rip
 
     @origin(SVM_C, "svm_complete_interrupts", tree=TREE, read=STABLE)
     def svm_complete_interrupts(vcpu) -> None:

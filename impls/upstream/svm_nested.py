@@ -117,8 +117,9 @@ class SvmNested61:
 
     @origin(NESTED_C, "nested_vmcb02_prepare_control", tree=TREE, read=STABLE)
     def nested_vmcb02_prepare_control(vcpu) -> None:
-        """L1's EVENTINJ goes into vmcb02 as is; an NMI or a soft event
-        there is remembered for its possible re-injection."""
+        """L1's EVENTINJ and next_rip go into vmcb02 as they are; an NMI or a
+        soft event there is remembered, with its RIP and next RIP, for its
+        possible re-injection."""
         svm = vcpu.svm
         vmcb = svm.vmcb
         ctl = svm.nested.ctl
@@ -129,9 +130,16 @@ class SvmNested61:
         # shadow lives in the simulated CPU, where L1 wrote it (impls.l1).
         vmcb.event_inj = ctl.event_inj
         vmcb.event_inj_err = ctl.event_inj_err
+        # next_rip is what an injected soft event pushes: vmcb12's as it is
+        # (svm->nrips_enabled, as in nested_svm_vmexit).
+        vmcb.next_rip = ctl.next_rip
         svm.nmi_l1_to_l2 = is_evtinj_nmi(vmcb.event_inj)
         if is_evtinj_soft(vmcb.event_inj):
+            vmcb12_rip = vcpu.cpu.lv[2].rip  # vmcb12->save.rip
             svm.soft_int_injected = True
+            svm.soft_int_csbase = 0  # vmcb12->save.cs.base
+            svm.soft_int_old_rip = vmcb12_rip
+            svm.soft_int_next_rip = ctl.next_rip
         vcpu.enter_guest_mode()
         vmcb.level = 2  # vmcb02 runs L2
         vcpu.recalc_intercepts()
@@ -173,6 +181,8 @@ class SvmNested61:
         c12.exit_info_2 = vmcb.exit_info_2
         if c12.exit_code != hw.SVM_EXIT_ERR:
             vcpu.nested_save_pending_event_to_vmcb12(vmcb12)
+        # svm->nrips_enabled: L1 sees NRIPS (KVM advertises it to every L1)
+        c12.next_rip = vmcb.next_rip
         c12.int_ctl = svm.nested.ctl.int_ctl  # V_IRQ as the CPU left it (sync_nested_vmcb_control)
         c12.event_inj = svm.nested.ctl.event_inj
         c12.event_inj_err = svm.nested.ctl.event_inj_err
