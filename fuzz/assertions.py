@@ -20,7 +20,8 @@ listed, in order, separated by ` | ` (`nothing`: none); an exit ending in
 `, IDT-vectoring: any` leaves that field open (KVM's test does not read it),
 `, IDT-vectoring: undefined` too (the manuals leave it undefined); a
 ` NAME=VALUE` field of an observation (`ret=+2`, `len=1`, `addr=0x1000`) that
-the assertion does not name is left open likewise, and so is an exit's
+the assertion does not name is left open likewise (`ret=+0` names a field
+the observation prints only when it is not zero), and so is an exit's
 `, activity HLT` where the assertion names no activity.  `final.FIELD` is a
 field of the final state as `evdiff explain` shows it (`yes` / `no`, hex
 vectors, `none`); `shutdown` is the step of a shutdown or `none`.
@@ -50,6 +51,7 @@ _ANY_VECTORING = (", IDT-vectoring: undefined", ", IDT-vectoring: any")
 #: An observation's ` NAME=VALUE` fields (`ret=+2`, `len=1`, `addr=0x1000`).
 _FIELD_VALUE = re.compile(r" (\w+)=\S+")
 _FIELD = re.compile(r" (\w+)=")
+_ZERO = re.compile(r" \w+=[+-]?0")
 #: The activity state a VMX exit saved (`impls.api.VmExit`), where it is HLT.
 _ACTIVITY = ", activity "
 _FINAL_FIELDS = {f.name for f in fields(FinalState)}
@@ -116,7 +118,15 @@ def _unread(shown: str, text: str) -> str:
     return shown if _ACTIVITY in text else shown.replace(_ACTIVITY + "HLT", "")
 
 
+def _zeros_unshown(text: str, shown: str) -> str:
+    """`text` without its ` NAME=+0` fields where `shown` has no NAME: an
+    observation does not print a field that is zero (`impls.api._offset`)."""
+    present = set(_FIELD.findall(shown))
+    return _FIELD_VALUE.sub(lambda m: "" if m[1] not in present and _ZERO.fullmatch(m[0]) else m[0], text)
+
+
 def _same(obs, text: str) -> bool:
+    text = _zeros_unshown(text, str(obs))
     if _unread(str(obs), text) == text:
         return True
     for ending in _ANY_VECTORING:

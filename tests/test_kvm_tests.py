@@ -147,3 +147,13 @@ def test_an_exits_activity_state_is_open_unless_named(text, holds):
     assert str(out.l1[0][1]) == "EXIT EXTERNAL_INTERRUPT, activity HLT"
     asserts, _ = assertions.parse(Scenario(s.config, s.events, f"assert l1@{out.l1[0][0]}: {text}"))
     assert (assertions.failures(asserts, out) == []) == holds
+
+
+@pytest.mark.parametrize("text, holds", [("L2 handles INT 0x20 ret=+0", True), ("L2 handles INT 0x20", True),
+                                         ("L2 handles INT 0x20 ret=+2", False)])
+def test_a_zero_return_address_is_the_unprinted_one(text, holds):
+    s = parse_scenario("evdiff 1 vendor=svm\nl1.vmentry inject=int(0x20) insn_len=0\n")
+    out = oracle.run_one(oracle.REFERENCE, s)
+    assert str(out.l2[0][1]) == "L2 handles INT 0x20"
+    asserts, _ = assertions.parse(Scenario(s.config, s.events, f"assert l2@0: {text}"))
+    assert (assertions.failures(asserts, out) == []) == holds
