@@ -124,7 +124,7 @@ class LevelState:
     """Architectural state of one guest level (L1 or L2)."""
 
     __slots__ = ("desc", "rflags_if", "tf", "shadow", "nmi_blocked", "_cr2", "armed",
-                 "fixup_delivery", "fixup_iret", "_rip", "insn_rip", "_restart", "_restart_rip", "pending_dbg")
+                 "fixup_delivery", "fixup_iret", "rip", "insn_rip", "_restart", "_restart_rip", "pending_dbg")
 
     def __init__(self, cr2_cell: list[int] | None = None, rip: int = 0):
         self.desc = DescriptorState()
@@ -141,7 +141,7 @@ class LevelState:
         self.armed: list[tuple[int, int, int]] = []  # guest-visible delivery faults
         self.fixup_delivery = 0  # L0-fixable faults armed for the next deliveries
         self.fixup_iret = 0  # ... for the next IRETs
-        self._rip = rip  # PLAIN_LENGTH a completed instruction
+        self.rip = rip  # PLAIN_LENGTH a completed instruction
         #: Where the instruction that raised the event being delivered, or
         #: that an event interrupts, starts: what `Delivered.ret` counts
         #: from.  Set when the CPU starts an instruction, completes one,
@@ -169,26 +169,19 @@ class LevelState:
         self._restart: Ev | None = None
         self._restart_rip = rip
 
-    @property
-    def rip(self) -> int:
-        return self._rip
-
-    @rip.setter
-    def rip(self, value: int) -> None:
-        """RIP moves (the level completes the instruction, or KVM or L1 skips
-        it): while it is off the instruction no software event is left to
-        raise again (`restart`); KVM 6.1 skipping an INT3 to learn its next
-        RIP and putting RIP back (svm_update_soft_interrupt_rip) leaves it."""
-        self._rip = value
+    # `rip` is a plain attribute (hot path).  When RIP moves (the level
+    # completes the instruction, or KVM or L1 skips it) no software event is
+    # left to raise again (`restart`); KVM 6.1 skipping an INT3 to learn its
+    # next RIP and putting RIP back (svm_update_soft_interrupt_rip) leaves it.
 
     @property
     def restart(self) -> Ev | None:
         """The software event of the instruction at RIP (see `__init__`)."""
-        return self._restart if self._rip == self._restart_rip else None
+        return self._restart if self.rip == self._restart_rip else None
 
     @restart.setter
     def restart(self, ev: Ev | None) -> None:
-        self._restart, self._restart_rip = ev, self._rip
+        self._restart, self._restart_rip = ev, self.rip
 
     def instruction_length(self) -> int:
         """The length of the instruction at RIP, as an instruction decoder

@@ -150,6 +150,9 @@ class Driver:
         """The timed events due after the guest instructions the last pass
         executed (`impls.timer`) become pending: an interrupt through the
         LAPIC, an NMI through kvm_inject_nmi."""
+        if not self.timers.armed:  # nothing armed: nothing to count down
+            self.instructions_seen = self.cpu.instructions
+            return
         while self.instructions_seen < self.cpu.instructions:
             self.instructions_seen += 1
             for due in self.timers.tick():

@@ -484,15 +484,16 @@ class Machine:
         if self.init_pending and self._init_taken():
             return True
         lv = self.cur
-        if self._nmi_window_exit(lv):
+        ctl = self.ctl if self.level == 2 else None  # L1's controls act only in L2
+        if ctl is not None and ctl.nmi_window and self._nmi_window_exit(lv):
             return True
         if self.nmi_pending and self._nmi_ready(lv):
             return True
-        if self._intr_window_exit(lv):
+        if ctl is not None and ctl.intr_window and self._intr_window_exit(lv):
             return True
         if (self.irq_pending or self.extint_given is not None) and self._irq_ready(lv):
             return True
-        return self._virtual_irq_ready(lv)
+        return ctl is not None and ctl.v_irq and self._virtual_irq_ready(lv)
 
     def _nmi_window_exit(self, lv: LevelState) -> bool:
         """VMX NMI-window exiting in L2 (L1 set it with virtual NMIs, else its
