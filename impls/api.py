@@ -41,15 +41,24 @@ class Undefined:
 
 def matches(expected, actual) -> bool:
     """Equality in which an `Undefined` part of `expected` matches anything."""
+    if expected == actual:  # equal values match (the oracle's common case)
+        return True
     if isinstance(expected, Undefined):
         return True
     if type(expected) is not type(actual):
         return False
     if isinstance(expected, tuple):
         return len(expected) == len(actual) and all(map(matches, expected, actual))
-    if hasattr(expected, "__dataclass_fields__"):
-        return all(matches(getattr(expected, f.name), getattr(actual, f.name)) for f in fields(expected))
-    return expected == actual
+    names = _FIELD_NAMES.get(type(expected))
+    if names is None and hasattr(expected, "__dataclass_fields__"):
+        names = _FIELD_NAMES[type(expected)] = tuple(f.name for f in fields(expected))
+    if names is not None:
+        return all(matches(getattr(expected, n), getattr(actual, n)) for n in names)
+    return False
+
+
+#: Field names of the dataclasses `matches` met, by type.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 # ---------------------------------------------------------- observations --

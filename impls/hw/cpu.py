@@ -528,7 +528,7 @@ class Cpu:
         lv.insn_rip = lv.rip
         lv.rflags_if = False
         lv.shadow = None
-        lv.restart = None
+        lv._restart = None  # no software event left to raise again (`restart`)
 
     # -------------------------------------------------------------- entry --
 
@@ -671,7 +671,7 @@ class Cpu:
         after a nested exit L1 does not let L2 execute it again
         (impls.hw.environment, "L1, the hypervisor"), and L0 never makes L1
         run one again from L2."""
-        self.lv[3 - level].restart = None
+        self.lv[3 - level]._restart = None  # `LevelState.restart`
         return self.lv[level]
 
     # -------------------------------------------------------- instructions --
@@ -686,8 +686,9 @@ class Cpu:
         if self.smm_handler:
             self._op_rsm(ctl, lv)
             return
-        if lv.restart is not None:
-            self._op_soft(ctl, lv, lv.restart)
+        restart = lv.restart
+        if restart is not None:
+            self._op_soft(ctl, lv, restart)
             return
         if self.phase == RUN:
             self.ran_noop = True

@@ -122,7 +122,8 @@ class Driver:
                 self.reset = True
                 self.dead = True
                 return
-            self.timers_due()
+            if self.timers.armed:
+                self.timers_due()
             if r <= 0:
                 self.userspace_exit()
                 return
@@ -150,9 +151,6 @@ class Driver:
         """The timed events due after the guest instructions the last pass
         executed (`impls.timer`) become pending: an interrupt through the
         LAPIC, an NMI through kvm_inject_nmi."""
-        if not self.timers.armed:  # nothing armed: nothing to count down
-            self.instructions_seen = self.cpu.instructions
-            return
         while self.instructions_seen < self.cpu.instructions:
             self.instructions_seen += 1
             for due in self.timers.tick():
@@ -448,6 +446,8 @@ class Driver:
 
     def ev_timer(self, ev):
         after, nmi, vector = ev.args
+        if not self.timers.armed:  # instructions are counted only while a timer is armed
+            self.instructions_seen = self.cpu.instructions
         for due in self.timers.arm(after, nmi, vector):
             self.pend(due)
 
