@@ -120,8 +120,8 @@ class Machine:
         self.events = scenario.events
         self.answers = answers  # choices to take, in order
         self.asked: list[tuple[str, int]] = []  # choice points met: (rule, options)
-        self.level = 1
         self.lv = {1: LevelState(), 2: LevelState()}
+        self._switch(1)
         self.icpt = Intercepts()
         self.ctl = Controls()
         self.gif = True  # SVM only
@@ -166,9 +166,11 @@ class Machine:
 
     # ------------------------------------------------------------ helpers --
 
-    @property
-    def cur(self) -> LevelState:
-        return self.lv[self.level]
+    def _switch(self, level: int) -> None:
+        """The running level is now `level`; `cur` is its state (an
+        attribute, read on every event)."""
+        self.level = level
+        self.cur: LevelState = self.lv[level]
 
     def nmi_blocked(self, level: int) -> bool:
         return self.svm_nmi_mask if self.svm else self.lv[level].nmi_blocked
@@ -252,7 +254,7 @@ class Machine:
                 # the exit saves that activity state (SDM 27.3.4).
                 exit_ = replace(exit_, halted=True)
         self.l1_trace.append((self.step, exit_))
-        self.level = 1
+        self._switch(1)
         l1 = self.lv[1]
         l1.shadow = None
         if self.svm:
@@ -911,7 +913,7 @@ class Machine:
                 # APM 15.6: a #VMEXIT clears GIF.
                 self.gif = False
             return
-        self.level = 2
+        self._switch(2)
         if self.svm:
             self.gif = True  # APM 15.17: VMRUN sets GIF
         pending_db = self._pending_debug_after_entry(l2)
