@@ -150,13 +150,17 @@ def _decode_config(head: int) -> Config:
     )
 
 
+#: Each kind's parameters with the bytes each takes, in record order.
+_LAYOUT = [(s.kind, tuple((p, p.type.width) for p in s.params)) for s in SPECS]
+
+
 def _decode_record(rec: bytes) -> Event:
-    spec = SPECS[rec[0] % len(SPECS)]
+    kind, layout = _LAYOUT[rec[0] % len(_LAYOUT)]
     pos, args = 1, []
-    for p in spec.params:
-        args.append(_decode_value(p, rec[pos : pos + p.type.width]))
-        pos += p.type.width
-    return normalise(Event(spec.kind, tuple(args)))
+    for p, width in layout:
+        args.append(_decode_value(p, rec[pos : pos + width]))
+        pos += width
+    return normalise(Event(kind, tuple(args)))
 
 
 #: Decoded records and headers by their bytes.  Events are immutable, and

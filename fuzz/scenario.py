@@ -150,7 +150,11 @@ class PType(enum.Enum):
     @property
     def width(self) -> int:
         """Bytes this type takes in the binary form."""
-        return {PType.U16: 2, PType.EC32: 2, PType.PAGE: 2, PType.VECSET: 4, PType.EVENT: 8}.get(self, 1)
+        return _WIDTHS.get(self.value, 1)
+
+
+#: `PType.width`, by the type's value (EC32 keeps 16 bits in the binary form).
+_WIDTHS = {"u16": 2, "error code (32 bits)": 2, "page": 2, "vector set": 4, "event": 8}
 
 
 @dataclass(frozen=True)
