@@ -172,12 +172,14 @@ class EventSpec:
     kind: str
     params: tuple[Param, ...]
     doc: str
+    #: Parameter positions by name (`index`), filled at construction.
+    positions: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        self.positions.update((p.name, i) for i, p in enumerate(self.params))
 
     def index(self, name: str) -> int:
-        for i, p in enumerate(self.params):
-            if p.name == name:
-                return i
-        raise KeyError(name)
+        return self.positions[name]
 
 
 def _p(name, type_, default=0, choices=(), positional=False, domain=EXCEPTION_VECTORS) -> Param:
@@ -303,6 +305,7 @@ def _specs() -> tuple[EventSpec, ...]:
 
 SPECS: tuple[EventSpec, ...] = _specs()
 SPEC_BY_KIND: dict[str, EventSpec] = {s.kind: s for s in SPECS}
+_ARITY: dict[str, int] = {s.kind: len(s.params) for s in SPECS}
 
 
 # -------------------------------------------------------------- scenario --
@@ -318,8 +321,8 @@ class Event:
     def __post_init__(self):
         # Parameters added to a kind later take their defaults when an event
         # is built with the older, shorter argument list.
-        spec = SPEC_BY_KIND.get(self.kind)
-        if spec is not None and len(self.args) < len(spec.params):
+        if len(self.args) < _ARITY.get(self.kind, 0):
+            spec = SPEC_BY_KIND[self.kind]
             object.__setattr__(self, "args", self.args + tuple(p.default for p in spec.params[len(self.args):]))
 
     @property

@@ -108,8 +108,8 @@ class Driver:
         has now (`LevelState.insn_rip`), whatever KVM did to RIP before."""
         self.vmm_push_extint()
         cpu, vcpu = self.cpu, self.vcpu
-        for lv in cpu.lv.values():
-            lv.insn_rip = lv.rip
+        lv1, lv2 = cpu.lv[1], cpu.lv[2]
+        lv1.insn_rip, lv2.insn_rip = lv1.rip, lv2.rip
         cpu.phase, cpu.instr, cpu.instr_level, cpu.consumed = phase, instr, instr_level, False
         clean = 0
         for _ in range(BOUND):
