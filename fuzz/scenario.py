@@ -43,7 +43,7 @@ rejects the explicit spelling, the binary form maps it):
 * an `l1.controls` flag of the other vendor (`v_irq=1` on VMX,
   `intr_window=1` on SVM: `VENDOR_CONTROLS`) is 0 (`Scenario`).
 * on SVM, `l1.vmentry activity=` is `keep`: the VMCB has no activity state
-  (`activity_meaningless`, `Scenario`).
+  (`svm_vmentry`, `Scenario`).
 
 What depends on the vCPU's state as it runs (an exception a mode cannot
 raise, an event userspace claims in flight where no CPU recognises it, a
@@ -383,8 +383,10 @@ _SVM_SHADOW = {"movss": "sti", "both": "sti"}
 def svm_vmentry(ev: Event) -> Event:
     """An `l1.vmentry` under SVM, with its one meaning there: `movss` and
     `both` are the one INTERRUPT_SHADOW bit, written `sti`; `pending_dbg=`
-    is VMX's field, `none`; `activity=` is `keep` (`INTERRUPTIBILITY`,
-    `PENDING_DBG`, `activity_meaningless`)."""
+    is VMX's field, `none`; `activity=` is `keep`: the VMCB has no
+    activity-state field (APM 15.5.1, Table B-2 lists none), VMRUN always
+    resumes the guest active (`INTERRUPTIBILITY`, `PENDING_DBG`,
+    `ACTIVITY_STATES`)."""
     spec = ev.spec
     i, j, k = spec.index("interruptibility"), spec.index("pending_dbg"), spec.index("activity")
     args = list(ev.args)
@@ -410,14 +412,6 @@ def vendor_controls(config: Config, ev: Event) -> Event:
     if not foreign:
         return ev
     return Event(ev.kind, tuple(False if p.name in foreign else v for p, v in zip(ev.spec.params, ev.args)))
-
-
-def activity_meaningless(config: Config, ev: Event) -> bool:
-    """`ev` is an SVM `l1.vmentry` naming an activity state: the VMCB has
-    no activity-state field (APM 15.5.1, Table B-2 lists none), so VMRUN
-    always resumes the guest active, at the saved rIP; `activity=` means
-    `keep` there."""
-    return config.vendor == "svm" and ev.kind == "l1.vmentry" and ev["activity"] != "keep"
 
 
 def pending_exception_unsettable(config: Config, ev: Event) -> bool:

@@ -34,7 +34,6 @@ from fuzz.scenario import (
     ScenarioError,
     VENDOR_CONTROLS,
     foreign_controls,
-    activity_meaningless,
     normalise,
     pending_exception_unsettable,
     svm_vmentry,
@@ -319,12 +318,10 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
         raise ValueError(f"ec= given but {mnemonic(vec)} pushes no error code")
     if "cr2" in seen and canon["cr2"] != values["cr2"]:
         raise ValueError("cr2= is only for #PF")
-    if "activity" in seen and config is not None and activity_meaningless(config, canon):
-        raise ValueError("activity= is for VMX: the VMCB has no activity-state field (APM Table B-2), "
-                         "VMRUN always resumes the guest active")
     if kind == "l1.vmentry" and config is not None and config.vendor == "svm" and svm_vmentry(canon) != canon:
-        raise ValueError("on SVM, interruptibility= sets the one INTERRUPT_SHADOW bit (write sti) and "
-                         "pending_dbg= is VMX's field (leave it out)")
+        raise ValueError("on SVM, interruptibility= sets the one INTERRUPT_SHADOW bit (write sti); pending_dbg= "
+                         "and activity= are VMX's fields (leave them out): the VMCB has no activity-state field "
+                         "(APM Table B-2), VMRUN always resumes the guest active")
     foreign = foreign_controls(config, canon) if config is not None else []
     if foreign:
         raise ValueError(f"{', '.join(f + '=1' for f in foreign)} is not a {config.vendor} control "

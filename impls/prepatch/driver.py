@@ -71,9 +71,7 @@ class Driver:
         self.timers = Timers()  # `timer` (impls.timer), counted on `Cpu.instructions`
         self.instructions_seen = 0
         self.intr_intercept = False  # l1.intercept intr=, which sets V_INTR_MASKING on SVM
-        # l1.controls as L1 last wrote it: intr_window, nmi_window, v_intr_masking, v_irq, vintr, hlt
-        self.controls: tuple = (False,) * 6
-        self.l1_hlt = False  # `l1.controls hlt=`: L1's HLT exiting / HLT intercept
+        self.controls: dict[str, bool] = {}  # `l1.controls` as L1 last wrote them, by name (none: all off)
         self.l1_intercept(0, 0, 0, False, False, True, False, False)
 
     # -------------------------------------------------------------- helpers --
@@ -263,7 +261,7 @@ class Driver:
             c12 = self.vcpu.svm.nested.vmcb12.control
             c12.intercept_exceptions = exceptions
             c12.intercepts = {hw.INTERCEPT_VMRUN, hw.INTERCEPT_VMMCALL}
-            if self.l1_hlt:
+            if self.controls.get("hlt"):
                 c12.intercepts.add(hw.INTERCEPT_HLT)
             if nmi:
                 c12.intercepts.add(hw.INTERCEPT_NMI)
@@ -300,7 +298,7 @@ class Driver:
         intercept or `v_intr_masking=1` (as the reference: an intercepted
         interrupt exits whatever L2's IF), the VINTR intercept.  V_IRQ is
         not touched here: L1 writes it only with `l1.controls`."""
-        v_intr_masking, vintr = self.controls[2], self.controls[4]
+        v_intr_masking, vintr = self.controls.get("v_intr_masking"), self.controls.get("vintr")
         c12.int_ctl &= ~hw.V_INTR_MASKING_MASK
         if v_intr_masking or self.intr_intercept:
             c12.int_ctl |= hw.V_INTR_MASKING_MASK
@@ -316,9 +314,8 @@ class Driver:
         `asvm.L1_V_INTR_VECTOR`, or V_IRQ cleared)."""
         if self.level() != 1:
             return
-        self.controls = ev.args
-        intr_window, nmi_window, _, v_irq, _ = ev.args[:5]
-        self.l1_hlt = hlt = ev["hlt"]
+        self.controls = {p.name: v for p, v in zip(ev.spec.params, ev.args)}
+        intr_window, nmi_window, v_irq, hlt = (self.controls[n] for n in ("intr_window", "nmi_window", "v_irq", "hlt"))
         if self.svm:
             c12 = self.vcpu.svm.nested.vmcb12.control
             self.svm_int_controls(c12)

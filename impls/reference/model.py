@@ -896,7 +896,7 @@ class Machine:
         insn_len: int = ev["insn_len"]
         l2 = self.lv[2]
         activity = ev["activity"]
-        if activity != "keep":  # never on SVM (fuzz.scenario.activity_meaningless)
+        if activity != "keep":  # never on SVM (fuzz.scenario.svm_vmentry)
             l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
         l1_writes_guest_state(l2, ev["interruptibility"], ev["if"], ev["pending_dbg"])
