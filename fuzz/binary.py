@@ -154,6 +154,15 @@ def _decode_config(head: int) -> Config:
 _LAYOUT = [(s.kind, tuple((p, p.type.width) for p in s.params)) for s in SPECS]
 
 
+def field_offsets(spec) -> list[tuple[int, int]]:
+    """Where each parameter of `spec` lies in its record: (offset, width)."""
+    out, pos = [], 1
+    for p in spec.params:
+        out.append((pos, p.type.width))
+        pos += p.type.width
+    return out
+
+
 def _decode_record(rec: bytes) -> Event:
     kind, layout = _LAYOUT[rec[0] % len(_LAYOUT)]
     pos, args = 1, []
