@@ -104,13 +104,18 @@ PROGRESS = ("kvm_deliver_pending_exception: vector N committed as the injected e
 
 def blame(notes: tuple[tuple[int, str], ...], step: int | None) -> str | None:
     """The note behind a divergence at `step` (None: at the end): the first
-    note made at that step that is not `PROGRESS`, else the first made at
-    it, else the last one before it; None without one."""
+    note made at that step that is not `PROGRESS`, else the last one before
+    it that is not, else the first made at it; None without one.  (A
+    cancelled entry at the diverging step follows from what an earlier step
+    decided, e.g. a HLT that left the vCPU runnable.)"""
     at = [t for s, t in notes if s == step] if step is not None else []
-    if at:
-        return next((t for t in at if branch(t) not in PROGRESS), at[0])
-    before = [t for s, t in notes if step is None or s < step]
-    return before[-1] if before else None
+    decided = next((t for t in at if branch(t) not in PROGRESS), None)
+    if decided is not None:
+        return decided
+    before = [t for s, t in notes if (step is None or s < step) and branch(t) not in PROGRESS]
+    if before:
+        return before[-1]
+    return at[0] if at else next((t for s, t in reversed(notes) if step is None or s < step), None)
 
 
 def function_of(note: str | None) -> str:

@@ -155,6 +155,22 @@ def test_reference_nmi_window_under_sti_blocking_is_a_choice():
     assert (8, NMI_WINDOW) in after_shadow_exit and len(after_shadow_exit) > 1
 
 
+@pytest.mark.parametrize("body", [
+    "l1.vmentry\nl2.vmcall\nl1.controls intr_window=1\nl1.vmentry activity=hlt\n",
+    "l1.intercept nmi=1\nl1.vmentry\nl2.vmcall\nl1.controls nmi_window=1\nl1.vmentry activity=hlt\n",
+])
+def test_reference_window_exit_from_hlt_saves_either_activity_state(body):
+    """SDM 26.6.5-6: a window exit "wakes" the HLT state a VM entry left,
+    and no section says which activity state the exit saves (27.1 says HLT
+    only for events and MTF): both allowed; the ports' ACTIVE agrees."""
+    s = scenario("vmx", body)
+    out = api.load("reference").run(s)
+    assert any("window exit that wakes HLT" in c for c in out.choices)
+    assert {o.l1[-1][1].halted for o in out.outcomes} == {True, False}
+    for port in PORTS:
+        assert [o.l1[-1][1].halted for o in outcomes(port, s)] == [False]
+
+
 def test_reference_nmi_window_needs_virtual_nmis():
     """SDM 26.2.1.1: NMI-window exiting without virtual NMIs fails the
     entry, VMfailValid(7); every port agrees (nested_vmx_check_nmi_controls)."""

@@ -511,6 +511,7 @@ class Machine:
             return False
         if lv.shadow == "sti" and self.choose("SDM 25.2: NMI-window exit under STI blocking", 2):
             return False
+        self._wake_for_window_exit(lv)
         self._vmexit(VmExit(avmx.reason_name(avmx.NMI_WINDOW)))
         return True
 
@@ -524,8 +525,22 @@ class Machine:
             return False
         if not lv.rflags_if or lv.shadow:
             return False
+        self._wake_for_window_exit(lv)
         self._vmexit(VmExit(avmx.reason_name(avmx.INTERRUPT_WINDOW)))
         return True
+
+    def _wake_for_window_exit(self, lv: LevelState) -> None:
+        """A window exit from the HLT state: SDM 26.6.5 and 26.6.6 say these
+        exits "wake the logical processor" that a VM entry left in HLT, but
+        not whether the activity state the exit saves (SDM 27.3.4: the state
+        "before the VM exit") is HLT or active.  SDM 27.1 answers HLT only
+        for an event that causes the exit directly and for MTF ("a return to
+        the active state occurs only after the VM exit completes"); a window
+        exit is caused by a control, not an event.  Both allowed.
+        (kvm-unit-tests' verify_intr_window_exit / verify_nmi_window_exit
+        write the active state back without reading it.)"""
+        if lv.halted and self.choose("SDM 26.6.5-6: activity saved by a window exit that wakes HLT (not said)", 2):
+            lv.halted = False
 
     def _virtual_irq_ready(self, lv: LevelState) -> bool:
         """SVM: the virtual interrupt L1 left pending in vmcb12 (V_IRQ) is
