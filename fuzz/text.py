@@ -22,7 +22,9 @@ from fuzz.scenario import (
     CAPS,
     EXCEPTION_PAYLOAD,
     EXCEPTION_VECTORS,
+    EMULATOR_NEVER_RAISES,
     FIXED_ERROR_CODES,
+    SOFT_EXCEPTION_KINDS,
     SPEC_BY_KIND,
     VENDORS,
     Config,
@@ -307,6 +309,10 @@ def parse_event_line(line: str, config: Config | None = None) -> Event:
         seen.add(param.name)
         values[param.name] = parse_value(param, val)
     ev = Event(kind, tuple(values[p.name] for p in spec.params))
+    if kind == "l0.emulate" and ev.args[0] in EMULATOR_NEVER_RAISES:
+        raise ValueError(f"KVM's emulator never raises {mnemonic(ev.args[0])}: it performs INT3 / INTO itself "
+                         "in real mode and gives up in other modes (emulate_int); for the guest's own, write "
+                         f"{SOFT_EXCEPTION_KINDS[ev.args[0]]}")
     canon = normalise(ev)
     if "ec" in seen and canon["ec"] != values["ec"]:
         vec = ev.args[0]

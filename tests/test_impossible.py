@@ -55,6 +55,24 @@ def test_text_form_refuses_a_fixed_error_code_with_file_and_line(tmp_path, capsy
 
 
 @pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("vector", [3, 4])
+def test_the_emulator_raising_bp_or_of_completes_for_every_side(vendor, vector):
+    """KVM's emulator never queues #BP / #OF (emulate_int performs INT3 /
+    INTO in real mode only).  The reference took it for INT3 (ret=+1), the
+    6.1 SVM port for a 2-byte instruction: a divergence no KVM can show."""
+    s = Scenario(Config(vendor), (event("l0.emulate", vector), event("l1.vmentry"), event("l0.emulate", vector)))
+    assert s.events[0] == event("l0.emulate") and s.events[2] == event("l0.emulate")
+    assert oracle.compare(s).agree
+
+
+def test_text_form_refuses_the_emulator_raising_bp_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bp.txt"
+    bad.write_text("evdiff 1 vendor=svm\nl0.emulate #BP\n")
+    assert main(["replay", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"evdiff: {bad}:2: KVM's emulator never raises #BP")
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
 @pytest.mark.parametrize("kind", ["exception", "l0.emulate"])
 def test_br_in_64_bit_mode_is_ud(vendor, kind):
     """SDM2 BOUND: #UD in 64-bit mode.  The SVM ports injected #BR there,
