@@ -44,6 +44,9 @@ from fuzz.text import format_scenario
 
 FLUSH_SECONDS = 2.0
 MAX_EXAMPLES = 10
+#: How many scenarios of one cause signature are minimised before the
+#: store files every later one where most of them went (`FindingStore._file`).
+MINIMISE_TRIES = 4
 STATE_DIR = ".evdiff"
 
 try:
@@ -143,6 +146,9 @@ class FindingStore:
         self.minimise = minimise
         #: a cause's signature -> the signature it is filed under (`record`)
         self._alias: dict[str, str] = {}
+        #: a cause's signature -> the other signatures its minimised scenarios
+        #: had, while it has no alias yet (`_file`)
+        self._drifted: dict[str, dict[str, int]] = {}
         self.max_examples = max_examples
         self.engine = engine
         self.state = self.root / STATE_DIR
@@ -213,8 +219,18 @@ class FindingStore:
         return new
 
     def _file(self, cause, report) -> tuple[str, list[str]]:
-        """Where a cause this process meets for the first time is filed:
-        (signature, [signature] if this call wrote it as a new finding)."""
+        """Where a cause this process has no alias for is filed:
+        (signature, [signature] if this call wrote it as a new finding).
+
+        Minimising keeps the implementation's symptom, not its cause, so it
+        can end in another bug with the same symptom (measured: 8 of 40
+        scenarios showing seed class A's cause minimised to one of three
+        unrelated ones).  Taking that first answer for every later scenario
+        of the signature hid class A for a whole campaign when the first
+        scenario drifted.  So a signature is aliased at once only where its
+        minimised scenario keeps it; otherwise its next scenarios are
+        minimised too (up to `MINIMISE_TRIES`), and it is filed under its
+        own name as soon as one keeps it, else where most went."""
         raw = cause.signature
         if not self.minimise or raw in self._known or (self.dir_for(raw) / "finding.json").exists():
             self._alias[raw] = raw
@@ -227,7 +243,16 @@ class FindingStore:
         small = minimize_symptom(report.scenario, impl)
         again = oracle.compare(small, list(report.results))
         mine = next((c for c in again.causes if impl in c.impls), cause)
-        sig = self._alias[raw] = mine.signature
+        sig = mine.signature
+        if sig == raw:
+            self._alias[raw] = raw
+            self._drifted.pop(raw, None)
+        else:
+            drifts = self._drifted.setdefault(raw, {})
+            drifts[sig] = drifts.get(sig, 0) + 1
+            if sum(drifts.values()) >= MINIMISE_TRIES:
+                self._alias[raw] = max(drifts, key=drifts.get)
+                del self._drifted[raw]
         new = self._write_new_or_load(sig, mine, small, example=report.scenario)
         return sig, [sig] if new else []
 

@@ -72,6 +72,62 @@ def test_a_new_finding_is_minimised_and_keyed_on_the_minimised_scenario(tmp_path
     assert store.findings()[0].hits == 2
 
 
+#: Shows seed class A's cause (kvm_multiple_exception: the #PF replaces the
+#: injected event), but minimising it keeping the symptom (L1 handles #PF
+#: with another return address) ends in an unrelated bug: the #PF armed for
+#: the delivery of the #DB the emulator raises.
+DRIFTS = parse_scenario("evdiff 1 vendor=svm npt=off caps=exception_payload\ndelivery_fault #PF\n"
+                        "l0.emulate #DB\nl1.vmentry\ndelivery_fault #GP\nl1.intercept smi=1\n")
+
+
+def test_a_cause_whose_first_scenario_minimises_into_another_bug_is_still_filed_under_its_own(tmp_path):
+    """The first scenario met with a cause's signature may minimise into
+    another bug with the same symptom; the signature is not tied to that
+    bug for the rest of the campaign: a later scenario whose minimised form
+    keeps it files it under its own name (class A was hidden for whole
+    campaigns so)."""
+    seed_a = read_scenario(ROOT / "corpus" / "seeds" / "bug-a-lost-first-exception-svm.txt")
+    a_sig = "svm kvm_multiple_exception: vector N replaces vector N (injected)"
+    assert a_sig in {c.signature for c in oracle.compare(DRIFTS).causes}
+    assert a_sig in {c.signature for c in oracle.compare(seed_a).causes}
+    store = findings.FindingStore(tmp_path)
+    first = store.record(oracle.compare(DRIFTS))
+    assert a_sig not in first  # the drift: filed under the unrelated bug's signature
+    store.record(oracle.compare(seed_a))
+    assert a_sig in {f.signature for f in store.findings()}
+    # Once a signature has its own finding, its scenarios are hits of it.
+    store.record(oracle.compare(DRIFTS))
+    store.flush()
+    assert next(f for f in store.findings() if f.signature == a_sig).hits == 2
+
+
+def test_a_cause_that_always_minimises_into_another_is_aliased_after_a_few_tries(tmp_path, monkeypatch):
+    """A signature whose minimised scenarios all show another one (a note
+    made by an unrelated event named it) is minimised `MINIMISE_TRIES`
+    times, then filed where they went without minimising again."""
+    from fuzz import minimize
+
+    calls = []
+    real = minimize.minimize_symptom
+
+    def counting(scenario, impl):
+        calls.append(scenario)
+        return real(scenario, impl)
+
+    monkeypatch.setattr(minimize, "minimize_symptom", counting)
+    store = findings.FindingStore(tmp_path)
+    report = oracle.compare(DRIFTS)
+    a_sig = "svm kvm_multiple_exception: vector N replaces vector N (injected)"
+    for _ in range(findings.MINIMISE_TRIES + 3):
+        store.record(report)
+    a_calls = len([c for c in calls if c == DRIFTS])
+    assert a_calls >= findings.MINIMISE_TRIES
+    assert store._alias[a_sig] != a_sig and a_sig not in {f.signature for f in store.findings()}
+    n = len(calls)
+    store.record(report)
+    assert len(calls) == n  # aliased now: no more minimising
+
+
 def test_known_signature_counts_hits_keeps_the_smallest_and_bounds_examples(tmp_path, dropping):
     store = findings.FindingStore(tmp_path, max_examples=3, minimise=False)
     store.record(_report(LONG, dropping))
