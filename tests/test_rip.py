@@ -100,6 +100,20 @@ def test_reference_fault_during_int_n_delivery_returns_to_the_int(vendor):
     assert d.event.vector == NP and d.ret == 0
 
 
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("raise_db", ["exception #DB", "l0.emulate #DB"])
+def test_reference_fault_during_a_db_delivery_returns_where_the_db_would(vendor, raise_db):
+    """A #DB an instruction raises is a fault or a trap (SDM Table 6-1,
+    17.3.1), so its return address is undefined, and so is that of a #PF
+    met delivering it: before the instruction for a fault, after it for a
+    trap (SDM 6.5).  The reference pushed +0, and the SVM ports of 5.11 and
+    the RFC, which push +1, diverged."""
+    s = scenario(vendor, f"delivery_fault #PF\n{raise_db}\n")
+    (d,) = trace("reference", s, 1)
+    assert d.event.vector == 14 and isinstance(d.ret, Undefined)
+    assert all(agreement.agrees(p, s) for p in PORTS)
+
+
 def test_reference_double_fault_return_address_is_undefined():
     """SDM 6.15 (Interrupt 8): the saved CS:EIP of #DF is undefined, so any
     port's value matches."""

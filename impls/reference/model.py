@@ -352,8 +352,8 @@ class Machine:
         delivery pushes +0, the address of that instruction (SDM 6.5: a
         fault's return address is the faulting instruction; SDM 26.5.1.1:
         after a nested exception during an injection, the guest RIP without
-        the instruction length), and #DF pushes an undefined one (SDM 6.15,
-        Interrupt 8: saved CS and EIP undefined).
+        the instruction length), unless `ev`'s was undefined, and #DF pushes
+        an undefined one (SDM 6.15, Interrupt 8: saved CS and EIP undefined).
         """
         if self.cur.halted:
             # SDM2 HLT: an event the halted level takes resumes execution,
@@ -388,7 +388,12 @@ class Machine:
                           "IDT-vectoring (SDM 27.2.3, APM 15.7.2)")
                 self._exception_exit(fev, cur, faddr, self._soft_length(fev, cur, ret))
                 return
-            ret = 0
+            if not isinstance(ret, Undefined):
+                # Where the event's own return address is undefined (a #DB
+                # that may be a fault or a trap, `_instruction_length`), so
+                # is the one of a fault during its delivery: before the
+                # instruction for a fault, after it for a trap (SDM 6.5).
+                ret = 0
             if fvec == PF:
                 self.set_cr2(faddr)  # SDM 4.7: CR2 is loaded when the #PF is raised
             merge = arch.second_exception(cur, fvec)
