@@ -356,3 +356,16 @@ def test_what_vmx_keeps_of_a_32_bit_error_code(name, alarm):
 def test_svm_keeps_the_32_bit_error_code(name):
     """EVENTINJ's ERRORCODE has 32 bits (APM 15.20): every port agrees."""
     assert agreement.agrees(name, sc("svm", SET_BIG))
+
+
+@pytest.mark.parametrize("body, rule", [
+    ("l1.vmentry inject=#GP(0x0) activity=hlt\n", "an event the HLT activity state does not accept"),
+    ("l1.vmentry interruptibility=both\n", "interruptibility state inconsistent"),
+    ("mov_ss\nl1.vmentry\n", "events blocked by MOV SS"),
+])
+def test_reference_notes_the_rule_a_failed_entry_breaks(body, rule):
+    """A failed VM entry is noted with its rule (explain shows it; notes
+    are never compared)."""
+    out = api.load("reference").run(parse_scenario(f"evdiff 1 vendor=vmx\n{body}"))
+    outs = out.outcomes if isinstance(out, api.Allowed) else (out,)
+    assert all(any(t.startswith(f"VM entry fails: {rule}") for _, t in o.notes) for o in outs)

@@ -30,6 +30,20 @@ from impls.prepatch.vmx import (
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
 
+@glue("for a diagnostic note, no kernel code: the check nested_vmx_run does not make")
+def hlt_state_refuses(info: int) -> bool:
+    """Whether the HLT activity state refuses this injection (SDM 26.3.1.5:
+    it accepts only an external interrupt, an NMI, a hardware #DB or #MC,
+    or MTF's type 7).  KVM enters anyway; nested_vmx_run notes it, else the
+    campaign names this one missing check by the shapes of whatever L2
+    does next."""
+    if not info & INTR_INFO_VALID:
+        return False
+    typ, vec = (info & INTR_INFO_INTR_TYPE_MASK) >> 8, info & INTR_INFO_VECTOR_MASK
+    return not (typ in (INTR_TYPE_EXT_INTR >> 8, INTR_TYPE_NMI_INTR >> 8, 7) or (
+        typ == INTR_TYPE_HARD_EXCEPTION >> 8 and vec in (1, 18)))
+
+
 NESTED_C = "arch/x86/kvm/vmx/nested.c"
 NESTED_H = "arch/x86/kvm/vmx/nested.h"
 
@@ -198,6 +212,9 @@ class VmxNested:
             # interrupt-window exit would wake: halt the vCPU.  Nothing
             # checks which events may be injected in the HLT state (SDM
             # 26.3.1.5); an injection just runs L2.
+            if hlt_state_refuses(vmcs12.vm_entry_intr_info_field):
+                vcpu.rec.note("nested_vmx_run: vmcs12 activity state HLT with an injected event of a type that "
+                              "state does not accept: not refused, L2 runs")
             if not vmcs12.vm_entry_intr_info_field & INTR_INFO_VALID \
                     and not vmcs12.cpu_based_vm_exec_control & CPU_BASED_NMI_WINDOW_EXITING \
                     and not (vmcs12.cpu_based_vm_exec_control & CPU_BASED_INTR_WINDOW_EXITING

@@ -910,6 +910,7 @@ class Machine:
         shadow, self.cur.shadow = self.cur.shadow, None
         if shadow == "movss" and not self.svm:
             # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
+            self.note("VM entry fails: events blocked by MOV SS (SDM2 VMLAUNCH/VMRESUME)")
             self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
             return
         inject: Ev | None = ev.args[0]
@@ -1030,7 +1031,7 @@ class Machine:
             # 0, "NMI-window exiting" must be 0 (and "virtual NMIs" needs
             # "NMI exiting", which `l1.intercept nmi=` sets with it);
             # VMfailValid, VM-instruction error 7 (SDM 30.4).
-            return "VMfailValid(7)"
+            return self._fails("NMI-window exiting without virtual NMIs (SDM 26.2.1.1)", "VMfailValid(7)")
         return self._injection_failure(inject, insn_len, l2)
 
     def _injection_failure(self, inject: Ev | None, insn_len: int, l2: LevelState) -> str | None:
@@ -1061,7 +1062,8 @@ class Machine:
             return self._svm_entry_failure(inject, l2)
         protected = l2.desc.mode is not Mode.REAL
         if inject is not None and avmx.entry_control_error(inject, protected):
-            return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
+            return self._fails("the injected event fails the control checks (SDM 26.2.1.3)",
+                               f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})")
         # SDM 26.2.1.3: for types 4, 5 and 6 the VM-entry instruction length
         # is 0 to 15, and 0 only where IA32_VMX_MISC bit 30 is 1 -- a
         # capability of the processor L1 runs on, which the scenario does
@@ -1069,12 +1071,13 @@ class Machine:
         if inject is not None and inject.type in avmx.INSTRUCTION_TYPES and (insn_len > 15 or (
                 insn_len == 0 and self.choose(
                     "SDM 26.2.1.3: zero VM-entry instruction length without IA32_VMX_MISC[30]", 2))):
-            return f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})"
+            return self._fails("VM-entry instruction length out of range (SDM 26.2.1.3)",
+                               f"VMfailValid({avmx.ENTRY_INVALID_CONTROL_FIELD})")
         bad = avmx.reason_name(avmx.FAILED_VMENTRY | avmx.INVALID_GUEST_STATE)
         if l2.shadow == "both" or (l2.shadow == "sti" and not l2.rflags_if):
-            return bad
+            return self._fails("interruptibility state inconsistent (SDM 26.3.1.5)", bad)
         if l2.pending_dbg == "bs" and l2.shadow:
-            return bad
+            return self._fails("pending single-step under STI / MOV-SS blocking with TF=0 (SDM 26.3.1.5)", bad)
         if inject is None:
             return None
         if l2.halted and not (inject.type in (EvType.EXT_INTR, EvType.NMI, EvType.OTHER_EVENT) or (
@@ -1082,15 +1085,22 @@ class Machine:
             # SDM 26.3.1.5: in the HLT activity state only an external
             # interrupt, an NMI, a hardware #DB or #MC, or an MTF VM exit
             # (type 7, vector 0) may be injected.
-            return bad
+            return self._fails("an event the HLT activity state does not accept is injected (SDM 26.3.1.5)", bad)
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
-            return bad
+            return self._fails("an external interrupt injected while blocked (SDM 26.3.1.4-5)", bad)
         if inject.type is EvType.NMI:
             if l2.shadow == "movss":
-                return bad
+                return self._fails("an NMI injected under MOV-SS blocking (SDM 26.3.1.5)", bad)
             if l2.shadow == "sti" and self.choose("SDM 26.3.1.5: NMI injection under STI blocking", 2):
-                return bad
+                return self._fails("an NMI injected under STI blocking (SDM 26.3.1.5, IMPL-SPECIFIC)", bad)
         return None
+
+    def _fails(self, rule: str, reason: str) -> str:
+        """A VM entry that fails: noted with the rule it breaks (notes are
+        never compared; they say why, and name the cause of an
+        implementation that enters anyway, `fuzz.causes`)."""
+        self.note(f"VM entry fails: {rule}")
+        return reason
 
     def _svm_exception_vector(self, vector: int) -> bool:
         """Whether EVENTINJ type 3 may carry `vector` (APM 15.20: "a vector
@@ -1110,11 +1120,11 @@ class Machine:
             return None
         invalid = asvm.exit_name(asvm.EXIT_ERR)
         if int(inject.type) not in asvm.EVTINJ_TYPES:
-            return invalid
+            return self._fails("EVENTINJ with a reserved type (APM 15.20)", invalid)
         if inject.type is EvType.HW_EXCEPTION and not self._svm_exception_vector(inject.vector):
-            return invalid
+            return self._fails("EVENTINJ type 3 with a vector that is no exception (APM 15.20)", invalid)
         if inject.type is EvType.HW_EXCEPTION and inject.vector == arch.BR and l2.desc.mode is Mode.LONG:
-            return invalid
+            return self._fails("EVENTINJ of an exception impossible in the guest's mode (APM 15.20)", invalid)
         if inject.reserved:
             self._outside("EVENTINJ with reserved bits 30:12 set (APM 15.20: SBZ)")
         elif inject.error_code is not None and inject.type is not EvType.HW_EXCEPTION:
