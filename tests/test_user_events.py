@@ -268,3 +268,24 @@ def test_run_exit_may_go_past_an_event_in_flight_to_an_init():
     resets = {tuple(step for step, o in out.l1 if isinstance(o, api.Reset)) for out in outcomes("reference", s)}
     assert resets == {(2,), (3,)}
     assert compare(s).agree
+
+
+@pytest.mark.parametrize("vendor", ["vmx", "svm"])
+@pytest.mark.parametrize("later", ["l2.idt_limit 0", "l2.stack #PF", "delivery_fault #GP"])
+def test_state_set_after_a_run_exit_reaches_the_running_level(vendor, later):
+    """`user.run_exit` tries its boundary on a copy of the levels' state and
+    puts it back; L2's state set afterwards must reach the level that runs.
+    The reference kept running on the state from before the run exit (its
+    `cur` still pointed there), so L2's IDT limit, stack or armed fault set
+    after it was lost: every port diverged, under dozens of shapes."""
+    paging = "ept" if vendor == "vmx" else "npt"
+    body = f"evdiff 1 vendor={vendor} {paging}=on\nl1.vmentry\n{{}}{later}\nexception #PF\n"
+    with_exit = api.load("reference").run(parse_scenario(body.format("user.run_exit\n")))
+    without = api.load("reference").run(parse_scenario(body.format("")))
+
+    def traces(out, shift=0):
+        outs = out.outcomes if isinstance(out, api.Allowed) else (out,)
+        return {(tuple((s - shift, o) for s, o in x.l1), tuple((s - shift, o) for s, o in x.l2)) for x in outs}
+
+    assert traces(without) <= traces(with_exit, shift=1)
+    assert compare(parse_scenario(body.format("user.run_exit\n"))).agree

@@ -1451,6 +1451,7 @@ class Machine:
         events and instructions, never at a boundary."""
         saved = {k: v for k, v in vars(self).items() if k not in self._FIXED}
         saved["lv"] = {n: replace(lv, armed=list(lv.armed)) for n, lv in self.lv.items()}
+        saved["cur"] = saved["lv"][self.level]  # `cur` is the running level's state: the copy's, not the old one
         for name in ("l1_trace", "l2_trace", "notes"):
             saved[name] = list(saved[name])
         saved["irq_pending"] = set(self.irq_pending)
