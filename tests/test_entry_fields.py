@@ -369,3 +369,15 @@ def test_reference_notes_the_rule_a_failed_entry_breaks(body, rule):
     out = api.load("reference").run(parse_scenario(f"evdiff 1 vendor=vmx\n{body}"))
     outs = out.outcomes if isinstance(out, api.Allowed) else (out,)
     assert all(any(t.startswith(f"VM entry fails: {rule}") for _, t in o.notes) for o in outs)
+
+
+def test_l1s_writes_stay_when_vmlaunch_fails_under_mov_ss_blocking():
+    """L1 writes L2's state (VMWRITE) before VMLAUNCH; a VMLAUNCH that fails
+    with VMfailValid(26) (events blocked by MOV SS) undoes none of it: the
+    next entry runs L2 with IF=0, so the pending interrupt waits.  The
+    reference dropped the writes, and every port diverged."""
+    s = parse_scenario("evdiff 1 vendor=vmx\ncli\nirq 0x20\nmov_ss\nl1.vmentry if=0\nl1.vmentry\n")
+    out = api.load("reference").run(s)
+    assert out.l1 == ((3, EntryFailed("VMfailValid(26)")),)
+    assert out.l2 == () and out.final.irq_pending == (0x20,) and out.final.level == 2
+    assert agreement.agrees("prepatch", s) and agreement.agrees("current", s)

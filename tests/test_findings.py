@@ -72,12 +72,12 @@ def test_a_new_finding_is_minimised_and_keyed_on_the_minimised_scenario(tmp_path
     assert store.findings()[0].hits == 2
 
 
-#: Shows seed class A's cause (kvm_multiple_exception: the #PF replaces the
-#: injected event), but minimising it keeping the symptom (L1 handles #PF
-#: with another return address) ends in an unrelated bug: the #PF armed for
-#: the delivery of the #DB the emulator raises.
-DRIFTS = parse_scenario("evdiff 1 vendor=svm npt=off caps=exception_payload\ndelivery_fault #PF\n"
-                        "l0.emulate #DB\nl1.vmentry\ndelivery_fault #GP\nl1.intercept smi=1\n")
+#: Shows seed class A's cause (5.11's kvm_multiple_exception: the #PF
+#: replaces the injected event), but minimising it keeping the symptom ends
+#: in an unrelated 5.11 bug: the INT 0x80 L1 injects pushes a stale next_rip.
+DRIFTS = parse_scenario("evdiff 1 vendor=svm npt=off caps=exception_payload,exception_injected_pending,"
+                        "triple_fault_event\nl1.idt NMI\nuser.set_exception #DB\ndelivery_fault #PF\n"
+                        "l1.vmentry inject=int(0x80) insn_len=2\nl1.intercept exceptions=#GP\n")
 
 
 def test_a_cause_whose_first_scenario_minimises_into_another_bug_is_still_filed_under_its_own(tmp_path):

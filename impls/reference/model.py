@@ -908,19 +908,21 @@ class Machine:
             raise NotExecuted
         self._instruction()
         shadow, self.cur.shadow = self.cur.shadow, None
-        if shadow == "movss" and not self.svm:
-            # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
-            self.note("VM entry fails: events blocked by MOV SS (SDM2 VMLAUNCH/VMRESUME)")
-            self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
-            return
         inject: Ev | None = ev.args[0]
         insn_len: int = ev["insn_len"]
         l2 = self.lv[2]
+        # L1's writes of L2's state (VMWRITEs, vmcb12 stores) come before
+        # its VMLAUNCH / VMRUN and stay whether or not the entry succeeds.
         activity = ev["activity"]
         if activity != "keep":  # never on SVM (fuzz.scenario.svm_vmentry)
             l2.halted = activity == "hlt"
         l1_prepares_entry(inject, l2, self.vendor)
         l1_writes_guest_state(l2, ev["interruptibility"], ev["if"], ev["pending_dbg"])
+        if shadow == "movss" and not self.svm:
+            # SDM2 VMLAUNCH/VMRESUME: events blocked by MOV SS -> VMfailValid(26).
+            self.note("VM entry fails: events blocked by MOV SS (SDM2 VMLAUNCH/VMRESUME)")
+            self.l1_trace.append((self.step, EntryFailed("VMfailValid(26)")))
+            return
         failure = self._entry_failure(inject, insn_len, l2)
         if failure:
             self.l1_trace.append((self.step, EntryFailed(failure)))
