@@ -109,10 +109,12 @@ def test_uninstrumented_target_is_called_out(tmp_path):
     ("all", "1", "fuzz.oracle"), ("impls", "0", "impls.reference.model"), ("none", "", None)])
 def test_instrumentation_scope_is_what_the_target_says(tmp_path, scope, trace, instrumented):
     """`EVDIFF_INSTRUMENT` decides which modules carry atheris's counters;
-    with none, guidance is the coverage and the target says so."""
+    with none, guidance is the coverage and the target says so.  Findings
+    go to a store: ten mutants from nothing may well diverge (the mutator
+    starts afresh from nested prologues), which would otherwise stop it."""
     r = subprocess.run([sys.executable, "-m", "fuzz.evdiff_fuzzer", "-runs=10"], cwd=tmp_path,
-                       env=_env(EVDIFF_INSTRUMENT=scope, EVDIFF_TRACE_CMP=trace), capture_output=True, text=True,
-                       timeout=60)
+                       env=_env(EVDIFF_INSTRUMENT=scope, EVDIFF_TRACE_CMP=trace, EVDIFF_FINDINGS=str(tmp_path / "f")),
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(x for x in r.stderr.splitlines() if x.startswith("evdiff-target: instrumented"))
     if instrumented is None:

@@ -381,3 +381,16 @@ def test_l1s_writes_stay_when_vmlaunch_fails_under_mov_ss_blocking():
     assert out.l1 == ((3, EntryFailed("VMfailValid(26)")),)
     assert out.l2 == () and out.final.irq_pending == (0x20,) and out.final.level == 2
     assert agreement.agrees("prepatch", s) and agreement.agrees("current", s)
+
+
+def test_no_sti_blocking_after_a_vectoring_entry_even_if_its_delivery_triple_faults():
+    """SDM 26.6.1: a vectoring VM entry leaves no blocking by STI or MOV SS.
+    The simulated CPU kept vmcs12's STI blocking when the injected INT n's
+    delivery ended in a triple fault, so that exit saved it and L1's next
+    entry, injecting an interrupt, failed for every port (the reference:
+    another triple fault)."""
+    s = parse_scenario("evdiff 1 vendor=vmx\nl2.idt_limit 0\n"
+                       "l1.vmentry inject=int(0x80) insn_len=2 interruptibility=sti\nl1.vmentry inject=intr(0x20)\n")
+    out = api.load("reference").run(s)
+    assert [o.reason for _, o in out.l1] == ["TRIPLE_FAULT", "TRIPLE_FAULT"]
+    assert all(agreement.agrees(p, s) for p in ("prepatch", "postpatch", "upstream", "current"))

@@ -566,6 +566,10 @@ class Cpu:
             return
         if inj is not None:
             self.entered_with_event = True
+            # SDM 26.6.1: no blocking by STI or MOV SS after a vectoring
+            # entry, also where the delivery then faults into an exit or a
+            # triple fault (which save the interruptibility state).
+            lv.shadow = None
             self.soft_event_length = vmcs.entry_instruction_len if inj.type in avmx.INSTRUCTION_TYPES else 0
             # SDM 26.5.1.1: types 4, 5 and 6 push RIP + the VM-entry
             # instruction length, the others RIP.
