@@ -31,7 +31,7 @@ from impls.prepatch.vmx import (
 from impls.prepatch.x86 import kvm_exception_is_soft
 
 @glue("for a diagnostic note, no kernel code: the check nested_vmx_run does not make")
-def hlt_state_refuses(info: int) -> bool:
+def _hlt_state_refuses(info: int) -> bool:
     """Whether the HLT activity state refuses this injection (SDM 26.3.1.5:
     it accepts only an external interrupt, an NMI, a hardware #DB or #MC,
     or MTF's type 7).  KVM enters anyway; nested_vmx_run notes it, else the
@@ -212,7 +212,7 @@ class VmxNested:
             # interrupt-window exit would wake: halt the vCPU.  Nothing
             # checks which events may be injected in the HLT state (SDM
             # 26.3.1.5); an injection just runs L2.
-            if hlt_state_refuses(vmcs12.vm_entry_intr_info_field):
+            if _hlt_state_refuses(vmcs12.vm_entry_intr_info_field):
                 vcpu.rec.note("nested_vmx_run: vmcs12 activity state HLT with an injected event of a type that "
                               "state does not accept: not refused, L2 runs")
             if not vmcs12.vm_entry_intr_info_field & INTR_INFO_VALID \

@@ -54,7 +54,7 @@ from impls.prepatch.vmx import (
     INTR_TYPE_NMI_INTR, INTR_TYPE_SOFT_EXCEPTION, INTR_TYPE_SOFT_INTR, VECTORING_INFO_VALID_MASK, is_exception_n,
 )
 from impls.prepatch.vmx_nested import (
-    hlt_state_refuses, EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS,
+    _hlt_state_refuses, EXIT_REASON_INIT_SIGNAL, EXIT_REASON_SIPI_SIGNAL, VMXERR_ENTRY_EVENTS_BLOCKED_BY_MOV_SS,
     VMXERR_ENTRY_INVALID_CONTROL_FIELD, VMXERR_VMLAUNCH_NONCLEAR_VMCS, VMXERR_VMRESUME_NONLAUNCHED_VMCS,
 )
 from impls.prepatch.x86 import kvm_exception_is_soft
@@ -130,7 +130,7 @@ class VmxNested61:
         vmx.nested.nested_run_pending = True
         vcpu.nested_vmx_enter_non_root_mode(True)
         if vmcs12.guest_activity_state == GUEST_ACTIVITY_HLT:
-            if hlt_state_refuses(vmcs12.vm_entry_intr_info_field):
+            if _hlt_state_refuses(vmcs12.vm_entry_intr_info_field):
                 vcpu.rec.note("nested_vmx_run: vmcs12 activity state HLT with an injected event of a type that "
                               "state does not accept: not refused, L2 runs")
             if not vmcs12.vm_entry_intr_info_field & INTR_INFO_VALID \
