@@ -302,11 +302,15 @@ def verdict(before_differs: bool, after_differs: bool) -> str:
 
 
 def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> tuple[Outcome, dict, dict]:
-    """The allowed outcome with the fewest differing fields, counted as the
-    comparison counts them (`_compared`: what comes after an outcome's
-    `undefined_from` does not count against it); among those, the one that
-    agrees with `out` for the most steps, so that a late divergence is not
-    filed at an earlier step where the manuals allowed what `out` did.
+    """The allowed outcome that agrees with `out`'s traces for the most
+    steps, so that a late divergence is not filed at an earlier step where
+    the manuals allowed what `out` did (the choice `out` took); among those,
+    the one with the fewest differing fields, counted as the comparison
+    counts them (`_compared`: what comes after an outcome's `undefined_from`
+    does not count against it).  Fewest fields first filed divergences at
+    the step of an earlier choice the port had followed whenever the other
+    branch happened to end like the port (re-filing 3,000 campaign inputs:
+    118 findings, 48 without a note; agreeing longest first: 97 and 28).
     Returns it with its compared values (`_compared`), computed once."""
     cands = allowed.outcomes if isinstance(allowed, Allowed) else (allowed,)
     best = None
@@ -316,7 +320,7 @@ def _closest(allowed: Allowed | Outcome, out: Outcome, vendor: str) -> tuple[Out
             return r, e, a  # one candidate: nothing to rank
         ndiff = sum(not matches(e.get(k), a.get(k)) for k in e.keys() | a.keys())
         steps = [_first_diff(e[f], a[f])[0] for f in ("l1", "l2") if f in e and f in a]
-        rank = (ndiff, -min((s for s in steps if s is not None), default=1 << 30))
+        rank = (-min((s for s in steps if s is not None), default=1 << 30), ndiff)
         if best is None or rank < best[0]:
             best = (rank, r, e, a)
     return best[1:]

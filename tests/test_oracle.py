@@ -158,3 +158,19 @@ def test_ties_among_allowed_outcomes_go_to_the_one_agreeing_longest():
     sc = parse_scenario("evdiff 1 vendor=vmx\n")
     (d,) = oracle.divergences(sc, {"reference": Allowed((early, late)), "prepatch": out})
     assert d.step == 2
+
+
+def test_the_allowed_outcome_agreeing_longest_wins_over_the_one_matching_more_fields():
+    """L1 leaves a single-step #DB pending for L2 (both raising it after
+    the entry and not are allowed, SDM 26.6.3 not found).  The ports do not
+    raise it; much later an SMI taken in HLT returns past the HLT.  The
+    outcome that raised the #DB ends in a triple-fault exit and at level 1
+    as the ports do, so it matched more fields, and the divergence was filed
+    at the entry, with no note (one of the largest groups of shape-keyed
+    findings).  The outcome the ports followed is the one agreeing longest:
+    the divergence is at the SMI's step, on the branch that made it."""
+    sc = parse_scenario("evdiff 1 vendor=vmx ept=on\nl2.stack #PF\nl1.vmentry pending_dbg=bs\nhlt\nsmi\nexception #PF\n")
+    report = oracle.compare(sc, ["reference", "prepatch"])
+    assert {d.step for d in report.divergences if d.field in ("l1", "l2")} == {4}
+    (cause,) = report.causes
+    assert cause.note == "vcpu_block: the halted vCPU is woken (mp_state RUNNABLE)"
