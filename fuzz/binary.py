@@ -154,13 +154,16 @@ def _decode_config(head: int) -> Config:
 _LAYOUT = [(s.kind, tuple((p, p.type.width) for p in s.params)) for s in SPECS]
 
 
-def field_offsets(spec) -> list[tuple[int, int]]:
-    """Where each parameter of `spec` lies in its record: (offset, width)."""
+def _field_offsets(layout) -> tuple[tuple[int, int], ...]:
     out, pos = [], 1
-    for p in spec.params:
-        out.append((pos, p.type.width))
-        pos += p.type.width
-    return out
+    for _, width in layout:
+        out.append((pos, width))
+        pos += width
+    return tuple(out)
+
+
+#: By kind index: where each parameter lies in a record, (offset, width).
+FIELDS = [_field_offsets(layout) for _, layout in _LAYOUT]
 
 
 def _decode_record(rec: bytes) -> Event:

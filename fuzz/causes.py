@@ -112,10 +112,9 @@ def blame(notes: tuple[tuple[int, str], ...], step: int | None) -> str | None:
     decided = next((t for t in at if branch(t) not in PROGRESS), None)
     if decided is not None:
         return decided
-    before = [t for s, t in notes if (step is None or s < step) and branch(t) not in PROGRESS]
-    if before:
-        return before[-1]
-    return at[0] if at else next((t for s, t in reversed(notes) if step is None or s < step), None)
+    before = [t for s, t in notes if step is None or s < step]
+    fallback = at[0] if at else (before[-1] if before else None)
+    return next((t for t in reversed(before) if branch(t) not in PROGRESS), fallback)
 
 
 def function_of(note: str | None) -> str:

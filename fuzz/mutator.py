@@ -55,10 +55,10 @@ ENTRIES = [r for r in RECORDS if r[0] == _KIND["l1.vmentry"]]
 #: `l2.idt_limit`, `l2.stack`, `delivery_fault`).
 L2_SETUP = [r for r in RECORDS if r[0] in {_KIND[k] for k in ("l2.idt", "l2.idt_limit", "l2.stack",
                                                                   "delivery_fault")}]
-#: By kind byte: the language's records of that kind, and where each of its
-#: parameters lies in a record (offset, width).
+#: By kind index: the language's records of that kind; where each of its
+#: parameters lies in a record is `binary.FIELDS`.
 BY_KIND = {k: [r for r in RECORDS if r[0] == k] for k in range(len(binary.SPECS))}
-FIELDS = [binary.field_offsets(s) for s in binary.SPECS]
+FIELDS = binary.FIELDS
 
 
 def _split(data: bytes) -> tuple[bytes, list[bytes]]:
@@ -99,11 +99,10 @@ def mutate(data: bytes, max_size: int, seed: int, fallback: Callable[[bytes, int
     elif op == 14 and recs:  # one parameter of one record
         i = rng.randrange(len(recs))
         rec = recs[i]
-        fields = FIELDS[rec[0] % len(FIELDS)]
-        if fields:
-            off, width = rng.choice(fields)
-            value = rng.randbytes(width) if rng.random() < 0.25 else \
-                rng.choice(BY_KIND[rec[0] % len(FIELDS)])[off:off + width]
+        kind = rec[0] % len(FIELDS)
+        if FIELDS[kind]:
+            off, width = rng.choice(FIELDS[kind])
+            value = rng.randbytes(width) if rng.random() < 0.25 else rng.choice(BY_KIND[kind])[off:off + width]
             recs[i] = rec[:off] + value + rec[off + width:]
     else:  # another configuration: vendor, nested paging, caps
         head = bytes([head[0] ^ (1 << rng.randrange(5))])

@@ -103,6 +103,14 @@ def decode_entry(info: int, error_code: int = 0) -> Ev | None:
     return Ev(ev.type, ev.vector, ev.error_code, (info & INTR_INFO_RESERVED_MASK) >> INTR_INFO_RESERVED_SHIFT)
 
 
+def hlt_state_accepts(ev: Ev) -> bool:
+    """Whether a VM entry into the HLT activity state may inject `ev` (SDM
+    26.3.1.5): an external interrupt, an NMI, a hardware #DB or #MC, or an
+    MTF VM exit (type 7); anything else fails the entry (reason 33)."""
+    return ev.type in (EvType.EXT_INTR, EvType.NMI, EvType.OTHER_EVENT) or (
+        ev.type is EvType.HW_EXCEPTION and ev.vector in (1, 18))
+
+
 #: SDM 26.2.1.3 (V3-1098), the checks on the VM-entry event-injection
 #: fields that fail VM entry with VMfailValid, VM-instruction error 7, in
 #: the manual's order: the type is not 1 (reserved), nor 7 unless the

@@ -32,16 +32,12 @@ from impls.prepatch.x86 import kvm_exception_is_soft
 
 @glue("for a diagnostic note, no kernel code: the check nested_vmx_run does not make")
 def _hlt_state_refuses(info: int) -> bool:
-    """Whether the HLT activity state refuses this injection (SDM 26.3.1.5:
-    it accepts only an external interrupt, an NMI, a hardware #DB or #MC,
-    or MTF's type 7).  KVM enters anyway; nested_vmx_run notes it, else the
-    campaign names this one missing check by the shapes of whatever L2
-    does next."""
-    if not info & INTR_INFO_VALID:
-        return False
-    typ, vec = (info & INTR_INFO_INTR_TYPE_MASK) >> 8, info & INTR_INFO_VECTOR_MASK
-    return not (typ in (INTR_TYPE_EXT_INTR >> 8, INTR_TYPE_NMI_INTR >> 8, 7) or (
-        typ == INTR_TYPE_HARD_EXCEPTION >> 8 and vec in (1, 18)))
+    """Whether the HLT activity state refuses this injection
+    (`avmx.hlt_state_accepts`, SDM 26.3.1.5).  KVM enters anyway;
+    nested_vmx_run notes it, else the campaign names this one missing check
+    by the shapes of whatever L2 does next."""
+    ev = avmx.decode(info)
+    return ev is not None and not avmx.hlt_state_accepts(ev)
 
 
 NESTED_C = "arch/x86/kvm/vmx/nested.c"

@@ -1082,11 +1082,7 @@ class Machine:
             return self._fails("pending single-step under STI / MOV-SS blocking with TF=0 (SDM 26.3.1.5)", bad)
         if inject is None:
             return None
-        if l2.halted and not (inject.type in (EvType.EXT_INTR, EvType.NMI, EvType.OTHER_EVENT) or (
-                inject.type is EvType.HW_EXCEPTION and inject.vector in (arch.DB, arch.MC))):
-            # SDM 26.3.1.5: in the HLT activity state only an external
-            # interrupt, an NMI, a hardware #DB or #MC, or an MTF VM exit
-            # (type 7, vector 0) may be injected.
+        if l2.halted and not avmx.hlt_state_accepts(inject):
             return self._fails("an event the HLT activity state does not accept is injected (SDM 26.3.1.5)", bad)
         if inject.type is EvType.EXT_INTR and (not l2.rflags_if or l2.shadow):
             return self._fails("an external interrupt injected while blocked (SDM 26.3.1.4-5)", bad)
